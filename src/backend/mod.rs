@@ -1,0 +1,182 @@
+//! Where the CPU work runs.
+//!
+//! A [`Backend`] accepts a [`Job`] and calls its completion exactly once with the outcome. The
+//! socket side ([`crate::server`]) is the same for every backend; only this choice differs:
+//!
+//! - [`process`]: worker processes, the binary re-executed as `threadcenter-bench worker`, fed
+//!   over pipes (the original Python design, `multiprocessing.Pool`).
+//! - [`rayon_pool`]: a rayon thread pool.
+//! - [`tokio_pool`]: `spawn_blocking` on a blocking pool capped at W threads.
+//!
+//! The fourth design, `prefork`, is not a backend: it is W whole servers sharing a port, so it
+//! lives in [`crate::server::prefork`].
+
+mod pipe;
+pub mod process;
+pub mod rayon_pool;
+pub mod tokio_pool;
+mod watchdog;
+
+use crate::kernel::Kernel;
+use crate::protocol::ErrorCode;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One unit of CPU work.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub kernel: Kernel,
+    pub n: u64,
+    /// When the server handed the job to the backend; `queue_us` is measured from here.
+    pub submitted: Instant,
+}
+
+/// A finished job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Done {
+    pub result: u64,
+    /// From submission until the kernel started, µs.
+    pub queue_us: f64,
+    /// Inside the kernel, µs.
+    pub compute_us: f64,
+}
+
+/// A job that did not produce a result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Failure {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<Done, Failure>;
+
+/// Called exactly once per accepted job, from whatever thread finished it.
+pub type Completion = Box<dyn FnOnce(Outcome) + Send + 'static>;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A pool that runs jobs. Implementations must call each accepted job's completion exactly
+/// once, and must never block the caller of `submit`.
+pub trait Backend: Send + Sync + 'static {
+    /// The contract name: `process`, `rayon` or `tokio`.
+    fn name(&self) -> &'static str;
+
+    /// Queues a job, or refuses it at once (`overloaded` when the queue is full,
+    /// `shutting_down` after [`Backend::shutdown`] began).
+    fn submit(&self, job: Job, done: Completion) -> Result<(), Failure>;
+
+    /// Lets queued and running jobs finish (up to `drain`), then stops the workers. Jobs still
+    /// unfinished after `drain` get `shutting_down`.
+    fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
+
+    /// Resolves if the backend can no longer serve (a worker process that cannot start): the
+    /// server then exits with this message rather than fail every request.
+    fn fatal(&self) -> BoxFuture<'_, String> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// `--backend` values (contract names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Process,
+    Rayon,
+    Tokio,
+    Prefork,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Process,
+        BackendKind::Rayon,
+        BackendKind::Tokio,
+        BackendKind::Prefork,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::Rayon => "rayon",
+            BackendKind::Tokio => "tokio",
+            BackendKind::Prefork => "prefork",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackendKind> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    /// True for the designs whose workers are threads sharing one address space.
+    pub fn is_thread(self) -> bool {
+        matches!(self, BackendKind::Rayon | BackendKind::Tokio)
+    }
+}
+
+/// How a pool is sized and limited.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub workers: usize,
+    /// Jobs accepted but not yet started; beyond it, `overloaded`.
+    pub queue: usize,
+    /// A job running longer than this gets `timeout` (the process backend also kills it).
+    pub job_timeout: Duration,
+    /// Process backend: jobs written ahead to each worker's pipe, to hide its round trip.
+    pub worker_queue: usize,
+    /// Kernels whose per-process state is built before the pool reports ready.
+    pub preload: Vec<Kernel>,
+    /// Process backend: the program to run as `worker` (default: this executable).
+    pub worker_exe: Option<std::path::PathBuf>,
+}
+
+/// The one place a `--backend` value becomes a running backend. Must be called inside a tokio
+/// runtime. `Prefork` is refused here: it is a server topology, see [`crate::server::prefork`].
+pub async fn start(kind: BackendKind, config: PoolConfig) -> anyhow::Result<Arc<dyn Backend>> {
+    anyhow::ensure!(config.workers >= 1, "--workers must be at least 1");
+    Ok(match kind {
+        BackendKind::Process => Arc::new(process::ProcessBackend::start(config).await?),
+        BackendKind::Rayon => Arc::new(rayon_pool::RayonBackend::start(config)?),
+        BackendKind::Tokio => Arc::new(tokio_pool::TokioBackend::start(config)?),
+        BackendKind::Prefork => {
+            anyhow::bail!("prefork is a server topology, not a pool: use server::prefork")
+        }
+    })
+}
+
+/// Runs a job on the calling thread, turning a panic into `job_panicked`. Shared by the thread
+/// backends and the worker process.
+pub fn run_caught(kernel: Kernel, n: u64) -> Result<(u64, f64), Failure> {
+    let start = Instant::now();
+    match std::panic::catch_unwind(|| kernel.run(n)) {
+        Ok(result) => Ok((result, micros(start.elapsed()))),
+        Err(payload) => Err(Failure::new(ErrorCode::JobPanicked, panic_message(&*payload))),
+    }
+}
+
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("job panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("job panicked: {s}")
+    } else {
+        "job panicked".to_string()
+    }
+}
+
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+pub(crate) use watchdog::ThreadPoolCore;
+pub use pipe::{mono_ns, PipeJob, PipeReply, MAX_PIPE_FRAME};

@@ -1,0 +1,66 @@
+//! The tokio backend: `spawn_blocking` on a runtime of its own whose blocking pool is capped at
+//! W threads. A separate runtime keeps the cap exact: the server's runtime may use its own
+//! blocking pool for other things, and those threads must not count as compute workers.
+
+use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig, ThreadPoolCore};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct TokioBackend {
+    /// Dropped (in the background) at shutdown; a runtime cannot be dropped in async context.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    core: Arc<ThreadPoolCore>,
+    stop_watchdog: CancellationToken,
+}
+
+impl TokioBackend {
+    pub fn start(config: PoolConfig) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(config.workers)
+            // Keep idle blocking threads: re-creating them would be measured as dispatch cost.
+            .thread_keep_alive(Duration::from_secs(3600))
+            .thread_name("tokio-blocking")
+            .build()?;
+        for k in &config.preload {
+            k.prepare();
+        }
+        let core = ThreadPoolCore::new(config.queue, config.job_timeout);
+        let stop_watchdog = CancellationToken::new();
+        tokio::spawn(core.clone().watchdog(stop_watchdog.clone()));
+        Ok(TokioBackend {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            core,
+            stop_watchdog,
+        })
+    }
+}
+
+impl Backend for TokioBackend {
+    fn name(&self) -> &'static str {
+        "tokio"
+    }
+
+    fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
+        self.core.admit()?;
+        let core = self.core.clone();
+        // The JoinHandle is dropped: the completion reports the outcome, panics included
+        // (caught inside `execute`).
+        drop(self.handle.spawn_blocking(move || core.execute(job, done)));
+        Ok(())
+    }
+
+    fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.core.drain(drain).await;
+            self.stop_watchdog.cancel();
+            if let Some(rt) = self.runtime.lock().take() {
+                rt.shutdown_background();
+            }
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! The command line: subcommands and the `serve` flags, turned into validated configs.
+
+use crate::backend::{self, BackendKind, PoolConfig};
+use crate::kernel::Kernel;
+use crate::server::{self, prefork, ServerConfig};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "threadcenter-bench",
+    version,
+    about = "Where does process parallelism beat thread parallelism for CPU-bound requests over TCP?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Serve the protocol on a TCP port, with CPU work on the chosen backend.
+    Serve(ServeArgs),
+    /// Drive load against any server that speaks the protocol and verify every reply.
+    Load(crate::load::LoadArgs),
+    /// Run the grid of backends × workers × connections × sizes × kernels.
+    Sweep(crate::sweep::SweepArgs),
+    /// Render the HTML report from a sweep's CSV.
+    Report(crate::report::ReportArgs),
+    /// Combine HdrHistogram interval logs from several load processes or hosts.
+    Merge(crate::load::MergeArgs),
+    /// The process backend's child (internal).
+    #[command(hide = true)]
+    Worker(crate::worker::WorkerArgs),
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
+}
+
+fn parse_kernel(s: &str) -> Result<Kernel, String> {
+    Kernel::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown kernel {s:?}; known: {}", names.join(", "))
+    })
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to bind. Only loopback unless you give another address explicitly.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind; 0 picks a free one (printed as `listening on ADDR`).
+    #[arg(long, default_value_t = 5050)]
+    pub port: u16,
+    /// Where the CPU work runs.
+    #[arg(long, value_enum, default_value_t = BackendKind::Process)]
+    pub backend: BackendKind,
+    /// Compute workers (processes or threads); default: the number of cores.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+    /// Threads for socket I/O; default: cores ÷ 4, between 1 and 4.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub io_threads: Option<u32>,
+    /// Accept the `crash` fault-injection kernel.
+    #[arg(long)]
+    pub allow_crash: bool,
+    /// Largest request frame, bytes.
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+    /// Most simultaneous connections (clamped below the open-file limit).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A started frame must be complete within this time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub frame_deadline: Duration,
+    /// Close a connection after this long without a byte (and nothing in flight).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Unanswered requests per connection; at the cap the server stops reading that socket.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_in_flight: u64,
+    /// Jobs waiting for a worker; beyond it requests get `overloaded` at once.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue: u64,
+    /// A job running longer gets `timeout` (process backend: its worker is replaced).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+    /// Time in-flight work gets to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Process backend: jobs written ahead into each worker's pipe to hide its round trip.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub worker_queue: u64,
+    /// Build these kernels' per-process state before listening (e.g. `table`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
+    pub preload: Vec<Kernel>,
+    /// Internal: run as one of prefork's single-threaded servers.
+    #[arg(long, hide = true)]
+    pub prefork_child: bool,
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl ServeArgs {
+    pub fn workers(&self) -> usize {
+        self.workers.map_or_else(cores, |w| w as usize)
+    }
+
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_frame: self.max_frame,
+            max_connections: clamp_connections(self.max_connections, self.workers()),
+            frame_deadline: self.frame_deadline,
+            idle_timeout: self.idle_timeout,
+            max_in_flight: self.max_in_flight as usize,
+            drain: self.drain,
+            allow_crash: self.allow_crash,
+        }
+    }
+
+    fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            workers: self.workers(),
+            queue: self.queue as usize,
+            job_timeout: self.job_timeout,
+            worker_queue: self.worker_queue as usize,
+            preload: self.preload.clone(),
+            worker_exe: None,
+        }
+    }
+
+    /// The flags a prefork child needs to behave like its parent was asked to.
+    fn child_args(&self) -> Vec<String> {
+        let d = |d: Duration| format!("{}ms", d.as_millis());
+        let mut a = vec![
+            format!("--max-frame={}", self.max_frame),
+            format!("--max-connections={}", self.max_connections),
+            format!("--frame-deadline={}", d(self.frame_deadline)),
+            format!("--idle-timeout={}", d(self.idle_timeout)),
+            format!("--max-in-flight={}", self.max_in_flight),
+            format!("--drain={}", d(self.drain)),
+        ];
+        if self.allow_crash {
+            a.push("--allow-crash".into());
+        }
+        if !self.preload.is_empty() {
+            let names: Vec<&str> = self.preload.iter().map(|k| k.name()).collect();
+            a.push(format!("--preload={}", names.join(",")));
+        }
+        a
+    }
+}
+
+/// Keeps the connection limit below the open-file limit (raising the soft limit to the hard
+/// one first), leaving room for the listener, worker pipes and the like.
+fn clamp_connections(wanted: usize, workers: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let reserve = 32 + 3 * workers as u64;
+    let room = limit.saturating_sub(reserve).max(1);
+    wanted.min(room as usize)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    if matches!(cli.command, Commands::Serve(_) | Commands::Worker(_)) {
+        quiet_panics();
+    }
+    match cli.command {
+        Commands::Serve(args) => serve(args),
+        Commands::Load(args) => crate::load::run_cli(args),
+        Commands::Sweep(args) => crate::sweep::run_cli(args),
+        Commands::Report(args) => crate::report::run_cli(args),
+        Commands::Merge(args) => crate::load::merge_cli(args),
+        Commands::Worker(args) => crate::worker::run(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// A panicking job is an expected event here (it becomes a `job_panicked` reply): report it
+/// in one line instead of a backtrace per job.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = crate::backend::panic_message(info.payload());
+        let at = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+        eprintln!("threadcenter-bench[{}]: {msg}{at}", std::process::id());
+    }));
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THREADCENTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (args.host.as_str(), args.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))
+        })
+        .with_context(|| format!("cannot resolve --host {}", args.host))?;
+    let runtime = if args.prefork_child {
+        crate::worker::die_with_parent()?;
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        let io = args
+            .io_threads
+            .map_or_else(|| (cores() / 4).clamp(1, 4), |n| n as usize);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        if args.backend == BackendKind::Prefork && !args.prefork_child {
+            // Hold the port (bound, not listening) so every child binds the same one.
+            let holder = prefork::reuseport_listener(addr, false)?;
+            let addr = holder.local_addr()?;
+            let workers = args.workers();
+            prefork::supervise(addr, workers, args.child_args(), shutdown, || {
+                println!("listening on {addr}")
+            })
+            .await?;
+            drop(holder);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let (listener, backend): (_, std::sync::Arc<dyn backend::Backend>) = if args.prefork_child {
+            let l = prefork::reuseport_listener(addr, true)?;
+            (tokio::net::TcpListener::from_std(l)?, std::sync::Arc::new(prefork::InlineBackend))
+        } else {
+            let backend = backend::start(args.backend, args.pool_config()).await?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind {addr}"))?;
+            (l, backend)
+        };
+        println!("listening on {}", listener.local_addr()?);
+        server::run(listener, backend, args.server_config(), shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for count in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if count == 0 {
+            tracing::info!("shutting down: finishing in-flight requests");
+            shutdown.cancel();
+        } else {
+            eprintln!("threadcenter-bench: second signal, exiting now");
+            std::process::exit(130);
+        }
+    }
+}

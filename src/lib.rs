@@ -1,0 +1,31 @@
+//! threadcenter: for CPU-bound requests served over TCP, where does process parallelism beat
+//! thread parallelism, and by how much?
+//!
+//! # Layout
+//!
+//! Data flows one way: CLI → spec → backend started → server → load → record → CSV → report.
+//!
+//! - [`protocol`]: requests, replies, error codes (the wire contract).
+//! - [`connection`]: length-prefixed framing over any async reader/writer (sockets and pipes).
+//! - [`kernel`]: the workloads, each deterministic, each exposing one mechanism.
+//! - [`backend`]: where the CPU work runs: worker processes, rayon, tokio's blocking pool.
+//! - [`server`]: the socket side, the same code for every backend.
+//! - [`worker`]: the process backend's child, `threadcenter-bench worker`.
+//! - [`load`]: the load driver: closed/open loop, verified replies, HdrHistogram latencies.
+//! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.
+//! - [`record`]: one CSV row per cell and repetition.
+//! - [`report`]: statistics, charts and the self-contained HTML report.
+//! - [`sysinfo_util`]: machine metadata and per-process resource accounting.
+
+pub mod backend;
+pub mod cli;
+pub mod connection;
+pub mod kernel;
+pub mod load;
+pub mod protocol;
+pub mod record;
+pub mod report;
+pub mod server;
+pub mod sweep;
+pub mod sysinfo_util;
+pub mod worker;

@@ -1,0 +1,359 @@
+//! The socket side: accept connections, read pipelined requests, hand compute jobs to the
+//! backend, write replies in whatever order they finish. The same code serves every backend.
+//!
+//! Each connection is one task running a reader and a writer side by side. The reader stops
+//! taking frames from the socket while the connection has `max_in_flight` requests
+//! unanswered (backpressure instead of unbounded buffering). Every request produces exactly one
+//! [`Outgoing`] message; the writer batches whatever replies are ready into one write.
+
+pub mod prefork;
+
+use crate::backend::{Backend, Job};
+use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
+use crate::kernel::Kernel;
+use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Server limits (SPEC §5).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_frame: usize,
+    pub max_connections: usize,
+    pub frame_deadline: Duration,
+    pub idle_timeout: Duration,
+    pub max_in_flight: usize,
+    /// How long in-flight work may take to finish after a shutdown signal.
+    pub drain: Duration,
+    pub allow_crash: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: crate::protocol::DEFAULT_MAX_FRAME,
+            max_connections: 1024,
+            frame_deadline: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_in_flight: 64,
+            drain: Duration::from_secs(10),
+            allow_crash: false,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets in-flight jobs
+/// finish and their replies go out (up to `config.drain`), and stops the backend.
+///
+/// Returns an error only when the backend can no longer serve (e.g. workers cannot start).
+pub async fn run(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let tracker = TaskTracker::new();
+    let fatal = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            why = backend.fatal() => break Some(why),
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _peer)) => {
+                    // Replies are small and latency is the measurement: no Nagle delay.
+                    let _ = socket.set_nodelay(true);
+                    match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let conn = Conn::new(backend.clone(), config.clone(), shutdown.clone());
+                            tracker.spawn(conn.serve(socket, slot));
+                        }
+                        Err(_) => {
+                            tracker.spawn(refuse(socket, config.max_connections));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    };
+    drop(listener);
+    tracker.close();
+    if fatal.is_some() {
+        shutdown.cancel();
+    }
+    let drain = config.drain;
+    let stop = async {
+        tokio::join!(tracker.wait(), backend.shutdown(drain));
+    };
+    // The backend answers leftovers with `shutting_down` at the drain deadline; the extra
+    // second lets those replies reach their sockets.
+    if tokio::time::timeout(drain + Duration::from_secs(1), stop)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain time; closing them");
+    }
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
+/// Tells a client over the connection limit why it is turned away, then closes.
+async fn refuse(mut socket: TcpStream, max: usize) {
+    let mut out = Vec::new();
+    put_frame_with(&mut out, |o| {
+        Reply::Error(ErrorReply::new(
+            None,
+            ErrorCode::TooManyConnections,
+            format!("the server is at its limit of {max} connections; try again later"),
+        ))
+        .encode_into(o)
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = socket.write_all(&out).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+}
+
+/// A reply on its way to the writer, with what the writer needs to finish it.
+struct Outgoing {
+    reply: Reply,
+    /// When the request frame was read, if the client asked for timings.
+    read_at: Option<Instant>,
+    /// An in-flight id this reply releases for reuse.
+    releases: Option<Id>,
+    /// Held until the reply is written: the in-flight cap counts unanswered requests.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One client connection.
+struct Conn {
+    backend: Arc<dyn Backend>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    /// Ids of requests not yet answered, for `duplicate_id`.
+    in_flight_ids: Arc<Mutex<HashSet<Id>>>,
+}
+
+impl Conn {
+    fn new(backend: Arc<dyn Backend>, config: Arc<ServerConfig>, shutdown: CancellationToken) -> Self {
+        Conn {
+            backend,
+            config,
+            shutdown,
+            in_flight_ids: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    async fn serve(self, socket: TcpStream, _slot: OwnedSemaphorePermit) {
+        let (rd, wr) = socket.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = write_replies(wr, rx, self.in_flight_ids.clone());
+        let reader = self.read_requests(FrameReader::new(rd, self.config.max_frame), tx);
+        tokio::join!(reader, writer);
+    }
+
+    /// Reads and dispatches requests until the peer closes, a framing error, or shutdown.
+    /// Returning drops this side's sender; the writer ends once every reply is out.
+    async fn read_requests(
+        &self,
+        mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    ) {
+        let cap = self.config.max_in_flight;
+        let in_flight = Arc::new(Semaphore::new(cap));
+        loop {
+            let permit = tokio::select! {
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            // Idle means nothing arriving and nothing owed: a client waiting on a slow job is
+            // not idle.
+            let idle = (in_flight.available_permits() + 1 == cap).then_some(self.config.idle_timeout);
+            let limits = ReadLimits {
+                idle,
+                frame: Some(self.config.frame_deadline),
+            };
+            let frame = tokio::select! {
+                f = frames.read_frame(limits) => f,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match frame {
+                Ok(Some(payload)) => self.dispatch(&payload, permit, &tx),
+                Ok(None) => return,
+                Err(e @ (FrameError::TooLarge { .. } | FrameError::Deadline(_))) => {
+                    let reply = Reply::Error(ErrorReply::new(
+                        None,
+                        ErrorCode::FrameTooLarge,
+                        format!("{e}; closing the connection"),
+                    ));
+                    send(&tx, reply, None, None, permit);
+                    return;
+                }
+                Err(FrameError::Idle(_) | FrameError::Truncated(_) | FrameError::Io(_)) => return,
+            }
+        }
+    }
+
+    fn dispatch(&self, payload: &[u8], permit: OwnedSemaphorePermit, tx: &mpsc::UnboundedSender<Outgoing>) {
+        let read_at = Instant::now();
+        let req = match parse_request(payload) {
+            Ok(r) => r,
+            Err(e) => return send(tx, Reply::Error(e), None, None, permit),
+        };
+        let read_at = req.timing.then_some(read_at);
+        if !self.in_flight_ids.lock().insert(req.id.clone()) {
+            let reply = Reply::Error(ErrorReply::new(
+                Some(req.id.clone()),
+                ErrorCode::DuplicateId,
+                format!("a request with id {} is already in flight on this connection", req.id),
+            ));
+            return send(tx, reply, read_at, None, permit);
+        }
+        let id = req.id;
+        let refuse = |code: ErrorCode, detail: String, permit| {
+            let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
+            send(tx, reply, read_at, Some(id.clone()), permit)
+        };
+        let (kernel, n) = match req.cmd {
+            Command::Ping => {
+                let t = read_at.map(|_| Timings::default());
+                let reply = Reply::Pong { id: id.clone(), t };
+                return send(tx, reply, read_at, Some(id.clone()), permit);
+            }
+            Command::Compute { kernel, n } => (kernel, n),
+        };
+        let kernel = match Kernel::parse(&kernel) {
+            Some(Kernel::Crash) if !self.config.allow_crash => {
+                return refuse(
+                    ErrorCode::UnknownKernel,
+                    "kernel \"crash\" is disabled; start the server with --allow-crash".into(),
+                    permit,
+                )
+            }
+            Some(k) => k,
+            None => {
+                let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                return refuse(
+                    ErrorCode::UnknownKernel,
+                    format!("unknown kernel {kernel:?}; known: {}", names.join(", ")),
+                    permit,
+                );
+            }
+        };
+        if n > kernel.max_n() {
+            return refuse(
+                ErrorCode::NOutOfRange,
+                format!("n = {n} is over the limit of {} for {}", kernel.max_n(), kernel.name()),
+                permit,
+            );
+        }
+        let job = Job {
+            kernel,
+            n,
+            submitted: Instant::now(),
+        };
+        let done_tx = tx.clone();
+        let done_id = id.clone();
+        // The permit travels with the job; if the backend refuses, it comes back here.
+        let permit_slot = Arc::new(Mutex::new(Some(permit)));
+        let job_permit = permit_slot.clone();
+        let submitted = self.backend.submit(
+            job,
+            Box::new(move |outcome| {
+                let Some(permit) = job_permit.lock().take() else { return };
+                let reply = match outcome {
+                    Ok(d) => Reply::Result {
+                        id: done_id.clone(),
+                        result: d.result,
+                        t: read_at.map(|_| Timings {
+                            queue_us: d.queue_us,
+                            compute_us: d.compute_us,
+                            server_us: 0.0,
+                        }),
+                    },
+                    Err(f) => Reply::Error(ErrorReply::new(Some(done_id.clone()), f.code, f.detail)),
+                };
+                send(&done_tx, reply, read_at, Some(done_id), permit);
+            }),
+        );
+        if let Err(f) = submitted {
+            if let Some(permit) = permit_slot.lock().take() {
+                refuse(f.code, f.detail, permit);
+            }
+        }
+    }
+}
+
+fn send(
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    reply: Reply,
+    read_at: Option<Instant>,
+    releases: Option<Id>,
+    permit: OwnedSemaphorePermit,
+) {
+    // Fails only when the writer is gone (peer vanished): the reply has nowhere to go.
+    let _ = tx.send(Outgoing {
+        reply,
+        read_at,
+        releases,
+        _permit: permit,
+    });
+}
+
+/// Most bytes gathered into one write when many replies are ready at once.
+const WRITE_BATCH: usize = 64 * 1024;
+
+async fn write_replies(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    ids: Arc<Mutex<HashSet<Id>>>,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(mut out) = next.take() {
+            if let Some(at) = out.read_at {
+                let server_us = at.elapsed().as_secs_f64() * 1e6;
+                match &mut out.reply {
+                    Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } => {
+                        t.server_us = server_us
+                    }
+                    _ => {}
+                }
+            }
+            put_frame_with(&mut buf, |o| out.reply.encode_into(o));
+            if let Some(id) = &out.releases {
+                ids.lock().remove(id);
+            }
+            if buf.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            // The peer is gone. Dropping the receiver makes later completions' sends fail
+            // quietly; their jobs still finish, and their results are discarded.
+            return;
+        }
+        buf.clear();
+    }
+    let _ = wr.shutdown().await;
+}

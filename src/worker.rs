@@ -1,0 +1,84 @@
+//! The process backend's child: `threadcenter-bench worker`.
+//!
+//! A deliberately plain, single-threaded loop over blocking stdin/stdout: read a job frame, run
+//! the kernel, write the result. One thread means the worker's address space is its own, which
+//! is the whole point of the process design (no shootdowns, no shared allocator arenas, its
+//! own `gil` lock).
+
+use crate::backend::{mono_ns, run_caught, PipeJob, PipeReply, MAX_PIPE_FRAME};
+use crate::kernel::Kernel;
+use anyhow::{bail, Context};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Kernels whose per-process state to build before reporting ready (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub preload: Vec<String>,
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    die_with_parent()?;
+    for name in &args.preload {
+        let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
+        k.prepare();
+    }
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    let mut input = BufReader::new(stdin);
+    let mut output = BufWriter::new(stdout);
+    let mut frame = Vec::with_capacity(64);
+    PipeReply::Ready {
+        pid: std::process::id(),
+    }
+    .encode(&mut frame);
+    output.write_all(&frame)?;
+    output.flush()?;
+    let mut payload = [0u8; MAX_PIPE_FRAME];
+    loop {
+        let mut len = [0u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            // End of input: the server is done with us.
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e).context("reading a job"),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_PIPE_FRAME {
+            bail!("job frame of {len} bytes: the pipe is corrupt");
+        }
+        input.read_exact(&mut payload[..len]).context("reading a job")?;
+        let Some(job) = PipeJob::decode(&payload[..len]) else {
+            bail!("undecodable job frame");
+        };
+        let started_ns = mono_ns();
+        let reply = match run_caught(job.kernel, job.n) {
+            Ok((result, compute_us)) => PipeReply::Done {
+                result,
+                started_ns,
+                compute_ns: (compute_us * 1e3) as u64,
+            },
+            Err(f) => PipeReply::Panicked(f.detail),
+        };
+        frame.clear();
+        reply.encode(&mut frame);
+        output.write_all(&frame)?;
+        output.flush()?;
+    }
+}
+
+/// Asks the kernel to SIGKILL this process when the server dies, so a killed server leaves
+/// no orphans. The server spawns workers from its long-lived runtime threads: the death signal
+/// follows the parent *thread*, so it must not be a short-lived blocking-pool thread.
+pub fn die_with_parent() -> anyhow::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if rc != 0 {
+        bail!("prctl(PR_SET_PDEATHSIG) failed: {}", std::io::Error::last_os_error());
+    }
+    // The parent may have died before the flag was set.
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        bail!("server exited before the worker started");
+    }
+    Ok(())
+}
