@@ -195,7 +195,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
         let msg = crate::backend::panic_message(info.payload());
-        let at = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
         eprintln!("threadcenter-bench[{}]: {msg}{at}", std::process::id());
     }));
 }
@@ -222,7 +225,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve --host {}", args.host))?;
     let runtime = if args.prefork_child {
         crate::worker::die_with_parent()?;
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         let io = args
             .io_threads
@@ -249,7 +254,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let (listener, backend): (_, std::sync::Arc<dyn backend::Backend>) = if args.prefork_child {
             let l = prefork::reuseport_listener(addr, true)?;
-            (tokio::net::TcpListener::from_std(l)?, std::sync::Arc::new(prefork::InlineBackend))
+            (
+                tokio::net::TcpListener::from_std(l)?,
+                std::sync::Arc::new(prefork::InlineBackend),
+            )
         } else {
             let backend = backend::start(args.backend, args.pool_config()).await?;
             let l = tokio::net::TcpListener::bind(addr)
@@ -266,7 +274,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -77,7 +77,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(frame));
             }
             let wait = if self.buf.is_empty() {
-                limits.idle.map(|d| (Instant::now() + d, FrameError::Idle(d)))
+                limits
+                    .idle
+                    .map(|d| (Instant::now() + d, FrameError::Idle(d)))
             } else {
                 let started = *self.frame_started.get_or_insert_with(Instant::now);
                 limits.frame.map(|d| (started + d, FrameError::Deadline(d)))
@@ -183,8 +185,13 @@ mod tests {
         tx.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let mut r = FrameReader::new(rx, 1024);
         let err = r.read_frame(ReadLimits::NONE).await.unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { declared, .. } if declared == u32::MAX as u64));
-        assert!(r.buf.capacity() < 64 * 1024, "no allocation from the declared length");
+        assert!(
+            matches!(err, FrameError::TooLarge { declared, .. } if declared == u32::MAX as u64)
+        );
+        assert!(
+            r.buf.capacity() < 64 * 1024,
+            "no allocation from the declared length"
+        );
     }
 
     #[tokio::test]

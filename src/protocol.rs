@@ -374,14 +374,21 @@ fn diagnose(text: &str, typed_error: &serde_json::Error) -> ErrorReply {
                 format!("`n` must be non-negative, got {num}"),
             )
         }
-        Some(Value::Number(num)) if num.is_f64() && num.as_f64().is_some_and(|f| f.fract() == 0.0 && f > 0.0) => {
+        Some(Value::Number(num))
+            if num.is_f64() && num.as_f64().is_some_and(|f| f.fract() == 0.0 && f > 0.0) =>
+        {
             return ErrorReply::new(
                 Some(id),
                 ErrorCode::NOutOfRange,
                 format!("`n` = {num} is beyond any kernel's range"),
             )
         }
-        Some(v) => return bad(format!("`n` must be a non-negative integer, got {}", kind_of(v))),
+        Some(v) => {
+            return bad(format!(
+                "`n` must be a non-negative integer, got {}",
+                kind_of(v)
+            ))
+        }
     }
     match obj.get("kernel") {
         Some(Value::String(_)) | None => {}
@@ -389,7 +396,12 @@ fn diagnose(text: &str, typed_error: &serde_json::Error) -> ErrorReply {
     }
     match obj.get("timing") {
         Some(Value::Bool(_)) | None => {}
-        Some(v) => return bad(format!("`timing` must be true or false, got {}", kind_of(v))),
+        Some(v) => {
+            return bad(format!(
+                "`timing` must be true or false, got {}",
+                kind_of(v)
+            ))
+        }
     }
     // Every field has the right type, yet the typed parse failed: a duplicated key, which a
     // generic parse silently resolves to the last value. Refuse it rather than guess.
@@ -517,6 +529,13 @@ mod tests {
             parse_request(&[b'{', 0xff, b'}']).unwrap_err().error,
             ErrorCode::BadJson
         );
+    }
+
+    #[test]
+    fn a_duplicated_key_is_refused_not_guessed() {
+        let e = err(r#"{"id": 1, "cmd": "compute", "n": 5, "n": 6}"#);
+        assert_eq!((e.error, e.id), (ErrorCode::BadRequest, Some(Id::Num(1))));
+        assert!(e.detail.contains("duplicate"), "{}", e.detail);
     }
 
     #[test]

@@ -146,8 +146,8 @@ pub struct CellKey {
 /// Reads a sweep CSV, checking that it has the required columns.
 pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     use anyhow::Context;
-    let mut rdr = csv::Reader::from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut rdr =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
     let headers = rdr
         .headers()
         .with_context(|| format!("{} has no CSV header", path.display()))?
@@ -166,8 +166,7 @@ pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     }
     let mut rows = Vec::new();
     for (i, rec) in rdr.deserialize().enumerate() {
-        let row: Row =
-            rec.with_context(|| format!("{}: bad row {}", path.display(), i + 2))?;
+        let row: Row = rec.with_context(|| format!("{}: bad row {}", path.display(), i + 2))?;
         rows.push(row);
     }
     Ok(rows)

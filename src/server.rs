@@ -151,7 +151,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(backend: Arc<dyn Backend>, config: Arc<ServerConfig>, shutdown: CancellationToken) -> Self {
+    fn new(
+        backend: Arc<dyn Backend>,
+        config: Arc<ServerConfig>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Conn {
             backend,
             config,
@@ -187,7 +191,8 @@ impl Conn {
             };
             // Idle means nothing arriving and nothing owed: a client waiting on a slow job is
             // not idle.
-            let idle = (in_flight.available_permits() + 1 == cap).then_some(self.config.idle_timeout);
+            let idle =
+                (in_flight.available_permits() + 1 == cap).then_some(self.config.idle_timeout);
             let limits = ReadLimits {
                 idle,
                 frame: Some(self.config.frame_deadline),
@@ -213,7 +218,12 @@ impl Conn {
         }
     }
 
-    fn dispatch(&self, payload: &[u8], permit: OwnedSemaphorePermit, tx: &mpsc::UnboundedSender<Outgoing>) {
+    fn dispatch(
+        &self,
+        payload: &[u8],
+        permit: OwnedSemaphorePermit,
+        tx: &mpsc::UnboundedSender<Outgoing>,
+    ) {
         let read_at = Instant::now();
         let req = match parse_request(payload) {
             Ok(r) => r,
@@ -224,7 +234,10 @@ impl Conn {
             let reply = Reply::Error(ErrorReply::new(
                 Some(req.id.clone()),
                 ErrorCode::DuplicateId,
-                format!("a request with id {} is already in flight on this connection", req.id),
+                format!(
+                    "a request with id {} is already in flight on this connection",
+                    req.id
+                ),
             ));
             return send(tx, reply, read_at, None, permit);
         }
@@ -262,7 +275,11 @@ impl Conn {
         if n > kernel.max_n() {
             return refuse(
                 ErrorCode::NOutOfRange,
-                format!("n = {n} is over the limit of {} for {}", kernel.max_n(), kernel.name()),
+                format!(
+                    "n = {n} is over the limit of {} for {}",
+                    kernel.max_n(),
+                    kernel.name()
+                ),
                 permit,
             );
         }
@@ -279,7 +296,9 @@ impl Conn {
         let submitted = self.backend.submit(
             job,
             Box::new(move |outcome| {
-                let Some(permit) = job_permit.lock().take() else { return };
+                let Some(permit) = job_permit.lock().take() else {
+                    return;
+                };
                 let reply = match outcome {
                     Ok(d) => Reply::Result {
                         id: done_id.clone(),
@@ -290,7 +309,9 @@ impl Conn {
                             server_us: 0.0,
                         }),
                     },
-                    Err(f) => Reply::Error(ErrorReply::new(Some(done_id.clone()), f.code, f.detail)),
+                    Err(f) => {
+                        Reply::Error(ErrorReply::new(Some(done_id.clone()), f.code, f.detail))
+                    }
                 };
                 send(&done_tx, reply, read_at, Some(done_id), permit);
             }),

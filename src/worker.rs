@@ -47,7 +47,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         if len > MAX_PIPE_FRAME {
             bail!("job frame of {len} bytes: the pipe is corrupt");
         }
-        input.read_exact(&mut payload[..len]).context("reading a job")?;
+        input
+            .read_exact(&mut payload[..len])
+            .context("reading a job")?;
         let Some(job) = PipeJob::decode(&payload[..len]) else {
             bail!("undecodable job frame");
         };
@@ -74,7 +76,10 @@ pub fn die_with_parent() -> anyhow::Result<()> {
     // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
     let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     if rc != 0 {
-        bail!("prctl(PR_SET_PDEATHSIG) failed: {}", std::io::Error::last_os_error());
+        bail!(
+            "prctl(PR_SET_PDEATHSIG) failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // The parent may have died before the flag was set.
     if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {

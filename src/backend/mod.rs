@@ -88,7 +88,9 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// `--backend` values (contract names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Process,
@@ -160,7 +162,10 @@ pub fn run_caught(kernel: Kernel, n: u64) -> Result<(u64, f64), Failure> {
     let start = Instant::now();
     match std::panic::catch_unwind(|| kernel.run(n)) {
         Ok(result) => Ok((result, micros(start.elapsed()))),
-        Err(payload) => Err(Failure::new(ErrorCode::JobPanicked, panic_message(&*payload))),
+        Err(payload) => Err(Failure::new(
+            ErrorCode::JobPanicked,
+            panic_message(&*payload),
+        )),
     }
 }
 
@@ -178,5 +183,5 @@ pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-pub(crate) use watchdog::ThreadPoolCore;
 pub use pipe::{mono_ns, PipeJob, PipeReply, MAX_PIPE_FRAME};
+pub(crate) use watchdog::ThreadPoolCore;

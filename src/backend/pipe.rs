@@ -26,7 +26,9 @@ pub struct PipeJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PipeReply {
     /// Sent once at start, after preloading, so the server knows the worker can serve.
-    Ready { pid: u32 },
+    Ready {
+        pid: u32,
+    },
     Done {
         result: u64,
         started_ns: u64,

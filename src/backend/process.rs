@@ -52,6 +52,9 @@ struct Shared {
     fatal: CancellationToken,
     fatal_reason: Mutex<Option<String>>,
     live: AtomicUsize,
+    /// Workers with nothing in flight. A job is written ahead to a busy worker only when
+    /// none is idle: otherwise one worker could take two long jobs while another sits idle.
+    idle: AtomicUsize,
     pids: Mutex<Vec<Option<u32>>>,
 }
 
@@ -71,7 +74,11 @@ impl ProcessBackend {
         let (tx, rx) = async_channel::bounded(config.queue.max(1));
         let shared = Arc::new(Shared {
             exe,
-            preload: config.preload.iter().map(|k| k.name().to_string()).collect(),
+            preload: config
+                .preload
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect(),
             timeout: config.job_timeout,
             worker_queue: config.worker_queue.max(1),
             queue: rx,
@@ -79,6 +86,7 @@ impl ProcessBackend {
             fatal: CancellationToken::new(),
             fatal_reason: Mutex::new(None),
             live: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
             pids: Mutex::new(vec![None; config.workers]),
         });
         // Start every worker before serving, so start-up cost is not measured as latency.
@@ -119,7 +127,10 @@ impl Backend for ProcessBackend {
             Ok(()) => Ok(()),
             Err(async_channel::TrySendError::Full(_)) => Err(Failure::new(
                 ErrorCode::Overloaded,
-                format!("job queue full ({} waiting)", self.queue.capacity().unwrap_or(0)),
+                format!(
+                    "job queue full ({} waiting)",
+                    self.queue.capacity().unwrap_or(0)
+                ),
             )),
             Err(async_channel::TrySendError::Closed(_)) => Err(Failure::new(
                 ErrorCode::ShuttingDown,
@@ -132,7 +143,10 @@ impl Backend for ProcessBackend {
         Box::pin(async move {
             // Closing lets supervisors empty the queue, then their workers see end of input.
             self.queue.close();
-            if tokio::time::timeout(drain, self.tracker.wait()).await.is_err() {
+            if tokio::time::timeout(drain, self.tracker.wait())
+                .await
+                .is_err()
+            {
                 self.shared.abort.cancel();
                 self.tracker.wait().await;
             }
@@ -240,7 +254,11 @@ async fn supervise(slot: usize, first: Worker, shared: Arc<Shared>) {
                             "a worker process failed to start {failures} times in a row: {e:#}"
                         ));
                         shared.fatal.cancel();
-                        fail_all(&mut carry, ErrorCode::WorkerCrashed, "no worker could start");
+                        fail_all(
+                            &mut carry,
+                            ErrorCode::WorkerCrashed,
+                            "no worker could start",
+                        );
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(100 << failures)).await;
@@ -250,8 +268,12 @@ async fn supervise(slot: usize, first: Worker, shared: Arc<Shared>) {
         };
         shared.pids.lock()[slot] = Some(worker.pid);
         shared.live.fetch_add(1, Ordering::AcqRel);
+        shared.idle.fetch_add(1, Ordering::AcqRel);
         let mut in_flight: VecDeque<Pending> = VecDeque::new();
         let ended = serve(&mut worker, &mut in_flight, &mut carry, &shared).await;
+        if in_flight.is_empty() {
+            shared.idle.fetch_sub(1, Ordering::AcqRel);
+        }
         shared.live.fetch_sub(1, Ordering::AcqRel);
         shared.pids.lock()[slot] = None;
         let pid = worker.pid;
@@ -290,10 +312,17 @@ async fn supervise(slot: usize, first: Worker, shared: Arc<Shared>) {
             }
             Ended::Aborted => {
                 let _ = worker.child.kill().await;
-                fail_all(&mut in_flight, ErrorCode::ShuttingDown, "drain time exceeded");
+                fail_all(
+                    &mut in_flight,
+                    ErrorCode::ShuttingDown,
+                    "drain time exceeded",
+                );
                 fail_all(&mut carry, ErrorCode::ShuttingDown, "drain time exceeded");
                 while let Ok(p) = shared.queue.try_recv() {
-                    (p.done)(Err(Failure::new(ErrorCode::ShuttingDown, "drain time exceeded")));
+                    (p.done)(Err(Failure::new(
+                        ErrorCode::ShuttingDown,
+                        "drain time exceeded",
+                    )));
                 }
                 return;
             }
@@ -325,9 +354,14 @@ async fn serve(
     // When the oldest job in flight started executing (the worker runs them in order).
     let mut running_since = Instant::now();
     let mut queue_closed = false;
+    // Write ahead only while no other worker is idle.
+    let room = |in_flight: &VecDeque<Pending>| {
+        in_flight.is_empty()
+            || (in_flight.len() < shared.worker_queue && shared.idle.load(Ordering::Acquire) == 0)
+    };
     loop {
         // Top up the pipe: carried-over jobs first, then whatever is already queued.
-        while in_flight.len() < shared.worker_queue {
+        while room(in_flight) {
             let next = match carry.pop_front() {
                 Some(p) => p,
                 None => match shared.queue.try_recv() {
@@ -341,6 +375,7 @@ async fn serve(
             };
             if in_flight.is_empty() {
                 running_since = Instant::now();
+                shared.idle.fetch_sub(1, Ordering::AcqRel);
             }
             PipeJob {
                 kernel: next.job.kernel,
@@ -359,7 +394,7 @@ async fn serve(
         if queue_closed && in_flight.is_empty() && carry.is_empty() {
             return Ended::Drained;
         }
-        let room = in_flight.len() < shared.worker_queue && !queue_closed;
+        let room = room(in_flight) && !queue_closed;
         let deadline = running_since + shared.timeout;
         tokio::select! {
             frame = w.stdout.read_frame(ReadLimits::NONE) => {
@@ -388,6 +423,9 @@ async fn serve(
                         in_flight.push_front(p);
                         return Ended::Crashed("worker wrote garbage on its pipe".into());
                     }
+                }
+                if in_flight.is_empty() {
+                    shared.idle.fetch_add(1, Ordering::AcqRel);
                 }
             }
             next = shared.queue.recv(), if room => {

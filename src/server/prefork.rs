@@ -29,11 +29,13 @@ impl Backend for InlineBackend {
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
         let started = Instant::now();
         let queue_us = micros(started.saturating_duration_since(job.submitted));
-        done(run_caught(job.kernel, job.n).map(|(result, compute_us)| Done {
-            result,
-            queue_us,
-            compute_us,
-        }));
+        done(
+            run_caught(job.kernel, job.n).map(|(result, compute_us)| Done {
+                result,
+                queue_us,
+                compute_us,
+            }),
+        );
         Ok(())
     }
 
@@ -48,7 +50,9 @@ pub fn reuseport_listener(addr: SocketAddr, listen: bool) -> anyhow::Result<std:
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.bind(&addr.into()).with_context(|| format!("cannot bind {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot bind {addr}"))?;
     if listen {
         socket.listen(1024)?;
     }
@@ -106,7 +110,10 @@ pub async fn supervise(
     }
     for mut c in children {
         // Children drain within their own drain time; this bound only guards against a stuck one.
-        if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), c.wait())
+            .await
+            .is_err()
+        {
             let _ = c.kill().await;
         }
     }
@@ -131,7 +138,10 @@ async fn spawn_child(
         .kill_on_drop(true)
         .spawn()
         .context("cannot start a prefork child")?;
-    let stdout = child.stdout.take().context("prefork child without stdout")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("prefork child without stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await

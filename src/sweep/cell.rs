@@ -1,0 +1,327 @@
+//! One cell of the grid: a fresh server process, warmup, measured load, resource accounting,
+//! SIGTERM and a check that the server exited cleanly.
+
+use super::grid::Workload;
+use crate::backend::BackendKind;
+use crate::kernel::Kernel;
+use crate::load::{self, LoadReport, LoadSpec, Pace, Stop};
+use crate::record::Row;
+use crate::sysinfo_util::{sample_tree, tlb_shootdowns};
+use anyhow::{bail, Context};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What to measure in one cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub workload: Workload,
+    pub backend: BackendKind,
+    pub workers: u32,
+    pub connections: u32,
+    pub depth: u32,
+    pub size: u64,
+    pub target_us: Option<f64>,
+    /// Single-thread time of one job of the main kernel at `size`, µs.
+    pub single_us: f64,
+    pub repetition: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub seed: u64,
+}
+
+/// How long a server may take to say `listening on` (a `table` preload in every process
+/// included) and to exit after SIGTERM.
+const START_LIMIT: Duration = Duration::from_secs(90);
+const STOP_LIMIT: Duration = Duration::from_secs(20);
+
+/// A server child that is killed if the cell ends early.
+struct ServerProc {
+    child: Child,
+    pid: i32,
+    addr: std::net::SocketAddr,
+    stderr: Arc<parking_lot::Mutex<String>>,
+}
+
+impl ServerProc {
+    async fn start(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerProc, Duration)> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--port", "0", "--backend", cell.backend.name()])
+            .args(["--workers", &cell.workers.to_string()]);
+        if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
+            cmd.args(["--preload", "table"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let pid = child.id().context("server exited at once")? as i32;
+        let stderr = Arc::new(parking_lot::Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = stderr.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut s = sink.lock();
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    // Keep the tail: it holds the reason a server failed.
+                    if s.len() > 8192 {
+                        let cut = s.len() - 4096;
+                        let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                        s.drain(..cut);
+                    }
+                }
+            });
+        }
+        let stdout = child.stdout.take().context("server without stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(START_LIMIT, lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(_) => {
+                let _ = child.wait().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                bail!("server exited before listening: {}", stderr.lock().trim());
+            }
+            Err(_) => bail!("server not listening after {START_LIMIT:?}"),
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .with_context(|| format!("server said {line:?} instead of `listening on ADDR`"))?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((
+            ServerProc {
+                child,
+                pid,
+                addr,
+                stderr,
+            },
+            started.elapsed(),
+        ))
+    }
+
+    /// SIGTERM, then wait; Ok(()) only for a clean exit with status 0.
+    async fn stop(mut self) -> Result<(), String> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        match tokio::time::timeout(STOP_LIMIT, self.child.wait()).await {
+            Ok(Ok(s)) if s.success() => Ok(()),
+            Ok(Ok(s)) => Err(format!(
+                "server exited uncleanly ({s}): {}",
+                last_line(&self.stderr.lock())
+            )),
+            Ok(Err(e)) => Err(format!("cannot wait for the server: {e}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!("server still running {STOP_LIMIT:?} after SIGTERM"))
+            }
+        }
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.trim().lines().last().unwrap_or("")
+}
+
+/// Runs one cell end to end. Never fails: a cell that cannot be measured becomes an invalid
+/// row with its reason, and the sweep goes on.
+pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> Row {
+    let mut row = empty_row(cell, cores);
+    if let Err(e) = measure(exe, cell, cores, &mut row).await {
+        row.valid = false;
+        row.reason = format!("{e:#}");
+    }
+    row
+}
+
+async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow::Result<()> {
+    let (server, start_time) = ServerProc::start(exe, cell).await?;
+    row.server_start_ms = start_time.as_secs_f64() * 1e3;
+    let mut spec = LoadSpec {
+        addr: server.addr,
+        connections: cell.connections,
+        depth: cell.depth,
+        stop: Stop::Duration(cell.warmup),
+        warmup: Duration::ZERO,
+        pace: Pace::Closed,
+        mix: cell.workload.mix.clone(),
+        size: cell.size,
+        seed: cell.seed,
+        ..LoadSpec::default()
+    };
+    if !cell.warmup.is_zero() {
+        // Warm-up on the same server, not recorded: first-touch faults, thread creation, the
+        // allocator's first arenas.
+        load::run(&spec).await.context("warmup failed")?;
+    }
+    spec.stop = Stop::Duration(cell.duration);
+    let tlb0 = tlb_shootdowns();
+    let before = sample_tree(server.pid);
+    let report = load::run(&spec).await;
+    let after = sample_tree(server.pid);
+    let tlb1 = tlb_shootdowns();
+    let stopped = server.stop().await;
+    let report = report.context("load failed")?;
+    let used = after.since(&before);
+    fill(row, &report, cell, cores);
+    row.server_user_s = used.user_s;
+    row.server_sys_s = used.sys_s;
+    row.server_cpu_s = used.user_s + used.sys_s;
+    row.server_rss_kib = used.peak_rss_kib;
+    row.server_minflt = used.minflt;
+    row.server_vcsw = used.vcsw;
+    row.server_ivcsw = used.ivcsw;
+    row.tlb_shootdowns = match (tlb0, tlb1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let mut reasons = Vec::new();
+    if report.ok == 0 {
+        reasons.push("no correct reply".to_string());
+    }
+    if report.total_errors() > 0 {
+        let kinds: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}×{n}"))
+            .collect();
+        reasons.push(format!(
+            "{} errors ({})",
+            report.total_errors(),
+            kinds.join(", ")
+        ));
+    }
+    if report.driver_saturated {
+        reasons.push(format!(
+            "load driver saturated ({:.2} CPU-s in {:.2} s)",
+            report.client_cpu_s, report.duration_s
+        ));
+    }
+    if let Err(why) = stopped {
+        reasons.push(why);
+    }
+    row.valid = reasons.is_empty();
+    row.reason = reasons.join("; ");
+    Ok(())
+}
+
+fn fill(row: &mut Row, r: &LoadReport, cell: &Cell, cores: usize) {
+    row.requests = r.ok;
+    row.errors = r.total_errors();
+    row.duration_s = r.duration_s;
+    row.throughput_rps = r.throughput_rps;
+    row.achieved_rps = r.achieved_rps;
+    row.lat_p50_us = r.latency.p50_us;
+    row.lat_p90_us = r.latency.p90_us;
+    row.lat_p99_us = r.latency.p99_us;
+    row.lat_p999_us = r.latency.p999_us;
+    row.lat_max_us = r.latency.max_us;
+    row.lat_mean_us = r.latency.mean_us;
+    let p50 = |s: &Option<load::Summary>| s.as_ref().map_or(f64::NAN, |s| s.p50_us);
+    row.queue_p50_us = p50(&r.queue);
+    row.compute_p50_us = p50(&r.compute);
+    row.server_p50_us = p50(&r.server);
+    row.transport_p50_us = p50(&r.transport);
+    row.client_cpu_s = r.client_cpu_s;
+    let ideal = cell.workers.min(cores as u32) as f64 / cell.single_us * 1e6;
+    row.efficiency = if ideal > 0.0 {
+        r.throughput_rps / ideal
+    } else {
+        f64::NAN
+    };
+}
+
+fn empty_row(cell: &Cell, cores: usize) -> Row {
+    Row {
+        kernel: cell.workload.name.clone(),
+        backend: cell.backend.name().to_string(),
+        workers: cell.workers,
+        connections: cell.connections,
+        depth: cell.depth,
+        size: cell.size,
+        repetition: cell.repetition,
+        requests: 0,
+        errors: 0,
+        duration_s: 0.0,
+        throughput_rps: 0.0,
+        lat_p50_us: f64::NAN,
+        lat_p90_us: f64::NAN,
+        lat_p99_us: f64::NAN,
+        lat_p999_us: f64::NAN,
+        lat_max_us: f64::NAN,
+        queue_p50_us: f64::NAN,
+        compute_p50_us: f64::NAN,
+        server_cpu_s: 0.0,
+        server_rss_kib: 0,
+        client_cpu_s: 0.0,
+        efficiency: f64::NAN,
+        valid: false,
+        reason: String::new(),
+        lat_mean_us: f64::NAN,
+        server_p50_us: f64::NAN,
+        transport_p50_us: f64::NAN,
+        server_user_s: 0.0,
+        server_sys_s: 0.0,
+        server_minflt: 0,
+        server_vcsw: 0,
+        server_ivcsw: 0,
+        tlb_shootdowns: None,
+        single_job_us: cell.single_us,
+        target_us: cell.target_us,
+        cores: cores as u32,
+        rate: 0.0,
+        achieved_rps: 0.0,
+        server_start_ms: f64::NAN,
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// Finds `n` for a kernel so that one job takes about `target_us` on one thread of this
+/// machine, and measures the single-job time at that `n` (median of several runs).
+pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -> (u64, f64) {
+    kernel.prepare();
+    let time = |n: u64| {
+        let t = Instant::now();
+        std::hint::black_box(kernel.run(n));
+        t.elapsed().as_secs_f64() * 1e6
+    };
+    let n = match (given_n, target_us) {
+        (Some(n), _) => n,
+        (None, Some(target)) if kernel == Kernel::Sleep => target.round().max(1.0) as u64,
+        (None, Some(target)) => {
+            // Grow n until one run is long enough to time well, then scale linearly.
+            let mut n = 16u64;
+            let mut t = time(n);
+            while t < 2000.0 && n < kernel.max_n() / 4 {
+                n *= 4;
+                t = time(n);
+            }
+            ((n as f64 * target / t).round() as u64).clamp(1, kernel.max_n())
+        }
+        (None, None) => 1,
+    };
+    let mut samples: Vec<f64> = Vec::new();
+    let budget = Instant::now();
+    while samples.len() < 5
+        || (samples.len() < 200 && budget.elapsed() < Duration::from_millis(100))
+    {
+        samples.push(time(n));
+    }
+    samples.sort_by(f64::total_cmp);
+    (n, samples[samples.len() / 2])
+}

@@ -1,0 +1,418 @@
+//! The sweep: the grid of backends × workers × connections × depths × sizes × kernels, each
+//! cell on a fresh server process, repeated, written to `results.csv` as it goes, then
+//! `env.json` and `report.html` beside it.
+//!
+//! Repetitions are the outer loop and the cell order within each is shuffled with a recorded
+//! seed, so slow drift of the machine (thermal, background load) spreads over every
+//! configuration instead of biasing whichever ran last.
+
+pub mod cell;
+pub mod grid;
+
+use crate::backend::BackendKind;
+use crate::record::{read_csv, CellKey, Row};
+use anyhow::{bail, ensure, Context};
+use grid::{parse_list, Grid, Preset, SizeSpec, Workload};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Folder for results.csv, env.json and report.html.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The small grid: under 2 minutes on 2 cores (the README's main job).
+    #[arg(long, conflicts_with_all = ["standard", "full"])]
+    pub quick: bool,
+    /// The standard grid: about 30 minutes on 2 cores.
+    #[arg(long, conflicts_with = "full")]
+    pub standard: bool,
+    /// The full grid for many-core machines (the default when no preset is named).
+    #[arg(long)]
+    pub full: bool,
+    /// Backends, comma-separated: process, rayon, tokio, prefork.
+    #[arg(long)]
+    pub backends: Option<String>,
+    /// Worker counts, comma-separated.
+    #[arg(long)]
+    pub workers: Option<String>,
+    /// Connection counts, comma-separated.
+    #[arg(long)]
+    pub connections: Option<String>,
+    /// Pipelining depths, comma-separated.
+    #[arg(long)]
+    pub depth: Option<String>,
+    /// Sizes: work sizes (500000) or target service times (50us, 1ms), comma-separated.
+    #[arg(long)]
+    pub sizes: Option<String>,
+    /// Kernels, comma-separated; a mix is written with `+`: fib:9+tlb:1.
+    #[arg(long)]
+    pub kernels: Option<String>,
+    /// Repetitions of every cell.
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Measured time per cell.
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Unrecorded load before each cell's measurement.
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Seed for the cell order and the load's choices.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the cells already in DIR/results.csv and run only the missing ones.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Replace a different sweep already in DIR.
+    #[arg(long)]
+    pub force: bool,
+    /// Stop after this many cells (to test --resume; the CSV keeps what ran).
+    #[arg(long, hide = true)]
+    pub max_cells: Option<usize>,
+}
+
+impl SweepArgs {
+    /// The grid: the preset, with any list flags replacing its lists.
+    pub fn grid(&self, cores: usize) -> anyhow::Result<Grid> {
+        let preset = if self.quick {
+            Preset::Quick
+        } else if self.standard {
+            Preset::Standard
+        } else {
+            Preset::Full
+        };
+        let mut g = Grid::preset(preset, cores);
+        let num = |flag: &str, s: &str| -> anyhow::Result<Vec<u32>> {
+            parse_list(flag, s, |p| {
+                p.parse::<u32>()
+                    .map_err(|_| anyhow::anyhow!("{p:?} is not a whole number"))
+            })
+        };
+        if let Some(s) = &self.backends {
+            g.backends = parse_list("--backends", s, |p| {
+                BackendKind::parse(p).with_context(|| {
+                    format!("unknown backend {p:?}; known: process, rayon, tokio, prefork")
+                })
+            })?;
+        }
+        if let Some(s) = &self.workers {
+            g.workers = num("--workers", s)?;
+        }
+        if let Some(s) = &self.connections {
+            g.connections = num("--connections", s)?;
+        }
+        if let Some(s) = &self.depth {
+            g.depths = num("--depth", s)?;
+        }
+        if let Some(s) = &self.sizes {
+            g.sizes = parse_list("--sizes", s, SizeSpec::parse)?;
+        }
+        if let Some(s) = &self.kernels {
+            g.kernels = parse_list("--kernels", s, Workload::parse)?;
+        }
+        if let Some(r) = self.repeat {
+            g.repeat = r;
+        }
+        if let Some(d) = self.duration {
+            g.duration = d;
+        }
+        if let Some(w) = self.warmup {
+            g.warmup = w;
+        }
+        if let Some(s) = self.seed {
+            g.seed = s;
+        }
+        g.validate()?;
+        Ok(g)
+    }
+}
+
+pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let cores = crate::cli::cores();
+    let grid = args.grid(cores)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(&args, &grid, cores))?;
+    eprintln!(
+        "wrote {} rows ({} invalid) to {}",
+        outcome.rows,
+        outcome.invalid,
+        args.out.join("results.csv").display()
+    );
+    for line in &outcome.headline {
+        println!("{line}");
+    }
+    println!("report: {}", args.out.join("report.html").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct Outcome {
+    pub rows: usize,
+    pub invalid: usize,
+    pub headline: Vec<String>,
+}
+
+/// Runs the grid into `args.out`.
+pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<Outcome> {
+    let out = &args.out;
+    let csv_path = out.join("results.csv");
+    let env_path = out.join("env.json");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (done, calibration) = prepare_folder(args, grid, &csv_path, &env_path)?;
+
+    let exe = std::env::current_exe().context("cannot find this program to start servers")?;
+    let plan = plan(grid, &calibration);
+    let todo: Vec<&cell::Cell> = plan
+        .iter()
+        .filter(|c| !done.contains(&key_of(c)))
+        .take(args.max_cells.unwrap_or(usize::MAX))
+        .collect();
+
+    let resuming = csv_path.exists() && !done.is_empty();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&csv_path)
+        .with_context(|| format!("cannot open {}", csv_path.display()))?;
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(!resuming)
+        .from_writer(file);
+
+    let bar = progress_bar(todo.len() as u64, grid);
+    for c in &todo {
+        bar.set_message(format!(
+            "{} {} w={} c={} n={} rep {}",
+            c.workload.name,
+            c.backend.name(),
+            c.workers,
+            c.connections,
+            c.size,
+            c.repetition
+        ));
+        let row = cell::run(&exe, c, cores).await;
+        if !row.valid {
+            bar.println(format!(
+                "invalid: {} {} w={} n={} rep {}: {}",
+                row.kernel, row.backend, row.workers, row.size, row.repetition, row.reason
+            ));
+        }
+        writer.serialize(&row)?;
+        // Flushed per cell: an interrupted sweep keeps every finished cell.
+        writer.flush()?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    drop(writer);
+
+    let rows = read_csv(&csv_path)?;
+    crate::report::write_report(&csv_path, Some(&env_path), &out.join("report.html"))?;
+    Ok(Outcome {
+        rows: rows.len(),
+        invalid: rows.iter().filter(|r| !r.valid).count(),
+        headline: headline(&rows),
+    })
+}
+
+fn progress_bar(len: u64, grid: &Grid) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} cells, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.println(format!(
+        "sweep: {} cells × {} repetitions, {:?} each (+{:?} warmup)",
+        grid.cells_per_rep(),
+        grid.repeat,
+        grid.duration,
+        grid.warmup
+    ));
+    bar
+}
+
+/// Checks the output folder and returns the cells already done (for `--resume`).
+/// A folder holding a different sweep is refused unless `--force`; nothing is overwritten
+/// before that check.
+fn prepare_folder(
+    args: &SweepArgs,
+    grid: &Grid,
+    csv_path: &Path,
+    env_path: &Path,
+) -> anyhow::Result<(HashSet<CellKey>, Calibration)> {
+    let existing_env: Option<serde_json::Value> = match std::fs::read_to_string(env_path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", env_path.display()))?,
+        ),
+        Err(_) => None,
+    };
+    let has_csv = csv_path.exists();
+    let mut done = HashSet::new();
+    if args.force {
+        for p in [csv_path, env_path] {
+            if p.exists() {
+                std::fs::remove_file(p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+    } else if has_csv || existing_env.is_some() {
+        let same_grid = existing_env
+            .as_ref()
+            .and_then(|e| serde_json::from_value::<Grid>(e["grid"].clone()).ok())
+            .is_some_and(|g| &g == grid);
+        if !args.resume {
+            bail!(
+                "{} already holds a sweep; use --resume to finish it or --force to replace it",
+                csv_path.parent().unwrap_or(csv_path).display()
+            );
+        }
+        ensure!(
+            same_grid,
+            "{} holds a sweep of a different grid; --resume needs the same flags (or use --force)",
+            csv_path.parent().unwrap_or(csv_path).display()
+        );
+        if has_csv {
+            done = read_csv(csv_path)?.iter().map(Row::cell_key).collect();
+        }
+    }
+    // A resumed sweep reuses the first run's calibration, so its cells have the same sizes.
+    let kept: Option<Calibration> = existing_env
+        .as_ref()
+        .filter(|_| !args.force)
+        .and_then(|e| serde_json::from_value(e["calibration"].clone()).ok());
+    if let Some(c) = kept {
+        return Ok((done, c));
+    }
+    let calibration = calibrate(grid);
+    {
+        let mut env = crate::sysinfo_util::machine();
+        env["started_at"] = serde_json::json!(humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now()
+        )
+        .to_string());
+        env["grid"] = serde_json::to_value(grid)?;
+        env["seed"] = serde_json::json!(grid.seed);
+        env["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
+        env["calibration"] = serde_json::to_value(&calibration)?;
+        let tmp = env_path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
+        std::fs::rename(&tmp, env_path)?;
+    }
+    Ok((done, calibration))
+}
+
+/// A calibrated size: the `n` that gives the target service time, and the measured
+/// single-thread time of one job at that `n`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Calibrated {
+    pub n: u64,
+    pub target_us: Option<f64>,
+    pub single_us: f64,
+}
+
+/// Keyed by `workload|size label`.
+pub type Calibration = BTreeMap<String, Calibrated>;
+
+fn calibration_key(w: &Workload, s: &SizeSpec) -> String {
+    format!("{}|{}", w.name, s.label())
+}
+
+/// Calibrates each (workload, size) once, on one thread of this machine.
+pub fn calibrate(grid: &Grid) -> Calibration {
+    let mut out = Calibration::new();
+    for w in &grid.kernels {
+        for s in &grid.sizes {
+            let (given, target) = match *s {
+                SizeSpec::N(n) => (Some(n), None),
+                SizeSpec::TargetUs(t) => (None, Some(t)),
+            };
+            let (n, single_us) = cell::calibrate(w.main_kernel(), target, given);
+            out.insert(
+                calibration_key(w, s),
+                Calibrated {
+                    n,
+                    target_us: target,
+                    single_us,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn key_of(c: &cell::Cell) -> CellKey {
+    CellKey {
+        kernel: c.workload.name.clone(),
+        backend: c.backend.name().to_string(),
+        workers: c.workers,
+        connections: c.connections,
+        depth: c.depth,
+        size: c.size,
+        repetition: c.repetition,
+    }
+}
+
+/// Every cell of every repetition, in run order: repetitions outermost, cells shuffled within
+/// each with a seed derived from the grid's.
+pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
+    let mut all = Vec::new();
+    for rep in 0..grid.repeat {
+        let mut cells = Vec::with_capacity(grid.cells_per_rep());
+        for w in &grid.kernels {
+            for s in &grid.sizes {
+                let Some(c) = calibration.get(&calibration_key(w, s)) else {
+                    continue;
+                };
+                let (n, target, single) = (c.n, c.target_us, c.single_us);
+                for &b in &grid.backends {
+                    for &workers in &grid.workers {
+                        for &connections in &grid.connections {
+                            for &depth in &grid.depths {
+                                cells.push(cell::Cell {
+                                    workload: w.clone(),
+                                    backend: b,
+                                    workers,
+                                    connections,
+                                    depth,
+                                    size: n,
+                                    target_us: target,
+                                    single_us: single,
+                                    repetition: rep,
+                                    duration: grid.duration,
+                                    warmup: grid.warmup,
+                                    seed: grid.seed.wrapping_add(rep as u64),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(grid.seed ^ (rep as u64).wrapping_mul(0x9E37_79B9));
+        cells.shuffle(&mut rng);
+        all.extend(cells);
+    }
+    all
+}
+
+/// One line per kernel: where process beats the best thread backend, from the report's
+/// verdicts.
+fn headline(rows: &[Row]) -> Vec<String> {
+    crate::report::verdicts(rows)
+        .iter()
+        .map(|v| {
+            format!(
+                "{:<12} w={:<3} n={:<10} process ÷ best thread ({}) = {:.2} [{:.2}, {:.2}] → {}",
+                v.kernel, v.workers, v.size, v.best_thread, v.ratio, v.lo, v.hi, v.outcome
+            )
+        })
+        .collect()
+}

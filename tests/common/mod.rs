@@ -1,0 +1,205 @@
+//! Shared test helpers: a real server process on port 0 and a blocking protocol client.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_threadcenter-bench");
+pub const BACKENDS: [&str; 4] = ["process", "rayon", "tokio", "prefork"];
+
+/// A `threadcenter-bench serve` child, SIGKILLed on drop if still running.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(backend: &str, workers: u32, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--port", "0", "--backend", backend])
+            .args(["--workers", &workers.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// SIGTERM, then the exit status (panics after `within`).
+    pub fn stop(self, within: Duration) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait(within)
+    }
+
+    /// The exit status, once the server exits (panics after `within`).
+    pub fn wait(mut self, within: Duration) -> std::process::ExitStatus {
+        wait_for(within, || self.child.try_wait().unwrap()).expect("server did not exit")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking client speaking the framing by hand, as any foreign client would.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client { stream }
+    }
+
+    pub fn send_raw(&mut self, payload: &[u8]) {
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        self.send_raw(v.to_string().as_bytes());
+    }
+
+    /// The next reply, or None if the server closed the connection.
+    pub fn recv(&mut self) -> Option<Value> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(serde_json::from_slice(&buf).expect("reply is JSON"))
+    }
+
+    pub fn call(&mut self, v: Value) -> Value {
+        self.send(&v);
+        self.recv().expect("a reply")
+    }
+
+    pub fn compute(&mut self, id: u64, kernel: &str, n: u64) -> Value {
+        self.call(json!({"id": id, "cmd": "compute", "kernel": kernel, "n": n}))
+    }
+
+    /// True once the server has closed this connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// The fib vectors: the repository's copy, which mirrors shared/vectors/fib.csv.
+pub fn fib_vectors() -> Vec<(u64, u64)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/fib.csv");
+    let text = std::fs::read_to_string(path).expect("read fib vectors");
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (n, r) = l.split_once(',').unwrap();
+            (n.trim().parse().unwrap(), r.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// Live (non-zombie) children of `pid`, and zombie children, from /proc.
+pub fn children(pid: i32) -> (Vec<i32>, Vec<i32>) {
+    let mut live = Vec::new();
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[1].parse::<i32>() == Ok(pid) {
+            if fields[0] == "Z" {
+                zombies.push(p);
+            } else {
+                live.push(p);
+            }
+        }
+    }
+    (live, zombies)
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn json_u64(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// A random version-4 UUID string, as Python's `uuid.uuid4()` gives the original client.
+pub fn uuid4() -> String {
+    let h = format!("{:032x}", rand::random::<u128>());
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
