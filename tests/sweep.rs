@@ -1,0 +1,172 @@
+//! The sweep end to end on a tiny grid: real server processes, the CSV, env.json, the report,
+//! `report` regenerating it, `--resume`, and refusals.
+
+mod common;
+
+use common::BIN;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use threadcenter::record::{read_csv, REQUIRED_COLUMNS};
+
+const TINY: &[&str] = &[
+    "--backends",
+    "process,rayon",
+    "--workers",
+    "1",
+    "--connections",
+    "2",
+    "--kernels",
+    "fib",
+    "--sizes",
+    "2000,20us",
+    "--repeat",
+    "2",
+    "--duration",
+    "150ms",
+    "--warmup",
+    "50ms",
+];
+
+fn sweep(out: &Path, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("sweep")
+        .arg("--out")
+        .arg(out)
+        .args(TINY)
+        .args(extra)
+        .output()
+        .expect("run sweep")
+}
+
+fn cells(path: &Path) -> BTreeSet<(String, String, u32, u64, u32)> {
+    read_csv(&path.join("results.csv"))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.kernel, r.backend, r.workers, r.size, r.repetition))
+        .collect()
+}
+
+#[test]
+fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = sweep(&out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    for col in REQUIRED_COLUMNS {
+        assert!(header.contains(&col), "column {col} missing");
+    }
+    let rows = read_csv(&out.join("results.csv")).unwrap();
+    // 2 backends × 1 worker × 1 connection count × 2 sizes × 1 kernel × 2 repetitions.
+    assert_eq!(rows.len(), 8);
+    for r in &rows {
+        assert!(r.valid, "invalid cell: {r:?}");
+        assert_eq!(r.errors, 0);
+        assert!(r.requests > 0 && r.throughput_rps > 0.0);
+        assert!(r.lat_p50_us > 0.0 && r.lat_p50_us <= r.lat_p99_us);
+        assert!(r.compute_p50_us > 0.0 && r.single_job_us > 0.0);
+        assert!(r.server_cpu_s > 0.0 && r.server_rss_kib > 0);
+        assert!(r.efficiency > 0.0);
+    }
+    // Target sizes were calibrated; a given n is kept as is.
+    assert!(rows.iter().any(|r| r.size == 2000 && r.target_us.is_none()));
+    assert!(rows.iter().any(|r| r.target_us == Some(20.0)));
+
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    for key in ["cpu_model", "cores", "memory_bytes", "kernel", "os", "rustc", "crate_version", "started_at", "grid", "seed"] {
+        assert!(env.get(key).is_some(), "env.json lacks {key}");
+    }
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "charts are inline SVG");
+    assert!(html.contains("fib"));
+    // `report` regenerates an identical file from the CSV.
+    let again = dir.path().join("again.html");
+    let o = Command::new(BIN)
+        .args(["report", "--input"])
+        .arg(out.join("results.csv"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), html);
+}
+
+#[test]
+fn an_interrupted_sweep_resumed_ends_with_the_same_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let parts = dir.path().join("parts");
+    assert!(sweep(&whole, &[]).status.success());
+    // Stop after 3 of 8 cells, as an interruption would, then resume.
+    let o = sweep(&parts, &["--max-cells", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_csv(&parts.join("results.csv")).unwrap().len(), 3);
+    let o = sweep(&parts, &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_csv(&parts.join("results.csv")).unwrap().len(), 8);
+    let sizes = |p: &Path| -> BTreeSet<(String, u32)> {
+        cells(p).into_iter().map(|c| (c.1, c.4)).collect()
+    };
+    assert_eq!(sizes(&parts), sizes(&whole));
+    assert_eq!(cells(&parts).len(), 8);
+}
+
+#[test]
+fn an_existing_sweep_is_not_overwritten_without_resume_or_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert!(sweep(&out, &["--max-cells", "1"]).status.success());
+    let before = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let o = sweep(&out, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), before);
+    // A different grid cannot be resumed into the same folder.
+    let o = Command::new(BIN)
+        .args(["sweep", "--resume", "--out"])
+        .arg(&out)
+        .args(["--backends", "tokio", "--workers", "1", "--kernels", "fib", "--sizes", "10"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different grid"));
+    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), before);
+}
+
+#[test]
+fn bad_grids_and_foreign_csvs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        assert!(!o.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let out = dir.path().join("x");
+    let out = out.to_str().unwrap();
+    assert!(run(&["sweep", "--out", out, "--backends", "threads"]).contains("unknown backend"));
+    assert!(run(&["sweep", "--out", out, "--kernels", "nope"]).contains("nope"));
+    assert!(run(&["sweep", "--out", out, "--workers", ""]).contains("--workers"));
+    assert!(run(&["sweep", "--out", out, "--sizes", "fast"]).contains("service time"));
+    assert!(!Path::new(out).join("results.csv").exists());
+
+    let foreign = dir.path().join("foreign.csv");
+    std::fs::write(&foreign, "name,value\na,1\n").unwrap();
+    let report = dir.path().join("r.html");
+    std::fs::write(&report, "keep me").unwrap();
+    let err = run(&[
+        "report",
+        "--input",
+        foreign.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not a threadcenter sweep CSV"), "{err}");
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "keep me");
+}
