@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Build these kernels' per-process state before listening (e.g. `table`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
     pub preload: Vec<Kernel>,
+    /// Process backend: run this program as the worker instead of this binary's `worker`
+    /// subcommand (it is started as `PROGRAM worker`). For fault-injection tests.
+    #[arg(long, hide = true)]
+    pub worker_exe: Option<std::path::PathBuf>,
     /// Internal: run as one of prefork's single-threaded servers.
     #[arg(long, hide = true)]
     pub prefork_child: bool,
@@ -132,7 +136,7 @@ impl ServeArgs {
             job_timeout: self.job_timeout,
             worker_queue: self.worker_queue as usize,
             preload: self.preload.clone(),
-            worker_exe: None,
+            worker_exe: self.worker_exe.clone(),
         }
     }
 
