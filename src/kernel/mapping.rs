@@ -1,0 +1,104 @@
+//! An anonymous private memory mapping owned by one job, straight from the kernel.
+//!
+//! `fault` and `tlb` need page-table work on every step, which the allocator would hide: glibc
+//! serves large blocks from a cache of earlier mappings once its adaptive threshold rises.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+
+use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+
+/// The system page size in bytes.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// `pages` pages of fresh zeroed memory, unmapped on drop (also when a job unwinds).
+pub(crate) struct Mapping {
+    base: NonNull<libc::c_void>,
+    len: usize,
+    page: usize,
+}
+
+impl Mapping {
+    /// Map `pages` pages readable and writable; `what` names the kernel in the panic message.
+    ///
+    /// Panics if the size overflows or the kernel refuses (`ENOMEM`, an address-space limit):
+    /// a job has no other way to fail, and the backends report a panic as `job_panicked`.
+    pub(crate) fn new(what: &str, pages: u64) -> Mapping {
+        let page = page_size();
+        let len = usize::try_from(pages)
+            .ok()
+            .and_then(|p| p.checked_mul(page))
+            .and_then(NonZeroUsize::new)
+            .unwrap_or_else(|| panic!("{what} kernel: cannot map {pages} pages"));
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing aliases
+        // nothing; it is unmapped exactly once, in Drop.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .unwrap_or_else(|e| panic!("{what} kernel: mmap of {pages} pages failed: {e}"));
+        Mapping {
+            base,
+            len: len.get(),
+            page,
+        }
+    }
+
+    /// Words (u64) per page.
+    pub(crate) fn words_per_page(&self) -> usize {
+        self.page / 8
+    }
+
+    fn word_ptr(&self, page: usize, word: usize) -> *mut u64 {
+        assert!(word < self.words_per_page() && (page + 1) * self.page <= self.len);
+        // In bounds by the assertion above; the base is page-aligned, so the word is aligned.
+        self.base
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(page * self.page)
+            .cast::<u64>()
+            .wrapping_add(word)
+    }
+
+    /// Store `value` in word `word` of page `page`. Volatile, so the store (and the page fault
+    /// it causes) happens even though nothing in Rust's view depends on it.
+    #[inline]
+    pub(crate) fn write(&self, page: usize, word: usize, value: u64) {
+        // SAFETY: word_ptr checks bounds and alignment; the mapping is live and writable and
+        // owned by this job alone.
+        unsafe { self.word_ptr(page, word).write_volatile(value) }
+    }
+
+    /// Load word `word` of page `page`, volatile for the same reason as [`Mapping::write`].
+    #[inline]
+    pub(crate) fn read(&self, page: usize, word: usize) -> u64 {
+        // SAFETY: as in `write`.
+        unsafe { self.word_ptr(page, word).read_volatile() }
+    }
+
+    /// Drop the contents of the whole mapping (`MADV_DONTNEED`): the next touch faults in a
+    /// fresh zero page, and the kernel must flush this page from every CPU's TLB that may hold
+    /// it, i.e. send an IPI to each core running another thread of this process.
+    pub(crate) fn discard(&self, what: &str) {
+        // SAFETY: the range is exactly this private anonymous mapping, whose contents nobody
+        // else references; reading it afterwards yields zeros.
+        unsafe { madvise(self.base, self.len, MmapAdvise::MADV_DONTNEED) }
+            .unwrap_or_else(|e| panic!("{what} kernel: madvise(MADV_DONTNEED) failed: {e}"));
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly what mmap returned, unmapped once. munmap of a valid
+        // mapping cannot fail, and a destructor has no one to report to.
+        let _ = unsafe { munmap(self.base, self.len) };
+    }
+}

@@ -1,0 +1,223 @@
+//! The workloads: nine kernels, each a deterministic function of its work size `n`, each built
+//! to expose one mechanism that separates threads from processes (SPEC §3).
+//!
+//! A kernel runs *for real* in [`Kernel::run`] (it allocates, maps, locks, sleeps), while
+//! [`Kernel::expected`] computes the same `u64` from the formula alone, so the load driver can
+//! verify every reply without repeating the mechanism.
+//!
+//! | kernel | one step | mechanism it exposes | ns/step | `max_n` | result |
+//! |---|---|---|---|---|---|
+//! | `fib` | one modular Fibonacci iteration | none: pure ALU, the control | 1.3 | 5·10⁹ | [`fib`] |
+//! | `alloc` | one malloc + fill + free | allocator churn, cross-thread frees | 27 | 3·10⁸ | [`alloc`] |
+//! | `fault` | one page mapped, written, read | page faults, mmap/munmap | 1 400–9 600 | 1 GiB of pages | [`fault`] |
+//! | `tlb` | one write + `MADV_DONTNEED` | TLB-shootdown IPIs | 2 800 | 3·10⁶ | [`tlb`] |
+//! | `shared` | one atomic increment | one contended cache line, a locked map | 2.3 | 3·10⁹ | [`shared`] |
+//! | `gil` | one fib iteration under a global lock | a GIL: threads serialize | 1.3 | 5·10⁹ | [`gil`] |
+//! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
+//! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
+//! | `crash` | — | fault injection: panic (0) or abort (1) | — | 1 | never returns |
+//!
+//! The ns/step and `max_n` figures come from single-thread release runs on the development
+//! machine (a 2-core VM; details beside each constant); one job at `max_n` takes at most about
+//! 10 s there, alone. Under contention the mechanism kernels take longer: that is the effect.
+//! Measure a new machine with `cargo bench --bench kernels` (criterion reports ns per step).
+//!
+//! Random choices come from [`SplitMix64`] seeded with `SEED ^ n`, where `SEED` is a constant of
+//! each kernel, so two kernels given the same `n` return different results and a reply from the
+//! wrong kernel does not verify.
+
+use serde::{Deserialize, Serialize};
+
+pub mod alloc;
+pub mod fault;
+mod fib;
+pub mod gil;
+mod mapping;
+pub mod shared;
+pub mod sleep;
+pub mod table;
+pub mod tlb;
+
+pub use fib::{fib, ACC_MOD, FIB_MOD};
+pub use table::TABLE_BYTES;
+
+#[cfg(test)]
+mod tests;
+
+/// A workload, named on the wire by [`Kernel::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    Fib,
+    Alloc,
+    Fault,
+    Tlb,
+    Shared,
+    Gil,
+    Table,
+    Sleep,
+    Crash,
+}
+
+impl Kernel {
+    /// Every kernel, in contract order.
+    pub const ALL: [Kernel; 9] = [
+        Kernel::Fib,
+        Kernel::Alloc,
+        Kernel::Fault,
+        Kernel::Tlb,
+        Kernel::Shared,
+        Kernel::Gil,
+        Kernel::Table,
+        Kernel::Sleep,
+        Kernel::Crash,
+    ];
+
+    /// The contract name, as sent in a request's `kernel` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Fib => "fib",
+            Kernel::Alloc => "alloc",
+            Kernel::Fault => "fault",
+            Kernel::Tlb => "tlb",
+            Kernel::Shared => "shared",
+            Kernel::Gil => "gil",
+            Kernel::Table => "table",
+            Kernel::Sleep => "sleep",
+            Kernel::Crash => "crash",
+        }
+    }
+
+    /// The kernel with this contract name, if any (exact, case-sensitive).
+    pub fn parse(name: &str) -> Option<Kernel> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// One line for reports: what mechanism the kernel exposes.
+    pub fn description(self) -> &'static str {
+        match self {
+            Kernel::Fib => "pure ALU work with no sharing: the control, where processes and threads should tie",
+            Kernel::Alloc => "allocator churn: small mallocs and frees, some freed on another thread",
+            Kernel::Fault => "map/unmap pressure: page faults on a fresh mmap region, then munmap",
+            Kernel::Tlb => "TLB shootdowns: madvise(MADV_DONTNEED) interrupts every core running a sibling thread",
+            Kernel::Shared => "shared mutable state: one contended atomic counter plus a locked map",
+            Kernel::Gil => "a global interpreter lock in miniature: threads serialize, processes don't",
+            Kernel::Table => "a large read-only table: threads share one copy, each process pays for its own",
+            Kernel::Sleep => "blocking without CPU: an I/O stand-in, where more workers than cores help",
+            Kernel::Crash => "fault injection: n = 0 panics inside the job, n = 1 aborts the process",
+        }
+    }
+
+    /// The largest accepted `n`: one job at this size takes at most about 10 s on one core
+    /// (and, for `fault`, maps at most 1 GiB).
+    pub fn max_n(self) -> u64 {
+        match self {
+            Kernel::Fib => fib::MAX_N,
+            Kernel::Alloc => alloc::MAX_N,
+            Kernel::Fault => fault::max_n(),
+            Kernel::Tlb => tlb::MAX_N,
+            Kernel::Shared => shared::MAX_N,
+            Kernel::Gil => gil::MAX_N,
+            Kernel::Table => table::MAX_N,
+            Kernel::Sleep => sleep::MAX_N,
+            Kernel::Crash => 1,
+        }
+    }
+
+    /// Execute the workload for real and return its deterministic result.
+    ///
+    /// Callers check `n <= self.max_n()` first. `crash` never returns: `n = 0` panics and any
+    /// other `n` aborts the process. `fault` panics (with the reason) if the kernel refuses the
+    /// mapping; the backends turn a panic into `job_panicked`.
+    pub fn run(self, n: u64) -> u64 {
+        match self {
+            Kernel::Fib => fib(n),
+            Kernel::Alloc => alloc::run(n),
+            Kernel::Fault => fault::run(n),
+            Kernel::Tlb => tlb::run(n),
+            Kernel::Shared => shared::run(n),
+            Kernel::Gil => gil::run(n),
+            Kernel::Table => table::run(n),
+            Kernel::Sleep => sleep::run(n),
+            Kernel::Crash => crash(n),
+        }
+    }
+
+    /// The value [`Kernel::run`] returns for `n`, computed from the formula without exercising
+    /// the mechanism (no allocation churn, mapping, locking, table or sleeping).
+    ///
+    /// Cost: O(1) for `sleep` and `crash`; at most O(n) ALU steps (a few ns each) otherwise:
+    /// `fib` and `gil` have no closed form, the others replay their random draws. A load
+    /// driver that verifies many replies of the same size should compute it once per `n`.
+    /// `crash` returns 0: it never replies.
+    pub fn expected(self, n: u64) -> u64 {
+        match self {
+            Kernel::Fib | Kernel::Gil => fib(n),
+            Kernel::Alloc => alloc::expected(n),
+            Kernel::Fault => fault::expected(n),
+            Kernel::Tlb => tlb::expected(n),
+            Kernel::Shared => shared::expected(n),
+            Kernel::Table => table::expected(n),
+            Kernel::Sleep => sleep::expected(n),
+            Kernel::Crash => 0,
+        }
+    }
+
+    /// Build per-process state ahead of time so the first job doesn't pay for it: `table`
+    /// builds its table here. Idempotent and cheap after the first call; a no-op for the rest.
+    pub fn prepare(self) {
+        if self == Kernel::Table {
+            table::prepare();
+        }
+    }
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Fault injection: `n = 0` panics inside the job (the backend must survive it and reply
+/// `job_panicked`); any other `n` aborts the executing process (the process backend must reap
+/// and replace the worker and reply `worker_crashed`; a thread backend dies with it).
+fn crash(n: u64) -> u64 {
+    if n == 0 {
+        panic!("crash kernel: injected panic (n = 0)");
+    }
+    std::process::abort()
+}
+
+/// The SplitMix64 finalizer (Steele, Lea & Flood 2014): a cheap bijective hash of a `u64`.
+///
+/// Defined here rather than taken from `rand` because its exact output is part of every
+/// kernel's result formula and must never change with a dependency upgrade.
+pub const fn mix64(x: u64) -> u64 {
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The SplitMix64 generator: state advances by the golden-ratio increment, output is
+/// [`mix64`] of the state. Small, fast and fixed forever, which is what a result formula needs.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    pub const fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    /// The next output: `state += 0x9E3779B97F4A7C15; mix64(state)`.
+    #[inline]
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(Self::GOLDEN);
+        mix64(self.state)
+    }
+}

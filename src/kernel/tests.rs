@@ -1,0 +1,233 @@
+//! Unit tests of the kernels: formulas against real runs, names, limits, concurrency.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use super::*;
+
+/// Read `n,result` rows from a vectors file.
+fn read_vectors(path: &Path) -> Vec<(u64, u64)> {
+    let mut reader = csv::Reader::from_path(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    reader
+        .deserialize::<(u64, u64)>()
+        .map(|row| row.unwrap_or_else(|e| panic!("bad row in {}: {e}", path.display())))
+        .collect()
+}
+
+fn check_fib_vectors(path: &Path) {
+    let vectors = read_vectors(path);
+    assert!(vectors.len() >= 10, "{} has too few rows", path.display());
+    for (n, want) in vectors {
+        assert_eq!(fib(n), want, "fib({n}) from {}", path.display());
+        assert_eq!(Kernel::Fib.expected(n), want);
+    }
+}
+
+#[test]
+fn fib_matches_repo_vectors() {
+    check_fib_vectors(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/fib.csv"));
+}
+
+/// The shared copy is the reference; CI checks it out beside the crate, elsewhere it may be
+/// missing, and the repo copy above still runs.
+#[test]
+fn fib_matches_shared_vectors_when_present() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/fib.csv");
+    if shared.exists() {
+        check_fib_vectors(&shared);
+    }
+}
+
+/// The conditional-subtraction reductions against a literal transcription of the Python.
+#[test]
+fn fib_matches_literal_modulo_transcription() {
+    fn reference(n: u64) -> u64 {
+        let (mut a, mut b, mut acc) = (0u64, 1u64, 0u64);
+        for _ in 0..n.max(1) {
+            (a, b) = (b, (a + b) % FIB_MOD);
+            acc = (acc + 31 * a + 17 * b) % ACC_MOD;
+        }
+        acc
+    }
+    for n in [0, 1, 2, 3, 57, 1_000, 33_333] {
+        assert_eq!(fib(n), reference(n), "n = {n}");
+    }
+}
+
+/// Sizes that exercise each kernel's edge cases: nothing, one step, and enough steps to wrap
+/// the alloc window, hit the exchange, reuse cache keys and cycle the tlb page's words.
+fn sizes(kernel: Kernel) -> &'static [u64] {
+    match kernel {
+        Kernel::Fib | Kernel::Gil => &[0, 1, 2, 1_000, 100_000],
+        Kernel::Alloc => &[0, 1, 2, 300, 5_000],
+        Kernel::Fault => &[0, 1, 2, 300],
+        Kernel::Tlb => &[0, 1, 2, 1_100],
+        Kernel::Shared => &[0, 1, 63, 64, 65, 100_000],
+        Kernel::Table => &[0, 1, 2, 10_000],
+        Kernel::Sleep => &[0, 1, 2, 1_000],
+        Kernel::Crash => &[],
+    }
+}
+
+#[test]
+fn run_equals_expected() {
+    for kernel in Kernel::ALL {
+        for &n in sizes(kernel) {
+            assert_eq!(kernel.run(n), kernel.expected(n), "{kernel} n = {n}");
+        }
+    }
+}
+
+#[test]
+fn gil_returns_fib() {
+    for n in [0, 1, 5_000, 123_457] {
+        assert_eq!(Kernel::Gil.run(n), fib(n));
+    }
+}
+
+/// A reply computed by the wrong kernel must not verify.
+#[test]
+fn kernels_give_distinct_results_for_the_same_n() {
+    let n = 1_000;
+    let mut results: Vec<(Kernel, u64)> = Kernel::ALL
+        .into_iter()
+        .filter(|k| !matches!(k, Kernel::Crash | Kernel::Gil))
+        .map(|k| (k, k.expected(n)))
+        .collect();
+    results.sort_by_key(|&(_, r)| r);
+    for pair in results.windows(2) {
+        assert_ne!(
+            pair[0].1, pair[1].1,
+            "{} and {} agree",
+            pair[0].0, pair[1].0
+        );
+    }
+}
+
+#[test]
+fn results_depend_on_n() {
+    for kernel in [
+        Kernel::Alloc,
+        Kernel::Fault,
+        Kernel::Tlb,
+        Kernel::Shared,
+        Kernel::Table,
+    ] {
+        assert_ne!(kernel.expected(100), kernel.expected(101), "{kernel}");
+    }
+}
+
+#[test]
+fn names_round_trip() {
+    let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(
+        names,
+        ["fib", "alloc", "fault", "tlb", "shared", "gil", "table", "sleep", "crash"]
+    );
+    for kernel in Kernel::ALL {
+        assert_eq!(Kernel::parse(kernel.name()), Some(kernel));
+        assert_eq!(kernel.to_string(), kernel.name());
+        let json = serde_json::to_string(&kernel).expect("a unit variant serializes");
+        assert_eq!(json, format!("\"{}\"", kernel.name()));
+        assert_eq!(serde_json::from_str::<Kernel>(&json).ok(), Some(kernel));
+        assert!(!kernel.description().is_empty());
+    }
+    for bad in ["", "FIB", "fib ", "nope"] {
+        assert_eq!(Kernel::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn max_n_is_sane() {
+    for kernel in Kernel::ALL {
+        assert!(kernel.max_n() >= 1, "{kernel}");
+    }
+    // `compute` without `n` asks fib for 1000000, as the original did.
+    assert!(Kernel::Fib.max_n() >= 1_000_000);
+    assert_eq!(Kernel::Gil.max_n(), Kernel::Fib.max_n());
+    assert_eq!(Kernel::Sleep.max_n(), 10_000_000);
+    assert_eq!(Kernel::Crash.max_n(), 1);
+    let page = mapping::page_size() as u64;
+    assert!(Kernel::Fault.max_n() * page <= 1 << 30);
+    assert!(Kernel::Fault.max_n() * page > 1 << 29);
+}
+
+/// Every kernel that shares process-wide state, run from several threads at once: each result
+/// must still equal its formula.
+#[test]
+fn results_are_deterministic_under_concurrency() {
+    let before = shared::counter();
+    let jobs: Vec<(Kernel, u64)> = [Kernel::Shared, Kernel::Alloc, Kernel::Gil, Kernel::Tlb]
+        .into_iter()
+        .flat_map(|k| (0..4).map(move |t| (k, 2_000 + 777 * t)))
+        .collect();
+    let handles: Vec<_> = jobs
+        .iter()
+        .map(|&(kernel, n)| thread::spawn(move || (kernel, n, kernel.run(n))))
+        .collect();
+    for handle in handles {
+        let (kernel, n, got) = handle.join().expect("a kernel thread panicked");
+        assert_eq!(got, kernel.expected(n), "{kernel} n = {n}");
+    }
+    let increments: u64 = jobs
+        .iter()
+        .filter(|(k, _)| *k == Kernel::Shared)
+        .map(|(_, n)| n)
+        .sum();
+    // Other tests may increment too, so at least, not exactly.
+    assert!(shared::counter() - before >= increments);
+}
+
+#[test]
+fn table_prepare_is_idempotent_and_holds_the_formula() {
+    Kernel::Table.prepare();
+    let first = table::prepare();
+    Kernel::Table.prepare();
+    assert!(std::ptr::eq(first, table::prepare()));
+    for i in [0, 1, 12_345, table::ENTRIES - 1] {
+        assert_eq!(first[i], table::entry(i));
+    }
+    assert_eq!(first.len() * 8, TABLE_BYTES);
+}
+
+#[test]
+fn prepare_is_harmless_for_every_kernel() {
+    for kernel in Kernel::ALL {
+        kernel.prepare();
+        kernel.prepare();
+    }
+}
+
+#[test]
+#[should_panic(expected = "crash kernel: injected panic")]
+fn crash_zero_panics() {
+    Kernel::Crash.run(0);
+}
+
+#[test]
+fn crash_expected_is_zero() {
+    assert_eq!(Kernel::Crash.expected(0), 0);
+    assert_eq!(Kernel::Crash.expected(1), 0);
+}
+
+/// A refused mapping is a panic with the reason, never undefined behaviour.
+#[test]
+fn fault_reports_impossible_mappings() {
+    // 2⁵¹ pages are 2⁶³ bytes with 4 KiB pages, beyond any address space (57-bit at most),
+    // so mmap refuses even with overcommit unlimited; u64::MAX pages overflow the size.
+    for pages in [u64::MAX, 1 << 51] {
+        let err = std::panic::catch_unwind(|| fault::run(pages)).expect_err("must not map");
+        let message = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.starts_with("fault kernel:"), "{message:?}");
+    }
+}
+
+#[test]
+fn splitmix64_matches_reference_outputs() {
+    // First outputs for seed 0 from the reference C implementation (Vigna).
+    let mut rng = SplitMix64::new(0);
+    assert_eq!(rng.next(), 0xE220_A839_7B1D_CDAF);
+    assert_eq!(rng.next(), 0x6E78_9E6A_A1B9_65F4);
+    assert_eq!(mix64(0), 0);
+}
