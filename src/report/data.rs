@@ -1,0 +1,217 @@
+//! The sweep's rows regrouped for reporting: one [`Agg`] per grid point and backend, holding
+//! the means over that point's valid repetitions.
+//!
+//! Everything here is keyed by ordered maps so the report iterates in the same order on every
+//! run: the HTML must be byte-identical when regenerated from the same CSV.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::record::Row;
+
+/// The thread backends a process backend is compared against (SPEC §4).
+pub const THREAD_BACKENDS: [&str; 2] = ["rayon", "tokio"];
+
+/// The order backends appear in tables, legends and charts; unknown names follow, sorted.
+const BACKEND_ORDER: [&str; 4] = ["process", "prefork", "rayon", "tokio"];
+
+/// A grid point without its backend and repetition: the unit backends are compared on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Point {
+    pub kernel: String,
+    pub size: u64,
+    pub connections: u32,
+    pub depth: u32,
+    pub workers: u32,
+}
+
+impl Point {
+    pub fn of(row: &Row) -> Self {
+        Point {
+            kernel: row.kernel.clone(),
+            size: row.size,
+            connections: row.connections,
+            depth: row.depth,
+            workers: row.workers,
+        }
+    }
+}
+
+/// Means over the valid repetitions of one grid point and backend.
+#[derive(Debug, Clone, Default)]
+pub struct Agg {
+    /// Each valid repetition's throughput, in CSV order (the bootstrap resamples these).
+    pub throughput: Vec<f64>,
+    pub tput_mean: f64,
+    pub lat_p50: f64,
+    pub lat_p99: f64,
+    pub efficiency: f64,
+    pub queue_p50: f64,
+    pub transport_p50: f64,
+    pub compute_p50: f64,
+    pub server_p50: f64,
+    pub single_job_us: f64,
+    pub cores: u32,
+}
+
+impl Agg {
+    fn of(rows: &[&Row]) -> Self {
+        let mean = |f: fn(&Row) -> f64| finite_mean(rows.iter().map(|r| f(r)));
+        Agg {
+            throughput: rows.iter().map(|r| r.throughput_rps).collect(),
+            tput_mean: mean(|r| r.throughput_rps),
+            lat_p50: mean(|r| r.lat_p50_us),
+            lat_p99: mean(|r| r.lat_p99_us),
+            efficiency: mean(|r| r.efficiency),
+            queue_p50: mean(|r| r.queue_p50_us),
+            transport_p50: mean(|r| r.transport_p50_us),
+            compute_p50: mean(|r| r.compute_p50_us),
+            server_p50: mean(|r| r.server_p50_us),
+            single_job_us: mean(|r| r.single_job_us),
+            cores: rows.iter().map(|r| r.cores).max().unwrap_or(0),
+        }
+    }
+
+    /// Requests per second a perfectly parallel server would reach:
+    /// min(workers, cores) ÷ single-thread job time (SPEC §7's "ideal").
+    pub fn ideal(&self, workers: u32) -> Option<f64> {
+        (self.single_job_us > 0.0 && self.cores > 0)
+            .then(|| f64::from(workers.min(self.cores)) / self.single_job_us * 1e6)
+    }
+}
+
+/// Mean of the finite values; NaN when there are none, so a missing metric stays visibly
+/// missing instead of turning into a zero.
+pub fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The valid rows of a sweep, grouped by grid point and backend.
+pub struct Dataset<'a> {
+    pub rows: &'a [Row],
+    pub cells: BTreeMap<Point, BTreeMap<String, Agg>>,
+}
+
+impl<'a> Dataset<'a> {
+    pub fn new(rows: &'a [Row]) -> Self {
+        let mut grouped: BTreeMap<Point, BTreeMap<String, Vec<&Row>>> = BTreeMap::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.valid && r.throughput_rps.is_finite())
+        {
+            grouped
+                .entry(Point::of(row))
+                .or_default()
+                .entry(row.backend.clone())
+                .or_default()
+                .push(row);
+        }
+        let cells = grouped
+            .into_iter()
+            .map(|(p, by_backend)| {
+                let aggs = by_backend
+                    .into_iter()
+                    .map(|(b, rs)| (b, Agg::of(&rs)))
+                    .collect();
+                (p, aggs)
+            })
+            .collect();
+        Dataset { rows, cells }
+    }
+
+    /// Kernels with at least one valid cell, sorted.
+    pub fn kernels(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.cells.keys().map(|p| &p.kernel).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// Sizes measured for `kernel`, ascending.
+    pub fn sizes(&self, kernel: &str) -> Vec<u64> {
+        let set: BTreeSet<u64> = self
+            .cells
+            .keys()
+            .filter(|p| p.kernel == kernel)
+            .map(|p| p.size)
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Backends with valid data, in the report's canonical order.
+    pub fn backends(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.cells.values().flat_map(|m| m.keys()).collect();
+        order_backends(set.into_iter().cloned())
+    }
+
+    /// The offered load (connections, depth) charts use for `kernel` at `size`: the heaviest
+    /// one measured, because throughput-vs-workers is about what the server can do when it is
+    /// kept busy. Ties go to more connections.
+    pub fn load(&self, kernel: &str, size: u64) -> Option<(u32, u32)> {
+        self.cells
+            .keys()
+            .filter(|p| p.kernel == kernel && p.size == size)
+            .map(|p| (p.connections, p.depth))
+            .max_by_key(|&(c, d)| (u64::from(c) * u64::from(d), c))
+    }
+
+    /// Per-backend series over workers at one kernel, size and load, workers ascending.
+    pub fn series(
+        &self,
+        kernel: &str,
+        size: u64,
+        (connections, depth): (u32, u32),
+    ) -> BTreeMap<String, Vec<(u32, &Agg)>> {
+        let mut out: BTreeMap<String, Vec<(u32, &Agg)>> = BTreeMap::new();
+        for (p, aggs) in &self.cells {
+            if p.kernel == kernel
+                && p.size == size
+                && p.connections == connections
+                && p.depth == depth
+            {
+                for (b, a) in aggs {
+                    out.entry(b.clone()).or_default().push((p.workers, a));
+                }
+            }
+        }
+        out
+    }
+
+    /// The worker count single-point charts use: the largest measured count that does not
+    /// oversubscribe the cores (so efficiency is not diluted by idle-by-design workers), else
+    /// the smallest.
+    pub fn reference_workers(&self, kernel: &str, size: u64, load: (u32, u32)) -> Option<u32> {
+        let series = self.series(kernel, size, load);
+        let cores = series
+            .values()
+            .flatten()
+            .map(|(_, a)| a.cores)
+            .max()
+            .unwrap_or(0);
+        let workers: BTreeSet<u32> = series.values().flatten().map(|(w, _)| *w).collect();
+        workers
+            .iter()
+            .rev()
+            .find(|&&w| w <= cores)
+            .or_else(|| workers.iter().next())
+            .copied()
+    }
+}
+
+/// Sorts backend names into the canonical order.
+pub fn order_backends(names: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = names.collect();
+    v.sort_by_key(|b| {
+        let rank = BACKEND_ORDER
+            .iter()
+            .position(|k| k == b)
+            .unwrap_or(BACKEND_ORDER.len());
+        (rank, b.clone())
+    });
+    v.dedup();
+    v
+}
