@@ -77,7 +77,18 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
 
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
-    for key in ["cpu_model", "cores", "memory_bytes", "kernel", "os", "rustc", "crate_version", "started_at", "grid", "seed"] {
+    for key in [
+        "cpu_model",
+        "cores",
+        "memory_bytes",
+        "kernel",
+        "os",
+        "rustc",
+        "crate_version",
+        "started_at",
+        "grid",
+        "seed",
+    ] {
         assert!(env.get(key).is_some(), "env.json lacks {key}");
     }
 
@@ -127,17 +138,32 @@ fn an_existing_sweep_is_not_overwritten_without_resume_or_force() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--resume") && err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        before
+    );
     // A different grid cannot be resumed into the same folder.
     let o = Command::new(BIN)
         .args(["sweep", "--resume", "--out"])
         .arg(&out)
-        .args(["--backends", "tokio", "--workers", "1", "--kernels", "fib", "--sizes", "10"])
+        .args([
+            "--backends",
+            "tokio",
+            "--workers",
+            "1",
+            "--kernels",
+            "fib",
+            "--sizes",
+            "10",
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("different grid"));
-    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        before
+    );
 }
 
 #[test]
