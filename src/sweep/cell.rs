@@ -206,8 +206,8 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
     }
     if report.driver_saturated {
         reasons.push(format!(
-            "load driver saturated ({:.2} CPU-s in {:.2} s)",
-            report.client_cpu_s, report.duration_s
+            "load driver saturated ({:.2} CPU-s in {:.2} s on {} thread(s))",
+            report.client_cpu_s, report.wall_s, report.driver_threads
         ));
     }
     if let Err(why) = stopped {

@@ -105,7 +105,7 @@ mod secs {
 /// The named presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// Under 2 minutes on 2 cores: `fib` small and large and `gil`, 2 workers, 3 repetitions.
+    /// Under 2 minutes on 2 cores: `fib` and `gil` at 10 µs and 2 ms, 2 workers, 3 repetitions.
     /// Enough to show one place processes win (gil) and one threads win (small fib).
     Quick,
     /// About 30 minutes on 2 cores: every mechanism kernel, workers 1–4, three sizes.
@@ -135,7 +135,7 @@ impl Grid {
                 workers: vec![2],
                 connections: vec![4],
                 depths: vec![1],
-                sizes: vec![us(50.0), us(2000.0)],
+                sizes: vec![us(10.0), us(2000.0)],
                 kernels: w(&["fib", "gil"]),
                 repeat: 3,
                 duration: Duration::from_millis(800),

@@ -1,0 +1,168 @@
+//! What the load driver costs per request, so a run can tell the driver's limits from the
+//! server's.
+//!
+//! - `driver/codec`: encode one request, parse its reply, match and verify it: the CPU the
+//!   driver spends per request outside the kernel's socket calls.
+//! - `driver/ping_end_to_end`: a whole `load::run` of pings against a minimal in-process ping
+//!   server (on its own thread), reported in requests per second. It includes the server's share
+//!   and the loopback stack, so it is a floor on what the driver sustains, not a ceiling.
+//!
+//! The file runs in well under a minute: few samples, short windows, no plots.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use threadcenter::connection::put_frame_with;
+use threadcenter::kernel::Kernel;
+use threadcenter::load::verify::{check, parse_reply, Encoder, Verdict};
+use threadcenter::load::{self, Cmd, LoadSpec, Stop};
+use threadcenter::protocol::{parse_request, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn codec(c: &mut Criterion) {
+    let spec = LoadSpec {
+        size: 500_000,
+        ..LoadSpec::default()
+    };
+    let expected = Kernel::Fib.expected(spec.size);
+    let encoder = Encoder::new(&spec);
+    let reply = format!(
+        r#"{{"id":123456,"result":{expected},"t":{{"queue_us":12.5,"compute_us":4000.25,"server_us":4050.0}}}}"#
+    );
+    let mut out = Vec::with_capacity(128);
+    let mut group = c.benchmark_group("driver");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+    group.bench_function("codec", |b| {
+        b.iter(|| {
+            out.clear();
+            encoder.encode(0, black_box(123_456), &mut out);
+            let parsed = parse_reply(black_box(reply.as_bytes())).ok();
+            let ok = parsed.map(|p| {
+                check(
+                    &p.reply,
+                    Cmd::Compute,
+                    Some(Kernel::Fib),
+                    expected,
+                    spec.size,
+                )
+            });
+            assert!(matches!(ok, Some(Verdict::Ok(Some(_)))));
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+/// A ping server on its own thread and runtime: reads whatever has arrived, answers every
+/// complete frame in one write.
+fn ping_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("bound address");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let (mut inbuf, mut out) = (Vec::with_capacity(16 * 1024), Vec::new());
+                    let mut chunk = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        inbuf.extend_from_slice(&chunk[..n]);
+                        let mut at = 0;
+                        while inbuf.len() - at >= 4 {
+                            let len = u32::from_be_bytes([
+                                inbuf[at],
+                                inbuf[at + 1],
+                                inbuf[at + 2],
+                                inbuf[at + 3],
+                            ]) as usize;
+                            if inbuf.len() - at < 4 + len {
+                                break;
+                            }
+                            if let Ok(req) = parse_request(&inbuf[at + 4..at + 4 + len]) {
+                                let reply = Reply::Pong {
+                                    id: req.id,
+                                    t: None,
+                                };
+                                put_frame_with(&mut out, |o| reply.encode_into(o));
+                            }
+                            at += 4 + len;
+                        }
+                        inbuf.drain(..at);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn ping_end_to_end(c: &mut Criterion) {
+    const CONNECTIONS: u32 = 4;
+    const PER_CONNECTION: u64 = 5_000;
+    let addr = ping_server();
+    let spec = LoadSpec {
+        addr,
+        connections: CONNECTIONS,
+        depth: 16,
+        stop: Stop::Requests(PER_CONNECTION),
+        cmd: Cmd::Ping,
+        timing: false,
+        ..LoadSpec::default()
+    };
+    // The driver's own runtime, as `threadcenter-bench load` builds it: one thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("driver runtime");
+    let mut group = c.benchmark_group("driver");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(
+            u64::from(CONNECTIONS) * PER_CONNECTION,
+        ));
+    group.bench_function("ping_end_to_end", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let report = rt
+                    .block_on(load::run(&spec))
+                    .expect("the ping server answers");
+                total += started.elapsed();
+                assert_eq!(report.total_errors(), 0, "{:?}", report.notes);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = codec, ping_end_to_end
+}
+criterion_main!(benches);

@@ -1,0 +1,287 @@
+//! The `load` and `merge` subcommands: flags turned into a validated [`LoadSpec`], the run on
+//! its own runtime, the printed summary and the files asked for.
+
+use super::histlog;
+use super::print;
+use super::report::LoadReport;
+use super::spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
+use super::stats::Summary;
+use crate::kernel::Kernel;
+use anyhow::Context;
+use serde::Serialize;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `threadcenter-bench load`: defaults mirror the original Python client (4 connections,
+/// 5 requests each, `fib(500000)`, one request in flight per connection).
+///
+/// Exit status: 0 when at least one reply verified and none was wrong; 1 when nothing valid
+/// was measured, the server was unreachable, or any reply was wrong (mismatch, bad reply,
+/// unmatched id). Server error replies and timeouts are measurements, not failures.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS)]
+pub struct LoadArgs {
+    /// Server host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(long, default_value_t = 5050)]
+    pub port: u16,
+    /// TCP connections.
+    #[arg(long, short = 'c', default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub connections: u32,
+    /// Requests each connection keeps in flight (pipelining depth).
+    #[arg(long, short = 'd', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub depth: u32,
+    /// Measured requests per connection [default: 5, unless --duration is given].
+    #[arg(long, short = 'r', conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// Send for this long instead of a fixed count (e.g. 500ms, 3s, 2m).
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+    /// Load sent first and verified but not recorded.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Open loop: send at this many requests per second in total, on a fixed schedule, and
+    /// measure latency from each request's intended send time.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Gaps between the open loop's intended send times [default: poisson].
+    #[arg(long, value_enum, requires = "rate")]
+    pub arrival: Option<Arrival>,
+    /// Work size `n` of every compute request.
+    #[arg(long, default_value_t = 500_000)]
+    pub size: u64,
+    /// Kernel, or a weighted mix such as fib:9,tlb:1.
+    #[arg(long, default_value = "fib", value_parser = parse_mix)]
+    pub kernel: Mix,
+    /// Write the spec, the report and the environment as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the latency histogram as an HdrHistogram interval log (one interval per second).
+    #[arg(long, value_name = "FILE")]
+    pub hist_log: Option<PathBuf>,
+    /// What each request asks for.
+    #[arg(long, value_enum, default_value_t = Cmd::Compute)]
+    pub cmd: Cmd,
+    /// Wait this long for each reply (and to connect) before counting a timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Seed of the arrival schedule and the kernel choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Don't ask the server for its timings.
+    #[arg(long)]
+    pub no_timing: bool,
+    /// Threads driving the load; one is enough unless the summary warns that the driver was
+    /// saturated.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub driver_threads: u16,
+}
+
+const EXIT_STATUS: &str = "Exit status: 0 when at least one reply verified and none was wrong; \
+1 when nothing valid was measured, the server was unreachable, or a reply was wrong (mismatch, \
+bad reply, unmatched id). Error replies from the server and timeouts are counted, not fatal.";
+
+/// A parsed `--kernel` value.
+#[derive(Debug, Clone)]
+pub struct Mix(pub Vec<(Kernel, u32)>);
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    LoadSpec::parse_mix(s)
+        .map(Mix)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(r) => Err(format!(
+            "{r} is not a positive number of requests per second"
+        )),
+        Err(e) => Err(format!("{e}: give requests per second, e.g. 200 or 12.5")),
+    }
+}
+
+impl LoadArgs {
+    /// The validated spec these flags describe.
+    pub fn to_spec(&self) -> anyhow::Result<LoadSpec> {
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve host {:?}", self.host))?
+            .next()
+            .with_context(|| format!("host {:?} has no address", self.host))?;
+        let stop = match (self.requests, self.duration) {
+            (_, Some(d)) => Stop::Duration(d),
+            (Some(r), None) => Stop::Requests(r),
+            (None, None) => Stop::Requests(5),
+        };
+        let pace = match self.rate {
+            None => Pace::Closed,
+            Some(rate) => Pace::Open {
+                rate,
+                arrival: self.arrival.unwrap_or(Arrival::Poisson),
+            },
+        };
+        let spec = LoadSpec {
+            addr,
+            connections: self.connections,
+            depth: self.depth,
+            stop,
+            warmup: self.warmup,
+            pace,
+            cmd: self.cmd,
+            mix: self.kernel.0.clone(),
+            size: self.size,
+            timing: !self.no_timing,
+            timeout: self.timeout,
+            seed: self.seed,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// Runs `load`: builds its own runtime, prints the summary, writes the files asked for.
+pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let spec = args.to_spec()?;
+    let runtime = match args.driver_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the driver's runtime")?;
+    let report = runtime.block_on(super::run(&spec))?;
+    print!("{}", print::summary(&spec, &report));
+    if let Some(path) = &args.json {
+        write_json(
+            path,
+            &JsonReport {
+                spec: &spec,
+                report: &report,
+                environment: Environment::here(),
+            },
+        )?;
+    }
+    if let Some(path) = &args.hist_log {
+        write_hist_log(path, &spec, &report)?;
+    }
+    Ok(if report.ok == 0 || report.wrong_answers() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What `--json` writes.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    spec: &'a LoadSpec,
+    report: &'a LoadReport,
+    environment: Environment,
+}
+
+/// Where the numbers were measured.
+#[derive(Serialize)]
+pub struct Environment {
+    pub hostname: String,
+    pub cores: usize,
+    pub os: String,
+    pub crate_version: &'static str,
+}
+
+impl Environment {
+    pub fn here() -> Environment {
+        let os = sysinfo::System::long_os_version()
+            .or_else(sysinfo::System::name)
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        Environment {
+            hostname: sysinfo::System::host_name().unwrap_or_else(|| "unknown".to_string()),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os,
+            crate_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot encode the JSON report")?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn write_hist_log(path: &Path, spec: &LoadSpec, report: &LoadReport) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let comment = format!("threadcenter-bench load: {}", spec.describe());
+    histlog::write_log(&mut out, &report.intervals, report.started, &comment)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::flush(&mut out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `threadcenter-bench merge`: adds the latency histograms of interval logs written by
+/// `load --hist-log` (or any HdrHistogram tool) and prints the percentiles of the union.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Interval log files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write the merged summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// What `merge --json` writes.
+#[derive(Serialize)]
+struct MergeReport<'a> {
+    files: &'a [PathBuf],
+    intervals: usize,
+    latency: Summary,
+}
+
+pub fn merge_cli(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let (hist, intervals) = histlog::merge_files(&args.files)?;
+    let latency = Summary::of(&hist);
+    println!(
+        "merged {} interval{} from {} file{}: {} samples",
+        intervals,
+        if intervals == 1 { "" } else { "s" },
+        args.files.len(),
+        if args.files.len() == 1 { "" } else { "s" },
+        latency.count
+    );
+    println!("  latency      {}", print::percentiles(&latency));
+    if let Some(path) = &args.json {
+        write_json(
+            path,
+            &MergeReport {
+                files: &args.files,
+                intervals,
+                latency,
+            },
+        )?;
+    }
+    if latency.count == 0 {
+        eprintln!("merge: the logs hold no samples");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,281 @@
+//! The outcome of a load run: counts, rates, latency summaries, and the verdict on whether the
+//! numbers can be trusted (rate achieved, driver not saturated).
+
+use super::conn::{Plan, Tally};
+use super::histlog::EncodedInterval;
+use super::spec::{Cmd, Pace};
+use super::stats::Summary;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+/// The driver counts as saturated when its CPU time exceeds this share of its threads' wall
+/// time: a driver that is busy 90% of the time delays its own sends and reads, and the latency
+/// it reports is partly its own.
+pub const SATURATION: f64 = 0.9;
+/// An open loop that delivers less than this share of its schedule reports a shortfall.
+pub const RATE_TOLERANCE: f64 = 0.95;
+
+/// Everything a load run measured. Latencies are in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Verified correct replies to measured requests.
+    pub ok: u64,
+    /// Failed requests by kind: the server's error codes, plus `mismatch`, `timeout`,
+    /// `connection`, `bad_reply`, `unmatched_id` (and `unknown_error` for codes outside the
+    /// contract).
+    pub errors: BTreeMap<String, u64>,
+    /// Measured requests sent.
+    pub sent: u64,
+    /// Measured requests sent more than 1 ms after their intended time (open loop).
+    pub late_sends: u64,
+    /// Open loop with a duration: scheduled requests that were never sent, because the window
+    /// stayed full until the run ended.
+    pub unsent: u64,
+    /// Replies that came after their request was already counted as a timeout.
+    pub late_replies: u64,
+    /// From the start of measuring to the last measured send or reply.
+    pub duration_s: f64,
+    /// Verified replies per second.
+    pub throughput_rps: f64,
+    /// Open loop: the rate asked for.
+    pub target_rps: Option<f64>,
+    /// Requests per second that went out. In an open loop: measured requests sent over the
+    /// run's duration, or (count-bounded) over the longer of the schedule's span and the span
+    /// the sends took.
+    pub achieved_rps: f64,
+    /// From the intended send time to the reply (the send time, in a closed loop).
+    pub latency: Summary,
+    /// From the actual send to the reply.
+    pub service: Summary,
+    /// Open loop: from the intended to the actual send. Its floor is the driver's timer
+    /// resolution (tokio's is 1 ms); above that, requests waited for a free slot.
+    pub send_lag: Option<Summary>,
+    /// Server timings, present when the server sent them: waiting for a worker.
+    pub queue: Option<Summary>,
+    /// Inside the kernel.
+    pub compute: Option<Summary>,
+    /// From request read to reply encoded.
+    pub server: Option<Summary>,
+    /// Server time outside queue and kernel: dispatch and IPC (server − queue − compute).
+    pub transport: Option<Summary>,
+    /// Service time outside the server: sockets, network stack and this driver
+    /// (service − server).
+    pub network: Option<Summary>,
+    /// Latency per kernel of the mix.
+    pub per_kernel: BTreeMap<String, Summary>,
+    /// Warmup requests sent, answered correctly, and failed by kind (not in the numbers above).
+    pub warmup_sent: u64,
+    pub warmup_ok: u64,
+    pub warmup_errors: BTreeMap<String, u64>,
+    /// Wall time of the whole run: warmup, measuring and waiting for the last replies.
+    pub wall_s: f64,
+    /// CPU time (user + system) this process used during the run.
+    pub client_cpu_s: f64,
+    /// Threads of the runtime that drove the load.
+    pub driver_threads: usize,
+    /// Client CPU ÷ (run wall time × driver threads) > 0.9: the driver may be the bottleneck.
+    pub driver_saturated: bool,
+    /// Open loop: a sentence saying the rate was not achieved, when it was not.
+    pub shortfall: Option<String>,
+    /// Reasons behind the errors, one line per distinct reason.
+    pub notes: Vec<String>,
+    /// The latency histogram (µs), for merging with other runs.
+    #[serde(skip)]
+    pub hist: Histogram<u64>,
+    /// The latency histogram cut into one-second intervals, for `--hist-log`.
+    #[serde(skip)]
+    pub intervals: Vec<EncodedInterval>,
+    /// Wall-clock time when measuring started.
+    #[serde(skip)]
+    pub started: SystemTime,
+}
+
+impl LoadReport {
+    /// Failed measured requests of every kind.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Errors that mean the server answered wrongly, not merely slowly or not at all.
+    pub fn wrong_answers(&self) -> u64 {
+        ["mismatch", "bad_reply", "unmatched_id"]
+            .iter()
+            .filter_map(|k| self.errors.get(*k))
+            .sum()
+    }
+}
+
+/// What the run's clock and CPU meter said.
+pub(crate) struct Timing {
+    pub finished: Instant,
+    pub cpu_s: Option<f64>,
+    pub threads: usize,
+    pub started: SystemTime,
+}
+
+pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadReport {
+    let spec = &plan.spec;
+    let mut total = Tally::default();
+    let mut notes: BTreeMap<String, u64> = BTreeMap::new();
+    for tally in tallies {
+        total.ok += tally.ok;
+        total.sent += tally.sent;
+        total.late_sends += tally.late_sends;
+        total.unsent += tally.unsent;
+        total.late_replies += tally.late_replies;
+        total.warmup_sent += tally.warmup_sent;
+        total.warmup_ok += tally.warmup_ok;
+        for (k, v) in tally.errors {
+            *total.errors.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in tally.warmup_errors {
+            *total.warmup_errors.entry(k).or_insert(0) += v;
+        }
+        total.last_send = total.last_send.max(tally.last_send);
+        total.last_intended = total.last_intended.max(tally.last_intended);
+        total.last_reply = total.last_reply.max(tally.last_reply);
+        for n in tally.notes {
+            *notes.entry(n).or_insert(0) += 1;
+        }
+    }
+    let since_measure = |i: Instant| {
+        i.saturating_duration_since(plan.measure_start)
+            .as_secs_f64()
+    };
+    let duration_s = match total.last_reply.max(total.last_send) {
+        Some(last) => since_measure(last),
+        None => since_measure(t.finished),
+    };
+    let per_sec = |n: u64| {
+        if duration_s > 0.0 {
+            n as f64 / duration_s
+        } else {
+            0.0
+        }
+    };
+
+    let run_wall = t
+        .finished
+        .saturating_duration_since(plan.start)
+        .as_secs_f64();
+    let cpu = t.cpu_s.unwrap_or(0.0);
+    let driver_saturated =
+        run_wall > 0.0 && cpu / (run_wall * t.threads.max(1) as f64) > SATURATION;
+
+    let (target_rps, achieved_rps, shortfall) = match spec.pace {
+        Pace::Closed => (None, per_sec(total.sent), None),
+        Pace::Open { rate, .. } => {
+            let (achieved, shortfall) = open_loop_rate(plan, &total, rate, driver_saturated);
+            (Some(rate), achieved, shortfall)
+        }
+    };
+
+    let mut rec = plan.recorder.lock();
+    let (intervals, log_error) = rec.finish_intervals(t.finished);
+    let split = rec.split_summaries();
+    let per_kernel = match spec.cmd {
+        Cmd::Ping => BTreeMap::new(),
+        Cmd::Compute => spec
+            .mix
+            .iter()
+            .zip(&rec.per_entry)
+            .map(|((k, _), h)| (k.name().to_string(), Summary::of(h)))
+            .collect(),
+    };
+    let mut notes: Vec<String> = notes
+        .into_iter()
+        .map(|(n, c)| {
+            if c > 1 {
+                format!("{n} (on {c} connections)")
+            } else {
+                n
+            }
+        })
+        .collect();
+    notes.extend(log_error);
+    let name =
+        |m: BTreeMap<&'static str, u64>| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    LoadReport {
+        ok: total.ok,
+        errors: name(total.errors),
+        sent: total.sent,
+        late_sends: total.late_sends,
+        unsent: total.unsent,
+        late_replies: total.late_replies,
+        duration_s,
+        throughput_rps: per_sec(total.ok),
+        target_rps,
+        achieved_rps,
+        latency: Summary::of(&rec.latency),
+        service: Summary::of(&rec.service),
+        send_lag: target_rps.map(|_| Summary::of(&rec.send_lag)),
+        queue: split.queue,
+        compute: split.compute,
+        server: split.server,
+        transport: split.transport,
+        network: split.network,
+        per_kernel,
+        warmup_sent: total.warmup_sent,
+        warmup_ok: total.warmup_ok,
+        warmup_errors: name(total.warmup_errors),
+        wall_s: run_wall,
+        client_cpu_s: cpu,
+        driver_threads: t.threads,
+        driver_saturated,
+        shortfall,
+        notes,
+        hist: rec.latency.clone(),
+        intervals,
+        started: t.started,
+    }
+}
+
+/// The open loop's achieved rate and, when it fell short, why.
+///
+/// Requests go out short of the schedule in two ways: never (a duration-bounded run ends with
+/// a backlog still waiting for window slots) or late (a count-bounded run takes longer than its
+/// schedule). The achieved rate is what was sent over the longer of the schedule's span and
+/// the sends' actual span. It is judged against the seeded schedule's own rate rather than the
+/// nominal one, so the sampling noise of a short Poisson schedule is not called a shortfall.
+fn open_loop_rate(plan: &Plan, total: &Tally, rate: f64, saturated: bool) -> (f64, Option<String>) {
+    let gap = 1.0 / rate;
+    let since = |i: Option<Instant>| {
+        i.map_or(0.0, |i| {
+            i.saturating_duration_since(plan.measure_start)
+                .as_secs_f64()
+        })
+    };
+    let scheduled = total.sent + total.unsent;
+    let schedule_span = match plan.end {
+        Some(end) => end
+            .saturating_duration_since(plan.measure_start)
+            .as_secs_f64(),
+        None => since(total.last_intended) + gap,
+    };
+    // A duration-bounded run sends nothing after its end; a count-bounded one sends all of
+    // its schedule, late if it must, and is judged by how long that took.
+    let span = match plan.end {
+        Some(_) => schedule_span,
+        None => schedule_span.max(since(total.last_send) + gap),
+    };
+    let achieved = total.sent as f64 / span;
+    let asked = scheduled as f64 / schedule_span;
+    let kept = if asked > 0.0 { achieved / asked } else { 0.0 };
+    if kept >= RATE_TOLERANCE {
+        return (achieved, None);
+    }
+    let who = if saturated {
+        "the driver itself was CPU-saturated"
+    } else {
+        "the server could not keep up (each connection's window of in-flight requests stayed full)"
+    };
+    let shortfall = format!(
+        "asked for {rate:.0} req/s but only {achieved:.0} req/s went out ({:.0}% of the schedule; {} sends late, {} never sent): {who}. Latencies count from the intended send times, so they include the wait.",
+        kept * 100.0,
+        total.late_sends,
+        total.unsent
+    );
+    (achieved, Some(shortfall))
+}

@@ -1,0 +1,244 @@
+//! Latency recording: HdrHistograms in microseconds and the summaries drawn from them.
+//!
+//! One `Recorder` serves every connection of a run. Per-connection histograms would cost
+//! tens to hundreds of KiB each for every metric (latency, service, the server's split, each
+//! kernel), which adds up to gigabytes at a thousand connections; a shared recorder costs one
+//! uncontended lock per batch of replies instead (the driver runs on one thread by default).
+
+use super::histlog::{EncodedInterval, IntervalRecorder};
+use crate::protocol::Timings;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Significant decimal digits every histogram keeps: 0.1% resolution.
+pub const SIGFIG: u8 = 3;
+
+/// A new auto-resizing histogram of microseconds.
+pub fn new_histogram() -> Histogram<u64> {
+    // Only the significant-figure count can make this fail, and 3 is valid.
+    Histogram::new(SIGFIG).expect("3 significant figures is a valid histogram precision")
+}
+
+/// Records `v`, growing the histogram as needed. Only a value beyond what any histogram can
+/// hold fails to grow it, and is then clamped to the largest trackable value.
+///
+/// (`saturating_record` alone would clamp to the *current* range, which for an auto-resizing
+/// histogram starts at 2.)
+pub fn put(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// Percentiles of one distribution, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Summary {
+    /// Values recorded.
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+impl Summary {
+    /// Summarises a histogram; all zeros when it is empty.
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        if h.is_empty() {
+            return Summary::default();
+        }
+        let q = |p: f64| h.value_at_quantile(p) as f64;
+        Summary {
+            count: h.len(),
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: h.max() as f64,
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// One verified reply, ready to record.
+pub(crate) struct Sample {
+    /// When the reply arrived.
+    pub at: Instant,
+    /// From the intended send time (open loop) or the send (closed loop) to the reply.
+    pub latency_us: u64,
+    /// From the actual send to the reply.
+    pub service_us: u64,
+    /// Index into the spec's kernel mix.
+    pub entry: usize,
+    pub timings: Option<Timings>,
+}
+
+/// The server's split of a request's time, recorded only when the server sends timings.
+struct Split {
+    queue: Histogram<u64>,
+    compute: Histogram<u64>,
+    server: Histogram<u64>,
+    transport: Histogram<u64>,
+    network: Histogram<u64>,
+}
+
+/// Every histogram of a run.
+pub(crate) struct Recorder {
+    pub latency: Histogram<u64>,
+    pub service: Histogram<u64>,
+    /// From the intended to the actual send (latency − service): the driver's timer slack
+    /// plus any wait for a free slot in the window.
+    pub send_lag: Histogram<u64>,
+    split: Option<Split>,
+    pub per_entry: Vec<Histogram<u64>>,
+    intervals: IntervalRecorder,
+}
+
+/// Summaries of the server's split, each `None` when no reply carried timings.
+pub(crate) struct SplitSummaries {
+    pub queue: Option<Summary>,
+    pub compute: Option<Summary>,
+    pub server: Option<Summary>,
+    pub transport: Option<Summary>,
+    pub network: Option<Summary>,
+}
+
+fn us(v: f64) -> u64 {
+    // Negative or NaN timings from a confused server record as 0 rather than wrapping.
+    if v > 0.0 {
+        v.round() as u64
+    } else {
+        0
+    }
+}
+
+impl Recorder {
+    /// `origin` is when measuring starts; latency-log intervals are `interval` long from it.
+    pub fn new(entries: usize, origin: Instant, interval: Duration) -> Recorder {
+        Recorder {
+            latency: new_histogram(),
+            service: new_histogram(),
+            send_lag: new_histogram(),
+            split: None,
+            per_entry: (0..entries.max(1)).map(|_| new_histogram()).collect(),
+            intervals: IntervalRecorder::new(origin, interval),
+        }
+    }
+
+    pub fn record(&mut self, s: &Sample) {
+        put(&mut self.latency, s.latency_us);
+        put(&mut self.service, s.service_us);
+        put(
+            &mut self.send_lag,
+            s.latency_us.saturating_sub(s.service_us),
+        );
+        if let Some(h) = self.per_entry.get_mut(s.entry) {
+            put(h, s.latency_us);
+        }
+        self.intervals.record(s.at, s.latency_us);
+        if let Some(t) = s.timings {
+            let split = self.split.get_or_insert_with(|| Split {
+                queue: new_histogram(),
+                compute: new_histogram(),
+                server: new_histogram(),
+                transport: new_histogram(),
+                network: new_histogram(),
+            });
+            put(&mut split.queue, us(t.queue_us));
+            put(&mut split.compute, us(t.compute_us));
+            put(&mut split.server, us(t.server_us));
+            put(
+                &mut split.transport,
+                us(t.server_us - t.queue_us - t.compute_us),
+            );
+            put(&mut split.network, us(s.service_us as f64 - t.server_us));
+        }
+    }
+
+    pub fn split_summaries(&self) -> SplitSummaries {
+        let s = |f: fn(&Split) -> &Histogram<u64>| self.split.as_ref().map(|sp| Summary::of(f(sp)));
+        SplitSummaries {
+            queue: s(|sp| &sp.queue),
+            compute: s(|sp| &sp.compute),
+            server: s(|sp| &sp.server),
+            transport: s(|sp| &sp.transport),
+            network: s(|sp| &sp.network),
+        }
+    }
+
+    /// Closes the latency log at `end`.
+    pub fn finish_intervals(&mut self, end: Instant) -> (Vec<EncodedInterval>, Option<String>) {
+        self.intervals.finish(end)
+    }
+}
+
+/// This process's CPU time so far (user + system, all threads), in seconds.
+pub fn process_cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(u.user_time()) + secs(u.system_time()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_known_values() {
+        let mut h = new_histogram();
+        for v in 1..=1000 {
+            h.record(v).unwrap();
+        }
+        let s = Summary::of(&h);
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.p50_us, 500.0);
+        assert_eq!(s.p90_us, 900.0);
+        assert_eq!(s.p99_us, 990.0);
+        assert_eq!(s.max_us, 1000.0);
+        assert!((s.mean_us - 500.5).abs() < 0.5);
+        assert_eq!(Summary::of(&new_histogram()), Summary::default());
+    }
+
+    #[test]
+    fn recorder_splits_server_time_only_when_timings_arrive() {
+        let origin = Instant::now();
+        let mut r = Recorder::new(2, origin, Duration::from_secs(1));
+        let mut sample = Sample {
+            at: origin,
+            latency_us: 900,
+            service_us: 800,
+            entry: 1,
+            timings: None,
+        };
+        r.record(&sample);
+        assert!(r.split_summaries().server.is_none());
+        sample.timings = Some(Timings {
+            queue_us: 100.0,
+            compute_us: 500.0,
+            server_us: 650.0,
+        });
+        r.record(&sample);
+        let split = r.split_summaries();
+        assert_eq!(split.transport.map(|s| s.p50_us), Some(50.0));
+        assert_eq!(split.network.map(|s| s.p50_us), Some(150.0));
+        assert_eq!(split.queue.map(|s| s.count), Some(1));
+        assert_eq!(r.per_entry[1].len(), 2);
+        assert_eq!(r.per_entry[0].len(), 0);
+        assert_eq!(r.latency.len(), 2);
+    }
+
+    #[test]
+    fn process_cpu_time_is_readable_and_grows() {
+        let before = process_cpu_seconds().unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds().unwrap() > before);
+    }
+}

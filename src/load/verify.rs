@@ -1,0 +1,307 @@
+//! Requests out, replies checked: the driver's side of the wire protocol.
+//!
+//! Every request is one of a few fixed shapes that differ only in the id, so each shape is
+//! encoded once into a template and a request costs a few byte copies. Every reply is parsed
+//! with the lenient [`ClientReply`] (the original Python server echoes ids as strings and sends
+//! no timings) and checked: compute results against [`Kernel::expected`], pongs for their flags.
+
+use super::spec::{Cmd, LoadSpec};
+use crate::connection::put_frame_with;
+use crate::kernel::Kernel;
+use crate::protocol::{ClientReply, ErrorCode, Timings};
+use serde_json::Value;
+
+/// Largest reply the driver accepts, in bytes. Real replies are under 200 bytes; anything
+/// near this is a broken or hostile server, and the declared length is checked against it
+/// before a single byte is buffered for it.
+pub const MAX_REPLY: usize = 1 << 20;
+
+/// Error kinds the driver itself detects (server error codes are counted by their own names).
+pub mod kind {
+    /// A result that differs from the kernel's expected value.
+    pub const MISMATCH: &str = "mismatch";
+    /// No reply within the timeout.
+    pub const TIMEOUT: &str = "timeout";
+    /// The connection failed (refused, reset, closed) with the request in flight.
+    pub const CONNECTION: &str = "connection";
+    /// A reply that breaks the protocol: oversize frame, not JSON, wrong shape.
+    pub const BAD_REPLY: &str = "bad_reply";
+    /// A reply whose id is not one this connection has in flight (or a second reply).
+    pub const UNMATCHED_ID: &str = "unmatched_id";
+    /// An error reply with a code outside the contract's list.
+    pub const UNKNOWN_ERROR: &str = "unknown_error";
+}
+
+/// What every request starts with; the id follows.
+const HEAD: &[u8] = b"{\"id\":";
+
+/// Encodes requests from per-shape templates. One shape per mix entry (or one for ping).
+pub struct Encoder {
+    /// Everything after the id, closing brace included, per shape.
+    tails: Vec<Vec<u8>>,
+}
+
+impl Encoder {
+    pub fn new(spec: &LoadSpec) -> Encoder {
+        let timing = if spec.timing { ",\"timing\":true" } else { "" };
+        let tails: Vec<String> = match spec.cmd {
+            Cmd::Ping => vec![format!(",\"cmd\":\"ping\"{timing}}}")],
+            Cmd::Compute => spec
+                .mix
+                .iter()
+                .map(|(k, _)| {
+                    format!(
+                        ",\"cmd\":\"compute\",\"n\":{},\"kernel\":\"{}\"{timing}}}",
+                        spec.size,
+                        k.name()
+                    )
+                })
+                .collect(),
+        };
+        Encoder {
+            tails: tails.into_iter().map(String::into_bytes).collect(),
+        }
+    }
+
+    /// Appends one framed request for mix entry `entry` with integer id `id` to `out`.
+    pub fn encode(&self, entry: usize, id: u64, out: &mut Vec<u8>) {
+        let Some(tail) = self.tails.get(entry).or(self.tails.first()) else {
+            return;
+        };
+        put_frame_with(out, |out| {
+            out.extend_from_slice(HEAD);
+            push_decimal(out, id);
+            out.extend_from_slice(tail);
+        });
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The expected result of each mix entry, computed once per run: `fib(10⁹)` takes seconds.
+pub fn expected_results(spec: &LoadSpec) -> Vec<u64> {
+    match spec.cmd {
+        Cmd::Ping => Vec::new(),
+        Cmd::Compute => spec
+            .mix
+            .iter()
+            .map(|(k, _)| Kernel::expected(*k, spec.size))
+            .collect(),
+    }
+}
+
+/// A reply, parsed far enough to be matched to its request.
+pub struct Parsed {
+    pub reply: ClientReply,
+    /// The id as this driver sent it; `None` when the reply carries no usable integer id.
+    pub id: Option<u64>,
+}
+
+/// Parses a reply frame. `Err` means the payload is not a JSON object at all.
+pub fn parse_reply(payload: &[u8]) -> Result<Parsed, String> {
+    let shown = || String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();
+    // serde would also read a struct from a JSON array (`[7]` as id 7): only objects are replies.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(format!("reply is not a JSON object: {:?}", shown()));
+    }
+    let reply: ClientReply = serde_json::from_slice(payload)
+        .map_err(|e| format!("reply is not a protocol JSON object ({e}): {:?}", shown()))?;
+    let id = match &reply.id {
+        Some(Value::Number(n)) => n.as_u64(),
+        // The original Python server sends `str(id)`.
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    Ok(Parsed { reply, id })
+}
+
+/// What one matched reply says about its request.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Correct; carries the server's timings when it sent them.
+    Ok(Option<Timings>),
+    /// Counted under this error kind, with a reason worth reporting once.
+    Failed(&'static str, Option<String>),
+}
+
+/// Checks a reply against the request it answers.
+pub fn check(
+    reply: &ClientReply,
+    cmd: Cmd,
+    kernel: Option<Kernel>,
+    expected: u64,
+    n: u64,
+) -> Verdict {
+    if let Some(code) = &reply.error {
+        return Verdict::Failed(error_kind(code), reply.detail.clone());
+    }
+    match cmd {
+        Cmd::Compute => match reply.result {
+            Some(r) if r == expected => Verdict::Ok(reply.t),
+            Some(r) => Verdict::Failed(
+                kind::MISMATCH,
+                Some(format!(
+                    "{}({n}) should be {expected}, the server said {r}",
+                    kernel.map_or("compute", Kernel::name)
+                )),
+            ),
+            None => Verdict::Failed(
+                kind::BAD_REPLY,
+                Some("compute reply has neither `result` nor `error`".into()),
+            ),
+        },
+        Cmd::Ping => {
+            if reply.ok == Some(true) && reply.pong == Some(true) {
+                Verdict::Ok(reply.t)
+            } else {
+                Verdict::Failed(
+                    kind::BAD_REPLY,
+                    Some("ping reply lacks `\"ok\": true, \"pong\": true`".into()),
+                )
+            }
+        }
+    }
+}
+
+/// The counter a server error code goes under: its contract name, or one bucket for codes
+/// outside the contract so a misbehaving server cannot grow the error table without bound.
+pub fn error_kind(code: &str) -> &'static str {
+    ErrorCode::parse(code).map_or(kind::UNKNOWN_ERROR, ErrorCode::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse_request, Command, Id};
+
+    #[test]
+    fn encoded_requests_parse_as_the_server_reads_them() {
+        let spec = LoadSpec {
+            mix: vec![(Kernel::Fib, 9), (Kernel::Sleep, 1)],
+            size: 1234,
+            ..LoadSpec::default()
+        };
+        let enc = Encoder::new(&spec);
+        let mut out = Vec::new();
+        enc.encode(1, 0, &mut out);
+        enc.encode(0, u64::MAX, &mut out);
+        let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        let first = parse_request(&out[4..4 + len]).unwrap();
+        assert_eq!(first.id, Id::Num(0));
+        assert_eq!(
+            first.cmd,
+            Command::Compute {
+                kernel: "sleep".into(),
+                n: 1234
+            }
+        );
+        assert!(first.timing);
+        let rest = &out[4 + len..];
+        let second = parse_request(&rest[4..]).unwrap();
+        assert_eq!(second.id, Id::Num(u64::MAX));
+
+        let ping = Encoder::new(&LoadSpec {
+            cmd: Cmd::Ping,
+            timing: false,
+            ..LoadSpec::default()
+        });
+        out.clear();
+        ping.encode(0, 42, &mut out);
+        assert_eq!(&out[4..], br#"{"id":42,"cmd":"ping"}"#);
+    }
+
+    #[test]
+    fn replies_are_matched_whether_ids_are_numbers_or_strings() {
+        assert_eq!(
+            parse_reply(br#"{"id": 7, "result": 1}"#).unwrap().id,
+            Some(7)
+        );
+        assert_eq!(
+            parse_reply(br#"{"id": "7", "result": 1}"#).unwrap().id,
+            Some(7)
+        );
+        assert_eq!(parse_reply(br#"{"id": "x7"}"#).unwrap().id, None);
+        assert_eq!(
+            parse_reply(br#"{"id": null, "error": "bad_json"}"#)
+                .unwrap()
+                .id,
+            None
+        );
+        assert!(parse_reply(b"[1]").is_err());
+        assert!(parse_reply(b" 7").is_err());
+        assert!(parse_reply(br#"{"id": 1, "result": "x"}"#).is_err());
+        assert!(parse_reply(b"\xff").is_err());
+    }
+
+    #[test]
+    fn checks_results_pongs_and_error_codes() {
+        let r = |s: &str| parse_reply(s.as_bytes()).unwrap().reply;
+        let fib = Some(Kernel::Fib);
+        assert_eq!(
+            check(&r(r#"{"id":1,"result":5}"#), Cmd::Compute, fib, 5, 3),
+            Verdict::Ok(None)
+        );
+        let t = check(
+            &r(r#"{"id":1,"result":5,"t":{"queue_us":1,"compute_us":2,"server_us":4}}"#),
+            Cmd::Compute,
+            fib,
+            5,
+            3,
+        );
+        assert!(matches!(t, Verdict::Ok(Some(t)) if t.server_us == 4.0));
+        assert!(matches!(
+            check(&r(r#"{"id":1,"result":6}"#), Cmd::Compute, fib, 5, 3),
+            Verdict::Failed(kind::MISMATCH, Some(_))
+        ));
+        assert!(matches!(
+            check(&r(r#"{"id":1}"#), Cmd::Compute, fib, 5, 3),
+            Verdict::Failed(kind::BAD_REPLY, _)
+        ));
+        assert!(matches!(
+            check(
+                &r(r#"{"id":1,"error":"overloaded","detail":"full"}"#),
+                Cmd::Compute,
+                fib,
+                5,
+                3
+            ),
+            Verdict::Failed("overloaded", Some(_))
+        ));
+        assert!(matches!(
+            check(
+                &r(r#"{"id":1,"error":"no_such_code"}"#),
+                Cmd::Ping,
+                None,
+                0,
+                0
+            ),
+            Verdict::Failed(kind::UNKNOWN_ERROR, _)
+        ));
+        assert_eq!(
+            check(
+                &r(r#"{"id":"1","ok":true,"pong":true}"#),
+                Cmd::Ping,
+                None,
+                0,
+                0
+            ),
+            Verdict::Ok(None)
+        );
+        assert!(matches!(
+            check(&r(r#"{"id":"1","ok":true}"#), Cmd::Ping, None, 0, 0),
+            Verdict::Failed(kind::BAD_REPLY, _)
+        ));
+    }
+}
