@@ -293,12 +293,21 @@ fn empty_row(cell: &Cell, cores: usize) -> Row {
 
 /// Finds `n` for a kernel so that one job takes about `target_us` on one thread of this
 /// machine, and measures the single-job time at that `n` (median of several runs).
+///
+/// Jobs are timed in this thread's CPU time, not wall time: on a busy machine a job that is
+/// preempted would otherwise look longer than it is, and calibrate to too small an `n`. The
+/// `sleep` kernel does no CPU work, so it is sized directly.
 pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -> (u64, f64) {
     kernel.prepare();
     let time = |n: u64| {
-        let t = Instant::now();
+        if kernel == Kernel::Sleep {
+            let t = Instant::now();
+            std::hint::black_box(kernel.run(n));
+            return t.elapsed().as_secs_f64() * 1e6;
+        }
+        let t = thread_cpu_us();
         std::hint::black_box(kernel.run(n));
-        t.elapsed().as_secs_f64() * 1e6
+        thread_cpu_us() - t
     };
     let n = match (given_n, target_us) {
         (Some(n), _) => n,
@@ -324,4 +333,11 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
     }
     samples.sort_by(f64::total_cmp);
     (n, samples[samples.len() / 2])
+}
+
+/// CPU time of the calling thread, µs.
+fn thread_cpu_us() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
+        .unwrap_or(0.0)
 }

@@ -70,6 +70,10 @@ pub struct SweepArgs {
     /// Replace a different sweep already in DIR.
     #[arg(long)]
     pub force: bool,
+    /// Threads for the load driver; default 1 up to 8 cores, then one per 8 cores (at most 4),
+    /// so a many-core server is not measured through a saturated driver.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub driver_threads: Option<u16>,
     /// Stop after this many cells (to test --resume; the CSV keeps what ran).
     #[arg(long, hide = true)]
     pub max_cells: Option<usize>,
@@ -134,9 +138,19 @@ impl SweepArgs {
 pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let cores = crate::cli::cores();
     let grid = args.grid(cores)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let threads = args
+        .driver_threads
+        .map_or_else(|| cores.div_ceil(8).clamp(1, 4), |t| t as usize);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     let outcome = runtime.block_on(run(&args, &grid, cores))?;
     eprintln!(
         "wrote {} rows ({} invalid) to {}",
