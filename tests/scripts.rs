@@ -1,0 +1,205 @@
+//! The plotting scripts in `scripts/`, run as a user runs them: `python3 scripts/NAME.py` on the
+//! fixture CSVs (two real quick sweeps), checking that every chart is written and that a bad CSV
+//! is refused with a one-line message. Needs python3 with `scripts/requirements.txt` installed,
+//! as CI does before `cargo test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The charts `plot_all.py` draws from one run.
+const CHARTS: [&str; 4] = ["throughput", "ratio_heatmap", "latency", "latency_split"];
+/// Every script that takes a CSV, with the extra arguments it needs besides the CSV and --out.
+const SCRIPTS: [(&str, &[&str]); 6] = [
+    ("throughput.py", &[]),
+    ("ratio_heatmap.py", &[]),
+    ("latency.py", &[]),
+    ("latency_split.py", &[]),
+    ("plot_all.py", &[]),
+    ("compare_runs.py", &["tests/fixtures/small_sweep_b.csv"]),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// Runs `python3 scripts/<script> <args…>` from the repository root.
+fn python(script: &str, args: &[&Path]) -> Output {
+    let output = Command::new("python3")
+        .arg(root().join("scripts").join(script))
+        .args(args)
+        .current_dir(root())
+        .env("MPLBACKEND", "Agg")
+        .output()
+        .expect("python3 must be on PATH to test the plotting scripts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the plotting scripts' packages are missing; run \
+         `python3 -m pip install -r scripts/requirements.txt`:\n{stderr}"
+    );
+    output
+}
+
+fn assert_ok(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Each chart exists as a real PNG and a real SVG, big enough to hold more than empty axes.
+fn assert_charts(dir: &Path, names: &[&str]) {
+    for name in names {
+        let png = dir.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(
+            bytes.len() > 1024,
+            "{} is only {} bytes",
+            png.display(),
+            bytes.len()
+        );
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            png.display()
+        );
+
+        let svg = dir.join(format!("{name}.svg"));
+        let text =
+            std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
+        assert!(
+            text.len() > 1024,
+            "{} is only {} bytes",
+            svg.display(),
+            text.len()
+        );
+        assert!(text.contains("<svg"), "{} is not an SVG", svg.display());
+    }
+}
+
+/// Writes a copy of the fixture with one column dropped, or with every row marked invalid.
+fn altered_fixture(dir: &Path, drop_column: Option<&str>, all_invalid: bool) -> PathBuf {
+    let mut reader = csv::Reader::from_path(fixture("small_sweep.csv")).expect("read fixture");
+    let headers = reader.headers().expect("fixture header").clone();
+    let keep: Vec<usize> = (0..headers.len())
+        .filter(|&i| Some(&headers[i]) != drop_column)
+        .collect();
+    let valid = headers
+        .iter()
+        .position(|h| h == "valid")
+        .expect("valid column");
+    let path = dir.join("altered.csv");
+    let mut writer = csv::Writer::from_path(&path).expect("write altered CSV");
+    writer
+        .write_record(keep.iter().map(|&i| &headers[i]))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.expect("fixture row");
+        let fields = keep.iter().map(|&i| {
+            if i == valid && all_invalid {
+                "false"
+            } else {
+                &record[i]
+            }
+        });
+        writer.write_record(fields).unwrap();
+    }
+    writer.flush().unwrap();
+    path
+}
+
+/// Each of `scripts` refuses `csv` with exit status 1 and a single line on stderr naming
+/// `expect`, and writes no chart.
+fn assert_refused(scripts: &[(&str, &[&str])], csv: &Path, out: &Path, expect: &[&str]) {
+    for &(script, extra) in scripts {
+        let extra: Vec<PathBuf> = extra.iter().map(|a| root().join(a)).collect();
+        let mut args: Vec<&Path> = vec![csv];
+        args.extend(extra.iter().map(PathBuf::as_path));
+        args.extend([Path::new("--out"), out]);
+        let output = python(script, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{script}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{script}: {stderr}");
+        for needle in expect {
+            assert!(
+                stderr.contains(needle),
+                "{script}: {stderr:?} lacks {needle:?}"
+            );
+        }
+        assert!(
+            !out.exists() || std::fs::read_dir(out).unwrap().next().is_none(),
+            "{script} wrote files although it failed"
+        );
+    }
+}
+
+#[test]
+fn plot_all_draws_every_chart_from_a_real_sweep() {
+    let out = tempfile::tempdir().unwrap();
+    let csv = fixture("small_sweep.csv");
+    let output = python("plot_all.py", &[&csv, Path::new("--out"), out.path()]);
+    assert_ok(&output, "plot_all.py");
+    assert_charts(out.path(), &CHARTS);
+    // It lists what it wrote, one file a line, so that a caller can pick them up.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), CHARTS.len() * 2, "{stdout}");
+}
+
+#[test]
+fn compare_runs_draws_two_runs_side_by_side() {
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (fixture("small_sweep.csv"), fixture("small_sweep_b.csv"));
+    let output = Command::new("python3")
+        .arg(root().join("scripts/compare_runs.py"))
+        .args([&a, &b])
+        .args(["--labels", "2 cores", "16 cores", "--out"])
+        .arg(out.path())
+        .current_dir(root())
+        .output()
+        .expect("python3 must be on PATH to test the plotting scripts");
+    assert_ok(&output, "compare_runs.py");
+    assert_charts(out.path(), &["compare_runs"]);
+    let svg = std::fs::read_to_string(out.path().join("compare_runs.svg")).unwrap();
+    // The labels given on the command line name the runs in the legend.
+    assert!(svg.contains("16 cores"), "the legend lacks the run labels");
+}
+
+#[test]
+fn a_csv_without_a_needed_column_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Every chart is drawn over the grid's coordinates.
+    let csv = altered_fixture(dir.path(), Some("workers"), false);
+    assert_refused(&SCRIPTS, &csv, &out, &["missing column(s)", "workers"]);
+    // Every chart but the latency split draws throughput.
+    let csv = altered_fixture(dir.path(), Some("throughput_rps"), false);
+    let drawing_throughput: Vec<_> = SCRIPTS
+        .into_iter()
+        .filter(|(script, _)| *script != "latency_split.py")
+        .collect();
+    assert_refused(
+        &drawing_throughput,
+        &csv,
+        &out,
+        &["missing column(s)", "throughput_rps"],
+    );
+    // The latency split needs the server's own timings.
+    let csv = altered_fixture(dir.path(), Some("server_p50_us"), false);
+    let split = [("latency_split.py", &[][..])];
+    assert_refused(&split, &csv, &out, &["missing column(s)", "server_p50_us"]);
+}
+
+#[test]
+fn a_csv_without_valid_rows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = altered_fixture(dir.path(), None, true);
+    let out = dir.path().join("out");
+    assert_refused(&SCRIPTS, &csv, &out, &["no valid rows"]);
+}
