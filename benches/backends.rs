@@ -1,0 +1,182 @@
+//! What each backend costs per job, in-process, with no sockets: the hand-off from the caller
+//! to a worker and back.
+//!
+//! - `dispatch/<backend>`: submit one tiny job (`fib` with `n = 1`, a few nanoseconds of
+//!   compute) and wait for its completion. This is the round trip one request pays on top of
+//!   its compute: a thread wake-up for `rayon` and `tokio`, two pipe hops and a worker process
+//!   wake-up for `process`.
+//! - `throughput/<backend>`: submit a burst of tiny jobs at once and wait for all of them, in
+//!   jobs per second. Here the process backend can batch pipe writes and keep jobs written
+//!   ahead, so its per-job cost falls well below its round trip.
+//!
+//! Every backend runs with W = 2 workers (this machine's cores) under the runtime shape the
+//! server uses (one I/O thread), and jobs are submitted and awaited from a task on that
+//! runtime, exactly as a connection task does: for `process`, the supervisor tasks that feed
+//! the pipes share that thread with the submitter, as they do in the server.
+//!
+//! The process backend's workers are this package's real binary (`threadcenter-bench worker`).
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use threadcenter::backend::{self, Backend, BackendKind, Job, Outcome, PoolConfig};
+use threadcenter::kernel::Kernel;
+use tokio::sync::oneshot;
+
+const WORKERS: usize = 2;
+/// Jobs per burst in `throughput/*`.
+const BURST: usize = 1_000;
+/// A job that is all dispatch and no compute.
+const TINY_N: u64 = 1;
+
+/// The backends that are pools; `prefork` has no in-process pool (see `benches/e2e.rs`).
+const POOLS: [BackendKind; 3] = [BackendKind::Process, BackendKind::Rayon, BackendKind::Tokio];
+
+fn pool_config() -> PoolConfig {
+    PoolConfig {
+        workers: WORKERS,
+        queue: 4 * BURST,
+        job_timeout: Duration::from_secs(30),
+        worker_queue: 2,
+        preload: Vec::new(),
+        worker_exe: Some(env!("CARGO_BIN_EXE_threadcenter-bench").into()),
+    }
+}
+
+/// A backend with the runtime it needs (the server's shape: one I/O thread).
+struct Running {
+    rt: tokio::runtime::Runtime,
+    backend: Arc<dyn Backend>,
+}
+
+impl Running {
+    fn start(kind: BackendKind) -> Running {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let backend = rt
+            .block_on(backend::start(kind, pool_config()))
+            .unwrap_or_else(|e| panic!("cannot start the {} backend: {e:#}", kind.name()));
+        Running { rt, backend }
+    }
+
+    fn stop(self) {
+        self.rt
+            .block_on(self.backend.shutdown(Duration::from_secs(5)));
+    }
+}
+
+/// Times `iters` runs of `body` inside a task on the backend's runtime, as the server's
+/// connection tasks submit and await jobs.
+fn submit(backend: &dyn Backend, done: impl FnOnce(Outcome) + Send + 'static) {
+    let job = Job {
+        kernel: Kernel::Fib,
+        n: TINY_N,
+        submitted: Instant::now(),
+    };
+    if let Err(f) = backend.submit(job, Box::new(done)) {
+        panic!("{} refused a job: {f:?}", backend.name());
+    }
+}
+
+fn on_runtime<F, Fut>(running: &Running, iters: u64, body: F) -> Duration
+where
+    F: Fn(Arc<dyn Backend>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let backend = running.backend.clone();
+    let task = running.rt.spawn(async move {
+        let started = Instant::now();
+        for _ in 0..iters {
+            body(backend.clone()).await;
+        }
+        started.elapsed()
+    });
+    running
+        .rt
+        .block_on(task)
+        .expect("the benchmark task ran to the end")
+}
+
+fn dispatch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dispatch");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+    for kind in POOLS {
+        let running = Running::start(kind);
+        group.bench_function(kind.name(), |b| {
+            b.iter_custom(|iters| {
+                on_runtime(&running, iters, |backend| async move {
+                    let (tx, rx) = oneshot::channel();
+                    submit(&*backend, move |o| {
+                        let _ = tx.send(o);
+                    });
+                    if let Err(f) = rx.await.expect("a completion") {
+                        panic!("a tiny job failed: {f:?}");
+                    }
+                })
+            })
+        });
+        running.stop();
+    }
+    group.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(BURST as u64));
+    for kind in POOLS {
+        let running = Running::start(kind);
+        let failed = Arc::new(AtomicUsize::new(0));
+        let counted = failed.clone();
+        group.bench_function(kind.name(), |b| {
+            b.iter_custom(|iters| {
+                let failed = counted.clone();
+                on_runtime(&running, iters, move |backend| {
+                    let failed = failed.clone();
+                    async move {
+                        let (tx, rx) = oneshot::channel();
+                        let last = Arc::new(Mutex::new(Some(tx)));
+                        let left = Arc::new(AtomicUsize::new(BURST));
+                        for _ in 0..BURST {
+                            let (left, last, failed) = (left.clone(), last.clone(), failed.clone());
+                            submit(&*backend, move |o| {
+                                if o.is_err() {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                    if let Some(tx) = last.lock().take() {
+                                        let _ = tx.send(());
+                                    }
+                                }
+                            });
+                        }
+                        rx.await.expect("the burst's last completion");
+                    }
+                })
+            })
+        });
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "tiny jobs failed");
+        running.stop();
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = dispatch, throughput
+}
+criterion_main!(benches);
