@@ -35,6 +35,16 @@ use tokio_util::task::TaskTracker;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Consecutive failed starts of one slot before the backend gives up.
 const MAX_START_FAILURES: u32 = 3;
+/// Work written ahead into a worker's pipe when its jobs are short: enough to cover the pipe
+/// round trip (30–55 µs in virtual machines) several times over, so the worker never waits
+/// for the supervisor, yet short enough that a job stuck behind it waits no longer than
+/// that when another worker frees up.
+const WRITE_AHEAD_BUDGET_NS: u64 = 100_000;
+/// The worker's own cost per job beyond the kernel (a pipe read, two clock reads, a pipe
+/// write), added to each job's compute time when estimating how many fit the budget.
+const PER_JOB_OVERHEAD_NS: u64 = 5_000;
+/// Most jobs written ahead into one pipe, however short they are.
+const MAX_WRITE_AHEAD: usize = 64;
 
 struct Pending {
     job: Job,
@@ -354,14 +364,17 @@ async fn serve(
     // When the oldest job in flight started executing (the worker runs them in order).
     let mut running_since = Instant::now();
     let mut queue_closed = false;
+    // Recent jobs' cost on this worker (ns), which sets how many to write ahead.
+    let mut job_ns: Option<u64> = None;
+    let mut depth = shared.worker_queue;
     // Write ahead only while no other worker is idle.
-    let room = |in_flight: &VecDeque<Pending>| {
+    let room = |in_flight: &VecDeque<Pending>, depth: usize| {
         in_flight.is_empty()
-            || (in_flight.len() < shared.worker_queue && shared.idle.load(Ordering::Acquire) == 0)
+            || (in_flight.len() < depth && shared.idle.load(Ordering::Acquire) == 0)
     };
     loop {
         // Top up the pipe: carried-over jobs first, then whatever is already queued.
-        while room(in_flight) {
+        while room(in_flight, depth) {
             let next = match carry.pop_front() {
                 Some(p) => p,
                 None => match shared.queue.try_recv() {
@@ -394,7 +407,7 @@ async fn serve(
         if queue_closed && in_flight.is_empty() && carry.is_empty() {
             return Ended::Drained;
         }
-        let room = room(in_flight) && !queue_closed;
+        let room = room(in_flight, depth) && !queue_closed;
         let deadline = running_since + shared.timeout;
         tokio::select! {
             frame = w.stdout.read_frame(ReadLimits::NONE) => {
@@ -409,6 +422,10 @@ async fn serve(
                 running_since = Instant::now();
                 match PipeReply::decode(&frame) {
                     Some(PipeReply::Done { result, started_ns, compute_ns }) => {
+                        let cost = compute_ns.saturating_add(PER_JOB_OVERHEAD_NS);
+                        let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
+                        job_ns = Some(avg);
+                        depth = write_ahead(shared.worker_queue, avg);
                         let submitted_ns = instant_to_ns(p.job.submitted);
                         (p.done)(Ok(Done {
                             result,
@@ -439,5 +456,35 @@ async fn serve(
             }
             _ = shared.abort.cancelled() => return Ended::Aborted,
         }
+    }
+}
+
+/// How many jobs to keep in a worker's pipe when each costs about `job_ns`: `worker_queue`
+/// for long jobs, more for short ones, up to [`WRITE_AHEAD_BUDGET_NS`] of work. A
+/// `worker_queue` of 1 turns writing ahead off altogether.
+fn write_ahead(worker_queue: usize, job_ns: u64) -> usize {
+    if worker_queue <= 1 {
+        return 1;
+    }
+    let by_time = (WRITE_AHEAD_BUDGET_NS / job_ns.max(1)) as usize;
+    by_time.clamp(worker_queue, MAX_WRITE_AHEAD.max(worker_queue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_ahead_covers_the_budget_for_short_jobs_only() {
+        // Off stays off.
+        assert_eq!(write_ahead(1, 1), 1);
+        // Long jobs: the configured depth.
+        assert_eq!(write_ahead(2, 1_000_000), 2);
+        assert_eq!(write_ahead(2, WRITE_AHEAD_BUDGET_NS), 2);
+        // Short jobs: as many as fit the budget, never more than the cap.
+        assert_eq!(write_ahead(2, 5_000), 20);
+        assert_eq!(write_ahead(2, 0), MAX_WRITE_AHEAD);
+        // An explicit depth above the cap is honoured.
+        assert_eq!(write_ahead(100, 1), 100);
     }
 }
