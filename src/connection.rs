@@ -124,12 +124,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.buf.advance(4);
         let frame = self.buf.split_to(len).freeze();
-        // The next frame, if any bytes of it are here already, starts now.
-        self.frame_started = if self.buf.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
+        // The next frame's clock starts when the caller next asks for it (`read_frame`), even
+        // if some of its bytes are here already: time the caller spends not reading (the
+        // server's in-flight cap) must not count against the peer.
+        self.frame_started = None;
         Ok(Some(frame))
     }
 }
@@ -227,6 +225,31 @@ mod tests {
         assert!(matches!(err, FrameError::Deadline(_)), "{err}");
         assert!(start.elapsed() <= Duration::from_secs(4));
         trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_caller_spends_not_reading_does_not_count_against_the_next_frame() {
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let limits = ReadLimits {
+            idle: None,
+            frame: Some(Duration::from_secs(3)),
+        };
+        // One whole frame and the start of the next arrive together.
+        tx.write_all(&[0, 0, 0, 1, b'a', 0, 0, 0, 4, b'b'])
+            .await
+            .unwrap();
+        let mut r = FrameReader::new(rx, 1024);
+        assert_eq!(r.read_frame(limits).await.unwrap().unwrap(), &b"a"[..]);
+        // The caller is busy (at its in-flight cap) far longer than the frame deadline...
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // ...then the rest of the frame comes promptly once it reads again.
+        let rest = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.write_all(b"cde").await.unwrap();
+            tx
+        });
+        assert_eq!(r.read_frame(limits).await.unwrap().unwrap(), &b"bcde"[..]);
+        drop(rest.await.unwrap());
     }
 
     #[tokio::test(start_paused = true)]

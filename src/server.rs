@@ -13,7 +13,8 @@ use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
 use crate::kernel::Kernel;
 use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
 use parking_lot::Mutex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -141,6 +142,25 @@ struct Outgoing {
     _permit: OwnedSemaphorePermit,
 }
 
+/// What answering a job handed to the backend takes: its in-flight permit and a sender to
+/// the writer. Taken exactly once, by the job's completion or, at the drain deadline, by the
+/// server itself. Keeping the sender here rather than in the completion lets the server end a
+/// connection whose job is stuck on a thread that cannot be stopped.
+struct Owed {
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+/// A job the backend has not answered yet.
+struct Outstanding {
+    id: Id,
+    read_at: Option<Instant>,
+    owed: Mutex<Option<Owed>>,
+}
+
+/// A connection's outstanding jobs, by sequence number.
+type Ledger = Arc<Mutex<HashMap<u64, Arc<Outstanding>>>>;
+
 /// One client connection.
 struct Conn {
     backend: Arc<dyn Backend>,
@@ -148,6 +168,10 @@ struct Conn {
     shutdown: CancellationToken,
     /// Ids of requests not yet answered, for `duplicate_id`.
     in_flight_ids: Arc<Mutex<HashSet<Id>>>,
+    /// Jobs handed to the backend and not yet answered, so that the drain deadline can
+    /// answer them.
+    ledger: Ledger,
+    next_seq: AtomicU64,
 }
 
 impl Conn {
@@ -161,15 +185,46 @@ impl Conn {
             config,
             shutdown,
             in_flight_ids: Arc::new(Mutex::new(HashSet::new())),
+            ledger: Arc::new(Mutex::new(HashMap::new())),
+            next_seq: AtomicU64::new(0),
         }
     }
 
     async fn serve(self, socket: TcpStream, _slot: OwnedSemaphorePermit) {
         let (rd, wr) = socket.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = write_replies(wr, rx, self.in_flight_ids.clone());
+        let writer = write_replies(wr, rx, self.in_flight_ids.clone(), self.config.idle_timeout);
         let reader = self.read_requests(FrameReader::new(rd, self.config.max_frame), tx);
-        tokio::join!(reader, writer);
+        let work = async { tokio::join!(reader, writer) };
+        tokio::pin!(work);
+        let drain_over = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(self.config.drain).await;
+        };
+        tokio::select! {
+            _ = &mut work => {}
+            _ = drain_over => {
+                // Jobs still out when the drain time is over get `shutting_down` now, so every
+                // accepted request has its one reply before the server exits. (A thread
+                // backend cannot stop a running job; its late result finds nothing to take.)
+                self.abandon_outstanding();
+                work.await;
+            }
+        }
+    }
+
+    fn abandon_outstanding(&self) {
+        let left: Vec<Arc<Outstanding>> = self.ledger.lock().drain().map(|(_, o)| o).collect();
+        for o in left {
+            if let Some(owed) = o.owed.lock().take() {
+                let reply = Reply::Error(ErrorReply::new(
+                    Some(o.id.clone()),
+                    ErrorCode::ShuttingDown,
+                    "drain time exceeded before the job finished",
+                ));
+                send(&owed.tx, reply, o.read_at, Some(o.id.clone()), owed.permit);
+            }
+        }
     }
 
     /// Reads and dispatches requests until the peer closes, a framing error, or shutdown.
@@ -188,6 +243,8 @@ impl Conn {
                     Err(_) => return,
                 },
                 _ = self.shutdown.cancelled() => return,
+                // The writer gave up on the peer: reading more would only make work for no one.
+                _ = tx.closed() => return,
             };
             // Idle means nothing arriving and nothing owed: a client waiting on a slow job is
             // not idle.
@@ -200,6 +257,7 @@ impl Conn {
             let frame = tokio::select! {
                 f = frames.read_frame(limits) => f,
                 _ = self.shutdown.cancelled() => return,
+                _ = tx.closed() => return,
             };
             match frame {
                 Ok(Some(payload)) => self.dispatch(&payload, permit, &tx),
@@ -288,20 +346,30 @@ impl Conn {
             n,
             submitted: Instant::now(),
         };
-        let done_tx = tx.clone();
-        let done_id = id.clone();
-        // The permit travels with the job; if the backend refuses, it comes back here.
-        let permit_slot = Arc::new(Mutex::new(Some(permit)));
-        let job_permit = permit_slot.clone();
+        // The permit and reply sender travel with the job, through the ledger; if the backend
+        // refuses the job, they come back here.
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Outstanding {
+            id: id.clone(),
+            read_at,
+            owed: Mutex::new(Some(Owed {
+                permit,
+                tx: tx.clone(),
+            })),
+        });
+        self.ledger.lock().insert(seq, entry.clone());
+        let ledger = self.ledger.clone();
+        let mine = entry.clone();
         let submitted = self.backend.submit(
             job,
             Box::new(move |outcome| {
-                let Some(permit) = job_permit.lock().take() else {
+                ledger.lock().remove(&seq);
+                let Some(owed) = mine.owed.lock().take() else {
                     return;
                 };
                 let reply = match outcome {
                     Ok(d) => Reply::Result {
-                        id: done_id.clone(),
+                        id: mine.id.clone(),
                         result: d.result,
                         t: read_at.map(|_| Timings {
                             queue_us: d.queue_us,
@@ -310,15 +378,16 @@ impl Conn {
                         }),
                     },
                     Err(f) => {
-                        Reply::Error(ErrorReply::new(Some(done_id.clone()), f.code, f.detail))
+                        Reply::Error(ErrorReply::new(Some(mine.id.clone()), f.code, f.detail))
                     }
                 };
-                send(&done_tx, reply, read_at, Some(done_id), permit);
+                send(&owed.tx, reply, read_at, Some(mine.id.clone()), owed.permit);
             }),
         );
         if let Err(f) = submitted {
-            if let Some(permit) = permit_slot.lock().take() {
-                refuse(f.code, f.detail, permit);
+            self.ledger.lock().remove(&seq);
+            if let Some(owed) = entry.owed.lock().take() {
+                refuse(f.code, f.detail, owed.permit);
             }
         }
     }
@@ -343,10 +412,14 @@ fn send(
 /// Most bytes gathered into one write when many replies are ready at once.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// Writes replies until every sender is gone. A peer that does not take a batch of replies
+/// within `stall` (it stopped reading) is given up on: otherwise it would hold its connection
+/// slot, and the replies queued for it, forever.
 async fn write_replies(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     ids: Arc<Mutex<HashSet<Id>>>,
+    stall: Duration,
 ) {
     let mut buf = Vec::with_capacity(4096);
     while let Some(first) = rx.recv().await {
@@ -369,9 +442,13 @@ async fn write_replies(
                 next = rx.try_recv().ok();
             }
         }
-        if wr.write_all(&buf).await.is_err() {
-            // The peer is gone. Dropping the receiver makes later completions' sends fail
-            // quietly; their jobs still finish, and their results are discarded.
+        if !matches!(
+            tokio::time::timeout(stall, wr.write_all(&buf)).await,
+            Ok(Ok(()))
+        ) {
+            // The peer is gone or not reading. Dropping the receiver makes later completions'
+            // sends fail quietly (their jobs still finish; results are discarded) and tells
+            // the reader to stop.
             return;
         }
         buf.clear();

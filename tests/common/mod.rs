@@ -203,3 +203,6 @@ pub fn uuid4() -> String {
         &h[20..32]
     )
 }
+
+/// Attack tooling for tests/hardening.rs and tests/chaos.rs.
+pub mod hostile;
