@@ -551,3 +551,33 @@ async fn real_server_rayon_backend() {
 async fn real_server_tokio_backend() {
     real_server_suite("tokio").await;
 }
+
+/// After a duration-bounded run ends with its window still full, the driver waits for the
+/// outstanding replies without spinning: it once re-armed its wake-up at the (past) end time
+/// and burned a core until the slow replies came.
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_for_slow_replies_after_the_end_costs_no_cpu() {
+    let (_server, addr) = real_server("rayon", 1);
+    let spec = LoadSpec {
+        connections: 1,
+        depth: 1,
+        stop: Stop::Duration(Duration::from_millis(100)),
+        mix: vec![(Kernel::Sleep, 1)],
+        size: 1_500_000,
+        ..spec(addr)
+    };
+    let r = load::run(&spec).await.unwrap();
+    assert_eq!(r.ok, 1, "{r:?}");
+    assert!(
+        r.wall_s >= 1.4,
+        "the run waited for its reply: {}",
+        r.wall_s
+    );
+    // Idle waiting: far below the 1.5 s a spinning loop would burn.
+    assert!(
+        r.client_cpu_s < 0.5,
+        "driver used {} CPU-s waiting",
+        r.client_cpu_s
+    );
+    assert!(!r.driver_saturated);
+}

@@ -208,7 +208,15 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
                     timer = conn.precise_timer(Err(e));
                 }
             }
-            () = &mut wake => conn.expire(Instant::now()),
+            () = &mut wake => {
+                let now = Instant::now();
+                // The end can pass while the window is full and nothing is sent: stop sending
+                // here too, or the end (now in the past) would wake this loop again at once.
+                if conn.plan.end.is_some_and(|end| now >= end) {
+                    conn.stop_sending();
+                }
+                conn.expire(now);
+            }
         }
     }
     conn.flush_samples();
