@@ -257,6 +257,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let (listener, backend): (_, std::sync::Arc<dyn backend::Backend>) = if args.prefork_child {
+            // Each prefork process builds its own per-process state before it listens, as a
+            // worker process does, so its start-up cost is measured as start-up.
+            for k in &args.preload {
+                k.prepare();
+            }
             let l = prefork::reuseport_listener(addr, true)?;
             (
                 tokio::net::TcpListener::from_std(l)?,

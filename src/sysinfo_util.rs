@@ -73,9 +73,17 @@ pub fn sample_tree(root: i32) -> TreeSample {
         s.sys_s += stat.stime as f64 / tps;
         s.minflt += stat.minflt;
         if let Ok(status) = p.status() {
-            s.vcsw += status.voluntary_ctxt_switches.unwrap_or(0);
-            s.ivcsw += status.nonvoluntary_ctxt_switches.unwrap_or(0);
             s.peak_rss_kib += status.vmhwm.unwrap_or(0);
+        }
+        // Context switches are counted per thread: /proc/PID/status has only the main
+        // thread's, which would miss every switch of a thread pool's workers.
+        if let Ok(tasks) = p.tasks() {
+            for task in tasks.flatten() {
+                if let Ok(status) = task.status() {
+                    s.vcsw += status.voluntary_ctxt_switches.unwrap_or(0);
+                    s.ivcsw += status.nonvoluntary_ctxt_switches.unwrap_or(0);
+                }
+            }
         }
         s.processes += 1;
     }
@@ -180,6 +188,33 @@ mod tests {
         assert!(sample.peak_rss_kib > 0);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn context_switches_of_every_thread_are_counted() {
+        use std::sync::mpsc;
+        let me = std::process::id() as i32;
+        let before = sample_tree(me);
+        let (slept, release) = (mpsc::channel(), mpsc::channel::<()>());
+        // A thread that blocks 50 times switches out voluntarily at least 50 times; it stays
+        // alive while sampled, since an exited thread's counters leave /proc with it.
+        let worker = std::thread::spawn(move || {
+            for _ in 0..50 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            slept.0.send(()).unwrap();
+            let _ = release.1.recv();
+        });
+        slept.1.recv().unwrap();
+        let during = sample_tree(me);
+        release.0.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(
+            during.vcsw >= before.vcsw + 50,
+            "{} -> {}: worker threads' switches missing",
+            before.vcsw,
+            during.vcsw
+        );
     }
 
     #[test]
