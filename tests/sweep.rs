@@ -196,3 +196,44 @@ fn bad_grids_and_foreign_csvs_get_clear_errors() {
     assert!(err.contains("not a threadcenter sweep CSV"), "{err}");
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "keep me");
 }
+
+#[test]
+fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mix");
+    let o = Command::new(BIN)
+        .args(["sweep", "--out"])
+        .arg(&out)
+        .args([
+            "--backends",
+            "rayon",
+            "--workers",
+            "1",
+            "--connections",
+            "2",
+        ])
+        .args([
+            "--kernels",
+            "fib:3+sleep:1",
+            "--sizes",
+            "200us",
+            "--repeat",
+            "1",
+        ])
+        .args(["--duration", "200ms", "--warmup", "0s"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    let cal = &env["calibration"]["fib:3,sleep:1|200us"];
+    let sizes: Vec<u64> = serde_json::from_value(cal["mix_sizes"].clone()).unwrap();
+    // sleep is sized in microseconds directly; fib needs thousands of steps for 200 µs.
+    assert_eq!(sizes[1], 200, "{cal}");
+    assert!(sizes[0] > 10_000, "{cal}");
+    assert_eq!(cal["n"].as_u64(), Some(sizes[0]));
+    let rows = read_csv(&out.join("results.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].valid, "{:?}", rows[0]);
+    assert_eq!(rows[0].kernel, "fib:3,sleep:1");
+}

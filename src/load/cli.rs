@@ -146,6 +146,7 @@ impl LoadArgs {
             cmd: self.cmd,
             mix: self.kernel.0.clone(),
             size: self.size,
+            sizes: Vec::new(),
             timing: !self.no_timing,
             timeout: self.timeout,
             seed: self.seed,

@@ -401,7 +401,7 @@ impl Conn {
             spec.cmd,
             kernel.filter(|_| spec.cmd == Cmd::Compute),
             expected,
-            spec.size,
+            spec.size_of(req.entry),
         ) {
             Verdict::Ok(_) if req.warm => self.tally.warmup_ok += 1,
             Verdict::Ok(timings) => {

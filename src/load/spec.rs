@@ -75,6 +75,10 @@ pub struct LoadSpec {
     pub mix: Vec<(Kernel, u32)>,
     /// Work size `n` of every compute request.
     pub size: u64,
+    /// Work size per mix entry, overriding `size`; empty means `size` for every kernel. A
+    /// mix's kernels cost very different amounts per step (one `tlb` round is ~2000 `fib`
+    /// steps), so a sweep sizes each to the same service time.
+    pub sizes: Vec<u64>,
     /// Ask the server for its timings (queue, compute, server time) in every reply.
     pub timing: bool,
     /// How long to wait for a reply (and to connect, and to write) before giving up on it; a
@@ -99,6 +103,7 @@ impl Default for LoadSpec {
             cmd: Cmd::Compute,
             mix: vec![(Kernel::Fib, 1)],
             size: 500_000,
+            sizes: Vec::new(),
             timing: true,
             timeout: Duration::from_secs(30),
             seed: 1,
@@ -107,6 +112,11 @@ impl Default for LoadSpec {
 }
 
 impl LoadSpec {
+    /// The work size sent with mix entry `entry`.
+    pub fn size_of(&self, entry: usize) -> u64 {
+        self.sizes.get(entry).copied().unwrap_or(self.size)
+    }
+
     /// Parses a kernel mix: one name (`fib`) or weighted names (`fib:9,tlb:1`).
     pub fn parse_mix(s: &str) -> anyhow::Result<Vec<(Kernel, u32)>> {
         let mut mix: Vec<(Kernel, u32)> = Vec::new();
@@ -158,11 +168,18 @@ impl LoadSpec {
         ensure!(!self.timeout.is_zero(), "timeout must be longer than 0");
         if self.cmd == Cmd::Compute {
             validate_mix(&self.mix)?;
-            for (kernel, _) in &self.mix {
+            ensure!(
+                self.sizes.is_empty() || self.sizes.len() == self.mix.len(),
+                "{} sizes given for a mix of {} kernels",
+                self.sizes.len(),
+                self.mix.len()
+            );
+            for (i, (kernel, _)) in self.mix.iter().enumerate() {
+                let n = self.size_of(i);
                 ensure!(
-                    self.size <= kernel.max_n(),
+                    n <= kernel.max_n(),
                     "size {} is over the {} kernel's maximum of {} (one job would take too long)",
-                    self.size,
+                    n,
                     kernel.name(),
                     kernel.max_n()
                 );
@@ -203,7 +220,16 @@ impl LoadSpec {
                         .map(|(k, w)| format!("{}:{w}", k.name()))
                         .collect()
                 };
-                format!("compute {} n={}", kernels.join(","), self.size)
+                if self.sizes.is_empty() {
+                    format!("compute {} n={}", kernels.join(","), self.size)
+                } else {
+                    let sized: Vec<String> = kernels
+                        .iter()
+                        .zip(&self.sizes)
+                        .map(|(k, n)| format!("{k} n={n}"))
+                        .collect();
+                    format!("compute {}", sized.join(", "))
+                }
             }
         };
         format!(

@@ -49,10 +49,11 @@ impl Encoder {
             Cmd::Compute => spec
                 .mix
                 .iter()
-                .map(|(k, _)| {
+                .enumerate()
+                .map(|(i, (k, _))| {
                     format!(
                         ",\"cmd\":\"compute\",\"n\":{},\"kernel\":\"{}\"{timing}}}",
-                        spec.size,
+                        spec.size_of(i),
                         k.name()
                     )
                 })
@@ -97,7 +98,8 @@ pub fn expected_results(spec: &LoadSpec) -> Vec<u64> {
         Cmd::Compute => spec
             .mix
             .iter()
-            .map(|(k, _)| Kernel::expected(*k, spec.size))
+            .enumerate()
+            .map(|(i, (k, _))| Kernel::expected(*k, spec.size_of(i)))
             .collect(),
     }
 }
@@ -185,6 +187,37 @@ pub fn error_kind(code: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::protocol::{parse_request, Command, Id};
+
+    #[test]
+    fn each_kernel_of_a_mix_can_have_its_own_size() {
+        let spec = LoadSpec {
+            mix: vec![(Kernel::Fib, 15), (Kernel::Tlb, 1)],
+            size: 40_000,
+            sizes: vec![40_000, 17],
+            ..LoadSpec::default()
+        };
+        spec.validate().unwrap();
+        let enc = Encoder::new(&spec);
+        let mut out = Vec::new();
+        enc.encode(1, 7, &mut out);
+        let req = parse_request(&out[4..]).unwrap();
+        assert_eq!(
+            req.cmd,
+            Command::Compute {
+                kernel: "tlb".into(),
+                n: 17
+            }
+        );
+        assert_eq!(
+            expected_results(&spec),
+            vec![Kernel::Fib.expected(40_000), Kernel::Tlb.expected(17)]
+        );
+        let wrong = LoadSpec {
+            sizes: vec![1],
+            ..spec
+        };
+        assert!(wrong.validate().is_err(), "one size for two kernels");
+    }
 
     #[test]
     fn encoded_requests_parse_as_the_server_reads_them() {

@@ -23,7 +23,10 @@ pub struct Cell {
     pub workers: u32,
     pub connections: u32,
     pub depth: u32,
+    /// Work size of the main kernel: the CSV's `size`.
     pub size: u64,
+    /// Per-kernel sizes of a mix, in mix order (empty: `size` for all).
+    pub mix_sizes: Vec<u64>,
     pub target_us: Option<f64>,
     /// Single-thread time of one job of the main kernel at `size`, µs.
     pub single_us: f64,
@@ -159,6 +162,7 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
         pace: Pace::Closed,
         mix: cell.workload.mix.clone(),
         size: cell.size,
+        sizes: cell.mix_sizes.clone(),
         seed: cell.seed,
         ..LoadSpec::default()
     };

@@ -324,11 +324,14 @@ fn prepare_folder(
 
 /// A calibrated size: the `n` that gives the target service time, and the measured
 /// single-thread time of one job at that `n`.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Calibrated {
     pub n: u64,
     pub target_us: Option<f64>,
     pub single_us: f64,
+    /// For a mix sized by service time: each kernel's own `n` for the target, in mix order.
+    #[serde(default)]
+    pub mix_sizes: Vec<u64>,
 }
 
 /// Keyed by `workload|size label`.
@@ -348,12 +351,29 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                 SizeSpec::TargetUs(t) => (None, Some(t)),
             };
             let (n, single_us) = cell::calibrate(w.main_kernel(), target, given);
+            // In a mix, every kernel gets its own n for the same service time: one `tlb` round
+            // costs as much as thousands of `fib` steps.
+            let mix_sizes = match target {
+                Some(_) if w.mix.len() > 1 => w
+                    .mix
+                    .iter()
+                    .map(|(k, _)| {
+                        if *k == w.main_kernel() {
+                            n
+                        } else {
+                            cell::calibrate(*k, target, None).0
+                        }
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             out.insert(
                 calibration_key(w, s),
                 Calibrated {
                     n,
                     target_us: target,
                     single_us,
+                    mix_sizes,
                 },
             );
         }
@@ -385,6 +405,7 @@ pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
                     continue;
                 };
                 let (n, target, single) = (c.n, c.target_us, c.single_us);
+                let mix_sizes = c.mix_sizes.clone();
                 for &b in &grid.backends {
                     for &workers in &grid.workers {
                         for &connections in &grid.connections {
@@ -396,6 +417,7 @@ pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
                                     connections,
                                     depth,
                                     size: n,
+                                    mix_sizes: mix_sizes.clone(),
                                     target_us: target,
                                     single_us: single,
                                     repetition: rep,
