@@ -4,11 +4,11 @@
 //! One supervisor task owns each worker slot. It pulls jobs from the shared bounded queue,
 //! keeps some of them written ahead into the pipe (hiding the round trip: `worker_queue` jobs
 //! when they are long, up to about 100 µs of work when they are short), and matches replies
-//! in order: a worker runs its jobs one at a time, first in first out, so
-//! the oldest job in flight is always the one executing. That makes faults precise: when a
-//! worker dies, only that oldest job gets `worker_crashed`; the jobs behind it never started
-//! and go to the replacement worker. A job past the timeout gets `timeout` and its worker is
-//! killed and replaced.
+//! in order: a worker runs its jobs one at a time, first in first out, so the oldest job in
+//! flight is always the one executing. That makes faults precise: when a worker dies, only
+//! that oldest job gets `worker_crashed`; the jobs behind it never started and go to the
+//! replacement worker. A job past the timeout gets `timeout` and its worker is killed and
+//! replaced. `docs/PERFORMANCE.md` has the measurements behind the write-ahead rule.
 //!
 //! Workers die with the server: each asks the kernel for SIGKILL when its parent dies
 //! (`PR_SET_PDEATHSIG`) and exits on end of input, and every child is waited for, so neither
