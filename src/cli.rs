@@ -93,7 +93,8 @@ pub struct ServeArgs {
     /// Time in-flight work gets to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
-    /// Process backend: jobs written ahead into each worker's pipe to hide its round trip.
+    /// Process backend: the least number of jobs written ahead into each worker's pipe to hide
+    /// its round trip (short jobs get more, up to ~100 µs of work; 1 turns writing ahead off).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub worker_queue: u64,
     /// Build these kernels' per-process state before listening (e.g. `table`).
