@@ -77,6 +77,7 @@ fn submit(backend: &dyn Backend, done: impl FnOnce(Outcome) + Send + 'static) {
         kernel: Kernel::Fib,
         n: TINY_N,
         submitted: Instant::now(),
+        abandoned: None,
     };
     if let Err(f) = backend.submit(job, Box::new(done)) {
         panic!("{} refused a job: {f:?}", backend.name());

@@ -14,7 +14,7 @@ use crate::kernel::Kernel;
 use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -172,6 +172,8 @@ struct Conn {
     /// answer them.
     ledger: Ledger,
     next_seq: AtomicU64,
+    /// Set once the peer is known to be gone: its jobs that have not started are dropped.
+    gone: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -187,13 +189,20 @@ impl Conn {
             in_flight_ids: Arc::new(Mutex::new(HashSet::new())),
             ledger: Arc::new(Mutex::new(HashMap::new())),
             next_seq: AtomicU64::new(0),
+            gone: Arc::new(AtomicBool::new(false)),
         }
     }
 
     async fn serve(self, socket: TcpStream, _slot: OwnedSemaphorePermit) {
         let (rd, wr) = socket.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = write_replies(wr, rx, self.in_flight_ids.clone(), self.config.idle_timeout);
+        let writer = write_replies(
+            wr,
+            rx,
+            self.in_flight_ids.clone(),
+            self.config.idle_timeout,
+            self.gone.clone(),
+        );
         let reader = self.read_requests(FrameReader::new(rd, self.config.max_frame), tx);
         let work = async { tokio::join!(reader, writer) };
         tokio::pin!(work);
@@ -271,7 +280,14 @@ impl Conn {
                     send(&tx, reply, None, None, permit);
                     return;
                 }
-                Err(FrameError::Idle(_) | FrameError::Truncated(_) | FrameError::Io(_)) => return,
+                Err(FrameError::Idle(_)) => return,
+                // The peer vanished (reset, or closed mid-frame): nobody will read replies, so
+                // queued jobs need not run. A clean close between frames may be a half-close
+                // by a client still waiting for its replies, and is not taken as gone.
+                Err(FrameError::Truncated(_) | FrameError::Io(_)) => {
+                    self.gone.store(true, Ordering::Release);
+                    return;
+                }
             }
         }
     }
@@ -345,6 +361,7 @@ impl Conn {
             kernel,
             n,
             submitted: Instant::now(),
+            abandoned: Some(self.gone.clone()),
         };
         // The permit and reply sender travel with the job, through the ledger; if the backend
         // refuses the job, they come back here.
@@ -420,6 +437,7 @@ async fn write_replies(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     ids: Arc<Mutex<HashSet<Id>>>,
     stall: Duration,
+    gone: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::with_capacity(4096);
     while let Some(first) = rx.recv().await {
@@ -446,9 +464,10 @@ async fn write_replies(
             tokio::time::timeout(stall, wr.write_all(&buf)).await,
             Ok(Ok(()))
         ) {
-            // The peer is gone or not reading. Dropping the receiver makes later completions'
-            // sends fail quietly (their jobs still finish; results are discarded) and tells
-            // the reader to stop.
+            // The peer is gone or not reading. Its jobs not yet started are dropped; dropping
+            // the receiver makes the running ones' sends fail quietly (their results are
+            // discarded) and tells the reader to stop.
+            gone.store(true, Ordering::Release);
             return;
         }
         buf.clear();

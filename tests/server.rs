@@ -308,3 +308,36 @@ fn sigterm_drains_in_flight_jobs_then_exits_zero() {
         assert_eq!(status.code(), Some(0), "{backend}");
     });
 }
+
+#[test]
+fn queued_jobs_of_a_vanished_client_are_dropped_not_run() {
+    for backend in ["process", "rayon", "tokio"] {
+        let server = Server::start(backend, 1, &[]);
+        let mut c = server.connect();
+        // One worker: the first 1 s job runs, five more wait (on `process` one of them may
+        // already sit in the worker's pipe, and will run).
+        for i in 0..6u64 {
+            c.send(&json!({"id": i, "cmd": "compute", "kernel": "sleep", "n": 1_000_000}));
+        }
+        // The pong proves the six requests were read and handed to the backend.
+        assert_eq!(
+            c.call(json!({"id": 99, "cmd": "ping"}))["pong"],
+            json!(true)
+        );
+        // Vanish with a reset, as a crashed client does.
+        socket2::SockRef::from(&c.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+        let start = std::time::Instant::now();
+        let mut next = server.connect();
+        assert_eq!(json_u64(&next.compute(1, "fib", 10), "result"), 8360);
+        // Running the five queued jobs would take at least 5 s more; dropped, the next client
+        // waits for at most the running job and one already in a worker's pipe.
+        let waited = start.elapsed();
+        assert!(
+            waited < Duration::from_millis(3500),
+            "{backend}: the next client waited {waited:?}: the vanished client's queued jobs ran"
+        );
+    }
+}

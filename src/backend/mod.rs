@@ -21,16 +21,37 @@ use crate::kernel::Kernel;
 use crate::protocol::ErrorCode;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One unit of CPU work.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Job {
     pub kernel: Kernel,
     pub n: u64,
     /// When the server handed the job to the backend; `queue_us` is measured from here.
     pub submitted: Instant,
+    /// Set when no one is left to read the result (the client vanished): a job that has not
+    /// started by then is dropped instead of run. A running job cannot be stopped.
+    pub abandoned: Option<Arc<AtomicBool>>,
+}
+
+impl Job {
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+            .as_ref()
+            .is_some_and(|a| a.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+/// The outcome given to a job dropped before it started because its client is gone. No one
+/// reads it; it exists so that every completion is still called exactly once.
+pub fn dropped_unstarted() -> Failure {
+    Failure::new(
+        ErrorCode::ShuttingDown,
+        "the client disconnected before the job started; it was not run",
+    )
 }
 
 /// A finished job.

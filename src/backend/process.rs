@@ -397,6 +397,10 @@ async fn serve(
                     Err(async_channel::TryRecvError::Empty) => break,
                 },
             };
+            if next.job.is_abandoned() {
+                (next.done)(Err(super::dropped_unstarted()));
+                continue;
+            }
             if in_flight.is_empty() {
                 running_since = Instant::now();
                 shared.idle.fetch_sub(1, Ordering::AcqRel);

@@ -91,6 +91,11 @@ impl ThreadPoolCore {
             self.finish();
             return;
         }
+        if job.is_abandoned() {
+            done(Err(super::dropped_unstarted()));
+            self.finish();
+            return;
+        }
         let slot = self.my_slot();
         let started = Instant::now();
         *slot.running.lock() = Some(Running { started, done });
