@@ -5,12 +5,10 @@
 use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig, ThreadPoolCore};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub struct RayonBackend {
     pool: rayon::ThreadPool,
     core: Arc<ThreadPoolCore>,
-    stop_watchdog: CancellationToken,
 }
 
 impl RayonBackend {
@@ -20,17 +18,8 @@ impl RayonBackend {
             .num_threads(config.workers)
             .thread_name(|i| format!("rayon-worker-{i}"))
             .build()?;
-        for k in &config.preload {
-            k.prepare();
-        }
-        let core = ThreadPoolCore::new(config.queue, config.job_timeout);
-        let stop_watchdog = CancellationToken::new();
-        tokio::spawn(core.clone().watchdog(stop_watchdog.clone()));
-        Ok(RayonBackend {
-            pool,
-            core,
-            stop_watchdog,
-        })
+        let core = ThreadPoolCore::start(&config);
+        Ok(RayonBackend { pool, core })
     }
 }
 
@@ -47,9 +36,6 @@ impl Backend for RayonBackend {
     }
 
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.core.drain(drain).await;
-            self.stop_watchdog.cancel();
-        })
+        Box::pin(self.core.shutdown(drain))
     }
 }

@@ -6,14 +6,12 @@ use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig, ThreadPool
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub struct TokioBackend {
     /// Dropped (in the background) at shutdown; a runtime cannot be dropped in async context.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     core: Arc<ThreadPoolCore>,
-    stop_watchdog: CancellationToken,
 }
 
 impl TokioBackend {
@@ -25,17 +23,11 @@ impl TokioBackend {
             .thread_keep_alive(Duration::from_secs(3600))
             .thread_name("tokio-blocking")
             .build()?;
-        for k in &config.preload {
-            k.prepare();
-        }
-        let core = ThreadPoolCore::new(config.queue, config.job_timeout);
-        let stop_watchdog = CancellationToken::new();
-        tokio::spawn(core.clone().watchdog(stop_watchdog.clone()));
+        let core = ThreadPoolCore::start(&config);
         Ok(TokioBackend {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             core,
-            stop_watchdog,
         })
     }
 }
@@ -56,8 +48,7 @@ impl Backend for TokioBackend {
 
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.core.drain(drain).await;
-            self.stop_watchdog.cancel();
+            self.core.shutdown(drain).await;
             if let Some(rt) = self.runtime.lock().take() {
                 rt.shutdown_background();
             }

@@ -27,6 +27,7 @@ pub(crate) struct ThreadPoolCore {
     abandoned: AtomicBool,
     idle: tokio::sync::Notify,
     slots: Mutex<Vec<Arc<Slot>>>,
+    stop_watchdog: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Default)]
@@ -47,6 +48,23 @@ thread_local! {
 }
 
 impl ThreadPoolCore {
+    /// What both thread backends do at start: build preloaded per-process state, then start
+    /// the bookkeeping and its watchdog. Must be called inside a tokio runtime.
+    pub fn start(config: &super::PoolConfig) -> Arc<Self> {
+        for k in &config.preload {
+            k.prepare();
+        }
+        let core = Self::new(config.queue, config.job_timeout);
+        tokio::spawn(core.clone().watchdog(core.stop_watchdog.clone()));
+        core
+    }
+
+    /// Drains (see [`ThreadPoolCore::drain`]), then stops the watchdog.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.drain(drain).await;
+        self.stop_watchdog.cancel();
+    }
+
     pub fn new(queue_cap: usize, timeout: Duration) -> Arc<Self> {
         Arc::new(ThreadPoolCore {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -58,6 +76,7 @@ impl ThreadPoolCore {
             abandoned: AtomicBool::new(false),
             idle: tokio::sync::Notify::new(),
             slots: Mutex::new(Vec::new()),
+            stop_watchdog: tokio_util::sync::CancellationToken::new(),
         })
     }
 
