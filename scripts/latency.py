@@ -26,21 +26,15 @@ def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     kernels, layout = tcplot.facets(agg)
     ncols = len(layout[0])
     backends = tcplot.backend_order(agg["backend"].unique())
-    fig, axes = plt.subplots(len(kernels), ncols, squeeze=False, layout="constrained",
-                             figsize=(1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
-    for r, kernel in enumerate(kernels):
-        for c, size in enumerate(layout[r]):
-            ax = axes[r][c]
-            if size is None:
-                ax.set_axis_off()
-                continue
-            key, label = size
-            cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
-            _panel(ax, cells, backends)
-            ax.set_title(tcplot.size_title(kernel, label, cells["size"]), fontsize="medium")
-            ax.set_xlabel("throughput (requests/s)")
-            if c == 0:
-                ax.set_ylabel("response time")
+    fig, panels = tcplot.facet_grid(kernels, layout,
+                                    (1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
+    for ax, c, kernel, key, label in panels:
+        cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
+        _panel(ax, cells, backends)
+        ax.set_title(tcplot.size_title(kernel, label, cells["size"]), fontsize="medium")
+        ax.set_xlabel("throughput (requests/s)")
+        if c == 0:
+            ax.set_ylabel("response time")
     handles = [Line2D([], [], color=tcplot.backend_style(b)["color"],
                       marker=tcplot.backend_style(b)["marker"], label=b) for b in backends]
     handles += [Line2D([], [], color="0.3", linestyle="-", label="p50"),

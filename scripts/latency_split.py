@@ -46,20 +46,14 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
     backends = tcplot.backend_order(agg["backend"].unique())
     n_workers = agg["workers"].nunique()
     panel_w = max(3.6, 0.32 * n_workers * (len(backends) + 1) + 1.2)
-    fig, axes = plt.subplots(len(kernels), ncols, squeeze=False, layout="constrained",
-                             figsize=(0.8 + panel_w * ncols, 1.0 + 3.5 * len(kernels)))
-    for r, kernel in enumerate(kernels):
-        for c, size in enumerate(layout[r]):
-            ax = axes[r][c]
-            if size is None:
-                ax.set_axis_off()
-                continue
-            key, label = size
-            cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
-            _panel(ax, cells, backends)
-            ax.set_title(tcplot.size_title(kernel, label, cells["size"]), fontsize="medium")
-            if c == 0:
-                ax.set_ylabel("median time")
+    fig, panels = tcplot.facet_grid(kernels, layout,
+                                    (0.8 + panel_w * ncols, 1.0 + 3.5 * len(kernels)))
+    for ax, c, kernel, key, label in panels:
+        cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
+        _panel(ax, cells, backends)
+        ax.set_title(tcplot.size_title(kernel, label, cells["size"]), fontsize="medium")
+        if c == 0:
+            ax.set_ylabel("median time")
     handles = [Patch(color=colour, label=text) for _, text, colour in PARTS]
     handles.append(Line2D([], [], color="black", marker="_", linestyle="none", markersize=12,
                           markeredgewidth=2, label="end-to-end p50"))

@@ -149,6 +149,25 @@ def facets(df: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str] | Non
     return kernels, rows
 
 
+def facet_grid(kernels: list[str], layout: list[list[tuple[str, str] | None]],
+               figsize: tuple[float, float]):
+    """The figure for a `facets` layout, and each panel to draw: yields
+    `(ax, column, kernel, size_key, size_label)` for every filled panel, after blanking the
+    empty ones. The caller adds the legend and saves the figure."""
+    fig, axes = plt.subplots(len(kernels), len(layout[0]), squeeze=False, layout="constrained",
+                             figsize=figsize)
+
+    def panels():
+        for r, kernel in enumerate(kernels):
+            for c, size in enumerate(layout[r]):
+                if size is None:
+                    axes[r][c].set_axis_off()
+                    continue
+                yield axes[r][c], c, kernel, size[0], size[1]
+
+    return fig, panels()
+
+
 def size_title(kernel: str, label: str, sizes) -> str:
     """A panel title: kernel, size label and, for a target time, the n it was calibrated to."""
     if label.startswith("n="):

@@ -26,24 +26,18 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
     kernels, layout = tcplot.facets(df)
     ncols = len(layout[0])
     backends = tcplot.backend_order(df["backend"].unique())
-    fig, axes = plt.subplots(len(kernels), ncols, squeeze=False, layout="constrained",
-                             figsize=(1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
-    for r, kernel in enumerate(kernels):
-        for c, size in enumerate(layout[r]):
-            ax = axes[r][c]
-            if size is None:
-                ax.set_axis_off()
-                continue
-            key, label = size
-            rows = df[(df["kernel"] == kernel) & (df["size_key"] == key)]
-            cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
-            _panel(ax, rows, cells, backends)
-            ax.set_title(tcplot.size_title(kernel, label, rows["size"]), fontsize="medium")
-            ax.set_xlabel("workers")
-            if c == 0:
-                ax.set_ylabel("throughput (requests/s)")
+    fig, panels = tcplot.facet_grid(kernels, layout,
+                                    (1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
+    for ax, c, kernel, key, label in panels:
+        rows = df[(df["kernel"] == kernel) & (df["size_key"] == key)]
+        cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
+        _panel(ax, rows, cells, backends)
+        ax.set_title(tcplot.size_title(kernel, label, rows["size"]), fontsize="medium")
+        ax.set_xlabel("workers")
+        if c == 0:
+            ax.set_ylabel("throughput (requests/s)")
     handles, labels = [], []
-    for ax in axes.flat:
+    for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
