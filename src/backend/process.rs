@@ -49,6 +49,8 @@ const MAX_WRITE_AHEAD: usize = 64;
 
 struct Pending {
     job: Job,
+    /// `job.submitted` on the clock shared with the workers, converted once.
+    submitted_ns: u64,
     done: Completion,
 }
 
@@ -134,7 +136,12 @@ impl Backend for ProcessBackend {
     }
 
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
-        match self.queue.try_send(Pending { job, done }) {
+        let submitted_ns = instant_to_ns(job.submitted);
+        match self.queue.try_send(Pending {
+            job,
+            submitted_ns,
+            done,
+        }) {
             Ok(()) => Ok(()),
             Err(async_channel::TrySendError::Full(_)) => Err(Failure::new(
                 ErrorCode::Overloaded,
@@ -408,7 +415,7 @@ async fn serve(
             PipeJob {
                 kernel: next.job.kernel,
                 n: next.job.n,
-                submitted_ns: instant_to_ns(next.job.submitted),
+                submitted_ns: next.submitted_ns,
             }
             .encode(&mut out);
             in_flight.push_back(next);
@@ -442,10 +449,9 @@ async fn serve(
                         let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
                         job_ns = Some(avg);
                         depth = write_ahead(shared.worker_queue, avg);
-                        let submitted_ns = instant_to_ns(p.job.submitted);
                         (p.done)(Ok(Done {
                             result,
-                            queue_us: started_ns.saturating_sub(submitted_ns) as f64 / 1e3,
+                            queue_us: started_ns.saturating_sub(p.submitted_ns) as f64 / 1e3,
                             compute_us: compute_ns as f64 / 1e3,
                         }));
                     }
