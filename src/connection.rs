@@ -49,6 +49,8 @@ pub struct FrameReader<R> {
     max_frame: usize,
     /// When the first byte of the frame now being assembled arrived.
     frame_started: Option<Instant>,
+    /// When the last read returned: every frame it completed was fully read then.
+    read_at: std::time::Instant,
 }
 
 /// Bytes asked for per read: small enough that a stalled giant frame holds little memory,
@@ -62,7 +64,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(READ_CHUNK),
             max_frame,
             frame_started: None,
+            read_at: std::time::Instant::now(),
         }
+    }
+
+    /// When the frames now buffered (and the one last returned) were fully read: the moment
+    /// the read that brought their last bytes returned. One clock read per read, not per frame.
+    pub fn read_at(&self) -> std::time::Instant {
+        self.read_at
+    }
+
+    /// The next frame if it is already buffered whole, without reading or waiting. `Ok(None)`
+    /// means [`read_frame`](Self::read_frame) has to wait for more bytes.
+    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        self.parse_frame()
     }
 
     /// Bytes received but not yet returned as frames.
@@ -93,6 +108,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(_) => return Err(err),
                 },
             };
+            self.read_at = std::time::Instant::now();
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

@@ -246,30 +246,46 @@ impl Conn {
         let cap = self.config.max_in_flight;
         let in_flight = Arc::new(Semaphore::new(cap));
         loop {
-            let permit = tokio::select! {
-                p = in_flight.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
+            // Requests pipelined into one read are dispatched back to back: while a permit is
+            // free and a whole frame is buffered there is nothing to wait for, so the waits
+            // below (and their futures) are skipped. Shutdown and a gone writer are still
+            // seen before each request.
+            if self.shutdown.is_cancelled() || tx.is_closed() {
+                return;
+            }
+            let permit = match in_flight.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    p = in_flight.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = self.shutdown.cancelled() => return,
+                    // The writer gave up on the peer: reading more would only make work for
+                    // no one.
+                    _ = tx.closed() => return,
                 },
-                _ = self.shutdown.cancelled() => return,
-                // The writer gave up on the peer: reading more would only make work for no one.
-                _ = tx.closed() => return,
             };
-            // Idle means nothing arriving and nothing owed: a client waiting on a slow job is
-            // not idle.
-            let idle =
-                (in_flight.available_permits() + 1 == cap).then_some(self.config.idle_timeout);
-            let limits = ReadLimits {
-                idle,
-                frame: Some(self.config.frame_deadline),
-            };
-            let frame = tokio::select! {
-                f = frames.read_frame(limits) => f,
-                _ = self.shutdown.cancelled() => return,
-                _ = tx.closed() => return,
+            let frame = match frames.buffered_frame() {
+                Ok(None) => {
+                    // Idle means nothing arriving and nothing owed: a client waiting on a
+                    // slow job is not idle.
+                    let idle = (in_flight.available_permits() + 1 == cap)
+                        .then_some(self.config.idle_timeout);
+                    let limits = ReadLimits {
+                        idle,
+                        frame: Some(self.config.frame_deadline),
+                    };
+                    tokio::select! {
+                        f = frames.read_frame(limits) => f,
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                    }
+                }
+                buffered => buffered,
             };
             match frame {
-                Ok(Some(payload)) => self.dispatch(&payload, permit, &tx),
+                Ok(Some(payload)) => self.dispatch(&payload, frames.read_at(), permit, &tx),
                 Ok(None) => return,
                 Err(e @ (FrameError::TooLarge { .. } | FrameError::Deadline(_))) => {
                     let reply = Reply::Error(ErrorReply::new(
@@ -292,13 +308,14 @@ impl Conn {
         }
     }
 
+    /// Answers or hands on one request, read in full at `read_at`.
     fn dispatch(
         &self,
         payload: &[u8],
+        read_at: Instant,
         permit: OwnedSemaphorePermit,
         tx: &mpsc::UnboundedSender<Outgoing>,
     ) {
-        let read_at = Instant::now();
         let req = match parse_request(payload) {
             Ok(r) => r,
             Err(e) => return send(tx, Reply::Error(e), None, None, permit),
