@@ -84,7 +84,8 @@ pub struct ServeArgs {
     /// Unanswered requests per connection; at the cap the server stops reading that socket.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_in_flight: u64,
-    /// Jobs waiting for a worker; beyond it requests get `overloaded` at once.
+    /// Jobs waiting for a worker; beyond it requests get `overloaded` at once. The process
+    /// backend's write-ahead (`--worker-queue`, up to ~100 µs of work per worker) is on top.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue: u64,
     /// A job running longer gets `timeout` (process backend: its worker is replaced).
