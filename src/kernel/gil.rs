@@ -81,6 +81,25 @@ impl TicketLock {
         }
     }
 
+    /// Serves the next ticket and wakes its holder if it is parked.
+    fn release(&self) {
+        let next = self.serving.fetch_add(1, Ordering::Release) + 1;
+        // SAFETY: as in `wait_turn`; the filter wakes only the holder of the next ticket.
+        unsafe {
+            parking_lot_core::unpark_filter(
+                self.key(),
+                |t| {
+                    if t.0 == next as usize {
+                        FilterOp::Unpark
+                    } else {
+                        FilterOp::Skip
+                    }
+                },
+                |_| DEFAULT_UNPARK_TOKEN,
+            );
+        }
+    }
+
     /// Whether a job is waiting for the lock.
     fn contended(&self) -> bool {
         self.next.load(Ordering::Relaxed) - self.serving.load(Ordering::Relaxed) > 1
@@ -97,7 +116,7 @@ impl Held<'_> {
     /// Hands the lock to the next waiter, if there is one, and queues again behind it.
     fn yield_if_contended(&mut self) {
         if self.0.contended() {
-            release(self.0);
+            self.0.release();
             self.0.wait_turn();
         }
     }
@@ -105,25 +124,7 @@ impl Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        release(self.0);
-    }
-}
-
-fn release(lock: &TicketLock) {
-    let next = lock.serving.fetch_add(1, Ordering::Release) + 1;
-    // SAFETY: as in `acquire`; wakes only the holder of the next ticket, if it is parked.
-    unsafe {
-        parking_lot_core::unpark_filter(
-            lock.key(),
-            |t| {
-                if t.0 == next as usize {
-                    FilterOp::Unpark
-                } else {
-                    FilterOp::Skip
-                }
-            },
-            |_| DEFAULT_UNPARK_TOKEN,
-        );
+        self.0.release();
     }
 }
 
