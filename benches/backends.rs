@@ -8,6 +8,11 @@
 //! - `throughput/<backend>`: submit a burst of tiny jobs at once and wait for all of them, in
 //!   jobs per second. Here the process backend can batch pipe writes and keep jobs written
 //!   ahead, so its per-job cost falls well below its round trip.
+//! - `lock/<kernel>/<backend>/<k>`: `k` jobs of about 10 ms submitted at once, wall time until
+//!   the last completes. With the `gil` kernel, 2 jobs take about twice as long as 1 on `rayon`
+//!   and `tokio` (one lock for the whole process) and about as long on `process` (a lock per
+//!   worker). `fib` is the same work without the lock: the control, where 2 jobs take as
+//!   long as 1 wherever there are two free cores.
 //!
 //! Every backend runs with W = 2 workers (this machine's cores) under the runtime shape the
 //! server uses (one I/O thread), and jobs are submitted and awaited from a task on that
@@ -16,7 +21,9 @@
 //!
 //! The process backend's workers are this package's real binary (`threadcenter-bench worker`).
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +37,8 @@ const WORKERS: usize = 2;
 const BURST: usize = 1_000;
 /// A job that is all dispatch and no compute.
 const TINY_N: u64 = 1;
+/// About 10 ms of `fib` or `gil` (1.2–1.3 ns per step): two switch intervals of the `gil` lock.
+const LOCK_N: u64 = 8_000_000;
 
 /// The backends that are pools; `prefork` has no in-process pool (see `benches/e2e.rs`).
 const POOLS: [BackendKind; 3] = [BackendKind::Process, BackendKind::Rayon, BackendKind::Tokio];
@@ -70,12 +79,16 @@ impl Running {
     }
 }
 
-/// Times `iters` runs of `body` inside a task on the backend's runtime, as the server's
-/// connection tasks submit and await jobs.
-fn submit(backend: &dyn Backend, done: impl FnOnce(Outcome) + Send + 'static) {
+/// Hands one job to the backend; `done` gets its outcome.
+fn submit(
+    backend: &dyn Backend,
+    kernel: Kernel,
+    n: u64,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
     let job = Job {
-        kernel: Kernel::Fib,
-        n: TINY_N,
+        kernel,
+        n,
         submitted: Instant::now(),
         abandoned: None,
     };
@@ -84,6 +97,31 @@ fn submit(backend: &dyn Backend, done: impl FnOnce(Outcome) + Send + 'static) {
     }
 }
 
+/// Submits `count` jobs at once and waits for the last to complete. Returns how many failed.
+async fn burst(backend: &dyn Backend, kernel: Kernel, n: u64, count: usize) -> usize {
+    let (tx, rx) = oneshot::channel();
+    let last = Arc::new(Mutex::new(Some(tx)));
+    let left = Arc::new(AtomicUsize::new(count));
+    let failed = Arc::new(AtomicUsize::new(0));
+    for _ in 0..count {
+        let (left, last, failed) = (left.clone(), last.clone(), failed.clone());
+        submit(backend, kernel, n, move |o| {
+            if o.is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                if let Some(tx) = last.lock().take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    rx.await.expect("the burst's last completion");
+    failed.load(Ordering::Relaxed)
+}
+
+/// Times `iters` runs of `body` inside a task on the backend's runtime, as the server's
+/// connection tasks submit and await jobs.
 fn on_runtime<F, Fut>(running: &Running, iters: u64, body: F) -> Duration
 where
     F: Fn(Arc<dyn Backend>) -> Fut + Send + 'static,
@@ -116,7 +154,7 @@ fn dispatch(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 on_runtime(&running, iters, |backend| async move {
                     let (tx, rx) = oneshot::channel();
-                    submit(&*backend, move |o| {
+                    submit(&*backend, Kernel::Fib, TINY_N, move |o| {
                         let _ = tx.send(o);
                     });
                     if let Err(f) = rx.await.expect("a completion") {
@@ -148,23 +186,8 @@ fn throughput(c: &mut Criterion) {
                 on_runtime(&running, iters, move |backend| {
                     let failed = failed.clone();
                     async move {
-                        let (tx, rx) = oneshot::channel();
-                        let last = Arc::new(Mutex::new(Some(tx)));
-                        let left = Arc::new(AtomicUsize::new(BURST));
-                        for _ in 0..BURST {
-                            let (left, last, failed) = (left.clone(), last.clone(), failed.clone());
-                            submit(&*backend, move |o| {
-                                if o.is_err() {
-                                    failed.fetch_add(1, Ordering::Relaxed);
-                                }
-                                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                    if let Some(tx) = last.lock().take() {
-                                        let _ = tx.send(());
-                                    }
-                                }
-                            });
-                        }
-                        rx.await.expect("the burst's last completion");
+                        let lost = burst(&*backend, Kernel::Fib, TINY_N, BURST).await;
+                        failed.fetch_add(lost, Ordering::Relaxed);
                     }
                 })
             })
@@ -175,9 +198,36 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
+fn lock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lock");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for kind in POOLS {
+        let running = Running::start(kind);
+        for kernel in [Kernel::Gil, Kernel::Fib] {
+            for jobs in [1, 2] {
+                let id = BenchmarkId::new(format!("{}/{}", kernel.name(), kind.name()), jobs);
+                group.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        on_runtime(&running, iters, move |backend| async move {
+                            let failed = burst(&*backend, kernel, LOCK_N, jobs).await;
+                            assert_eq!(failed, 0, "{} jobs failed", kernel.name());
+                        })
+                    })
+                });
+            }
+        }
+        running.stop();
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = dispatch, throughput
+    targets = dispatch, throughput, lock
 }
 criterion_main!(benches);
