@@ -74,12 +74,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.read_at
     }
 
-    /// The next frame if it is already buffered whole, without reading or waiting. `Ok(None)`
-    /// means [`read_frame`](Self::read_frame) has to wait for more bytes.
-    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        self.parse_frame()
-    }
-
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -88,7 +82,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Returns the next frame's payload, `Ok(None)` on a clean close between frames.
     pub async fn read_frame(&mut self, limits: ReadLimits) -> Result<Option<Bytes>, FrameError> {
         loop {
-            if let Some(frame) = self.parse_frame()? {
+            if let Some(frame) = self.buffered_frame()? {
                 return Ok(Some(frame));
             }
             let wait = if self.buf.is_empty() {
@@ -122,8 +116,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Takes one complete frame off the buffer, checking the declared length first.
-    fn parse_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+    /// The next frame if it is already buffered whole, without reading or waiting: takes it
+    /// off the buffer, checking the declared length first. `Ok(None)` means
+    /// [`read_frame`](Self::read_frame) has to wait for more bytes.
+    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
