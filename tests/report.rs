@@ -1,29 +1,23 @@
-//! The report: verdicts on synthetic sweeps with known answers, and the HTML it renders.
+//! The report: the HTML it renders from synthetic sweeps, the verdicts.csv beside it, and the
+//! USL fit (the verdicts themselves are tested in tests/verdicts.rs).
 
 use std::path::Path;
 use std::process::Command;
 
 use threadcenter::record::Row;
-use threadcenter::report::{self, usl, Outcome};
+use threadcenter::report::simulate::synthetic_row;
+use threadcenter::report::{self, usl, Comparison, ReportOptions, DEFAULT_EQUIVALENCE};
 
 /// A valid row whose derived columns are consistent with `throughput`.
 fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughput: f64) -> Row {
     let single_job_us = size as f64 / 100.0;
     let duration_s = 2.0;
-    let requests = (throughput * duration_s).round() as u64;
     let ideal = f64::from(workers.min(4)) / single_job_us * 1e6;
     Row {
-        kernel: kernel.into(),
-        backend: backend.into(),
-        workers,
         connections: 8,
         depth: 2,
-        size,
-        repetition: rep,
-        requests,
-        errors: 0,
+        requests: (throughput * duration_s).round() as u64,
         duration_s,
-        throughput_rps: throughput,
         lat_p50_us: 16.0 * 1e6 / throughput,
         lat_p90_us: 20.0 * 1e6 / throughput,
         lat_p99_us: 30.0 * 1e6 / throughput,
@@ -35,8 +29,6 @@ fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughpu
         server_rss_kib: 4096 * u64::from(workers),
         client_cpu_s: 0.2,
         efficiency: throughput / ideal,
-        valid: true,
-        reason: String::new(),
         lat_mean_us: 17.0 * 1e6 / throughput,
         server_p50_us: 8.0 * 1e6 / throughput + single_job_us + 30.0,
         transport_p50_us: 30.0,
@@ -47,12 +39,10 @@ fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughpu
         server_ivcsw: 50,
         tlb_shootdowns: Some(42),
         single_job_us,
-        target_us: None,
         cores: 4,
-        rate: 0.0,
-        achieved_rps: throughput,
         server_start_ms: 5.0,
         started_at: 1_700_000_000,
+        ..synthetic_row(kernel, backend, workers, size, rep, throughput)
     }
 }
 
@@ -65,136 +55,13 @@ fn reps(kernel: &str, backend: &str, workers: u32, size: u64, tputs: &[f64]) -> 
         .collect()
 }
 
-#[test]
-fn process_clearly_faster_wins_with_an_interval_above_one() {
-    let mut rows = reps(
-        "gil",
-        "process",
-        4,
-        20_000,
-        &[400.0, 402.0, 398.0, 401.0, 399.0],
-    );
-    rows.extend(reps(
-        "gil",
-        "rayon",
-        4,
-        20_000,
-        &[200.0, 201.0, 199.0, 200.5, 199.5],
-    ));
-    rows.extend(reps(
-        "gil",
-        "tokio",
-        4,
-        20_000,
-        &[150.0, 151.0, 149.0, 150.0, 150.0],
-    ));
-    let v = report::verdicts(&rows);
-    assert_eq!(v.len(), 1);
-    let v = &v[0];
-    assert_eq!(v.outcome, Outcome::ProcessWins);
-    assert_eq!(v.best_thread, "rayon");
-    assert!(v.lo > 1.0 && v.lo <= v.ratio && v.ratio <= v.hi, "{v:?}");
-    assert!((v.ratio - 2.0).abs() < 0.01, "{v:?}");
-    assert_eq!((v.n_process, v.n_thread), (5, 5));
-    let s = v.sentence();
-    assert!(
-        s.starts_with("gil: process beats the best thread backend (rayon) by 2.00x ["),
-        "{s}"
-    );
-    assert!(s.contains("at 4 workers, size 20000"), "{s}");
+/// The comparisons at the default margin.
+fn verdicts(rows: &[Row]) -> Vec<Comparison> {
+    report::verdicts(rows, DEFAULT_EQUIVALENCE)
 }
 
-#[test]
-fn overlapping_throughputs_are_a_tie() {
-    let mut rows = reps(
-        "fib",
-        "process",
-        2,
-        1000,
-        &[100.0, 110.0, 90.0, 105.0, 95.0],
-    );
-    rows.extend(reps(
-        "fib",
-        "rayon",
-        2,
-        1000,
-        &[102.0, 92.0, 108.0, 97.0, 103.0],
-    ));
-    let v = &report::verdicts(&rows)[0];
-    assert_eq!(v.outcome, Outcome::Tie);
-    assert!(v.lo < 1.0 && v.hi > 1.0, "{v:?}");
-    assert!(v.sentence().contains("tie"), "{}", v.sentence());
-}
-
-#[test]
-fn thread_clearly_faster_wins_and_the_best_thread_backend_is_chosen() {
-    let mut rows = reps("shared", "process", 2, 1000, &[50.0, 51.0, 49.0]);
-    rows.extend(reps("shared", "rayon", 2, 1000, &[80.0, 81.0, 79.0]));
-    rows.extend(reps("shared", "tokio", 2, 1000, &[100.0, 101.0, 99.0]));
-    let v = &report::verdicts(&rows)[0];
-    assert_eq!(v.outcome, Outcome::ThreadWins);
-    assert_eq!(v.best_thread, "tokio");
-    assert!(v.hi < 1.0, "{v:?}");
-    assert!(
-        v.sentence()
-            .contains("the best thread backend (tokio) beats process by 2.00x"),
-        "{}",
-        v.sentence()
-    );
-}
-
-#[test]
-fn bootstrap_interval_contains_the_true_ratio() {
-    // Process is exactly 1.5x rayon; each side carries the same ±0.5 % jitter.
-    let jitter = [1.0, 1.005, 0.995, 1.002, 0.998, 1.003, 0.997];
-    let p: Vec<f64> = jitter.iter().map(|j| 300.0 * j).collect();
-    let t: Vec<f64> = jitter.iter().rev().map(|j| 200.0 * j).collect();
-    let mut rows = reps("tlb", "process", 3, 500, &p);
-    rows.extend(reps("tlb", "rayon", 3, 500, &t));
-    let v = &report::verdicts(&rows)[0];
-    assert!(v.lo <= 1.5 && 1.5 <= v.hi, "{v:?}");
-    assert!(
-        v.hi - v.lo < 0.05,
-        "interval too wide for 0.5% noise: {v:?}"
-    );
-}
-
-#[test]
-fn one_repetition_calls_it_from_the_point_estimate_without_an_interval() {
-    let mut rows = reps("fault", "process", 2, 100, &[130.0]);
-    rows.extend(reps("fault", "rayon", 2, 100, &[100.0]));
-    let v = &report::verdicts(&rows)[0];
-    assert_eq!(v.outcome, Outcome::ProcessWins);
-    assert!(!v.has_interval());
-    assert!(
-        v.sentence().contains("(1 rep, no interval)"),
-        "{}",
-        v.sentence()
-    );
-}
-
-#[test]
-fn invalid_rows_do_not_count() {
-    let mut rows = reps("fib", "process", 2, 100, &[100.0, 101.0]);
-    rows.extend(reps("fib", "rayon", 2, 100, &[100.0, 99.0]));
-    let mut bogus = row("fib", "process", 2, 100, 2, 1e9);
-    bogus.valid = false;
-    bogus.reason = "driver saturated".into();
-    rows.push(bogus);
-    let v = &report::verdicts(&rows)[0];
-    assert_eq!(v.n_process, 2);
-    assert!(v.ratio < 1.1, "{v:?}");
-}
-
-#[test]
-fn prefork_gets_its_own_ratio() {
-    let mut rows = reps("tlb", "process", 2, 100, &[100.0, 101.0]);
-    rows.extend(reps("tlb", "rayon", 2, 100, &[100.0, 99.0]));
-    rows.extend(reps("tlb", "prefork", 2, 100, &[300.0, 301.0]));
-    let v = &report::verdicts(&rows)[0];
-    let p = v.prefork.as_ref().expect("prefork ratio");
-    assert!((p.ratio - 3.0).abs() < 0.05 && p.lo > 1.0, "{p:?}");
-    assert!((v.ratio - 1.0).abs() < 0.05, "{v:?}");
+fn render(rows: &[Row], env: Option<&serde_json::Value>) -> String {
+    report::render(rows, env, &ReportOptions::default()).expect("render")
 }
 
 #[test]
@@ -269,10 +136,31 @@ fn assert_self_contained(html: &str) {
 #[test]
 fn render_is_deterministic_complete_and_self_contained() {
     let rows = sweep();
-    let env = serde_json::json!({"cpu_model": "Test CPU <x>", "cores": 4, "grid": {"workers": [1, 2, 4]}});
-    let a = report::render(&rows, Some(&env)).expect("render");
-    let b = report::render(&rows, Some(&env)).expect("render");
+    let env = serde_json::json!({
+        "cpu_model": "Test CPU <x>",
+        "cores": 4,
+        "grid": {"workers": [1, 2, 4], "repeat": 3, "duration": 1.5},
+        "calibration": {"fib|50us": {"n": 77, "target_us": 50.0, "single_us": 49.5, "mix_sizes": []}},
+    });
+    let a = render(&rows, Some(&env));
+    let b = render(&rows, Some(&env));
     assert!(a == b, "two renders of the same rows differ");
+
+    // The first screen: the overview map is the first figure, before the verdict list.
+    let map = a
+        .find("<figure class=\"chart heatmap\"><svg")
+        .expect("overview map");
+    assert_eq!(a.find("<figure"), Some(map), "the map opens the report");
+    let list = a.find("<h2>1. Verdicts: process ÷ best thread backend</h2>");
+    assert!(list.is_some_and(|l| l > map), "verdict list after the map");
+    let methods = a
+        .find("<h2>2. How the verdicts are computed</h2>")
+        .expect("methods");
+    assert!(a[methods..].contains("Welch"), "methods name the interval");
+    assert!(
+        a[methods..].contains("Measured by simulation"),
+        "methods quote the simulated rates"
+    );
 
     for kind in ["throughput", "heatmap", "latency", "efficiency", "split"] {
         let marker = format!("<figure class=\"chart {kind}\"><svg");
@@ -283,15 +171,27 @@ fn render_is_deterministic_complete_and_self_contained() {
         a.replace('\n', "").contains(">workers</text>"),
         "axis label missing"
     );
+    // gil: process is 2.4x the best thread backend, rayon; fib: rayon beats process.
     assert!(
-        a.contains("gil: process beats the best thread backend (rayon) by"),
-        "verdict sentence missing"
+        a.contains(
+            "<td>gil</td><td>n=1000 (≈10 µs)</td><td class=\"n\">4</td>\
+             <td class=\"n\">8×2</td><td class=\"n\">2.375</td>"
+        ),
+        "gil's verdict row missing"
     );
-    assert!(a.contains("fib: "), "fib summary missing");
+    assert!(a.contains("<span class=\"verdict-process\">process wins</span></td><td>rayon</td>"));
+    assert!(a.contains("<span class=\"verdict-threads\">threads win</span>"));
     assert!(
         a.contains("Test CPU &lt;x&gt;"),
         "env value not shown escaped"
     );
+    // env.json's nested values are tables, not JSON.
+    assert!(
+        !a.contains("{&quot;") && !a.contains("[1,2,4]"),
+        "raw JSON shown"
+    );
+    assert!(a.contains("<h3>Calibration</h3>") && a.contains(">49.5 µs</td>"));
+    assert!(a.contains("<td>measured time per cell</td><td>1.5 s</td>"));
     assert!(a.contains("class=\"data\""), "data table missing");
     assert!(a.contains("class=\"invalid\""), "invalid row not marked");
     assert!(
@@ -299,7 +199,7 @@ fn render_is_deterministic_complete_and_self_contained() {
         "reason not escaped"
     );
     assert!(
-        a.contains("Prefork ÷ best thread backend"),
+        a.contains("<h3>prefork ÷ thread backends</h3>"),
         "prefork table missing"
     );
     assert!(
@@ -308,7 +208,7 @@ fn render_is_deterministic_complete_and_self_contained() {
     );
     assert_self_contained(&a);
 
-    let without_env = report::render(&rows, None).expect("render");
+    let without_env = render(&rows, None);
     assert!(without_env.contains("No env.json was found"));
 }
 
@@ -318,8 +218,9 @@ fn usl_table_says_when_there_are_too_few_worker_counts() {
     rows.extend(reps("fib", "process", 2, 100, &[190.0, 191.0]));
     rows.extend(reps("fib", "rayon", 1, 100, &[100.0, 99.0]));
     rows.extend(reps("fib", "rayon", 2, 100, &[180.0, 181.0]));
-    let html = report::render(&rows, None).expect("render");
-    assert!(html.contains("fit needs ≥3 worker counts (have 2)"));
+    let html = render(&rows, None);
+    assert!(html.contains("Not enough worker counts to fit"));
+    assert!(html.contains("at least 4 distinct worker counts, and this sweep has at most 2"));
 }
 
 fn write_csv(path: &Path, rows: &[Row]) {
@@ -391,7 +292,7 @@ fn the_binary_writes_a_report() {
     assert!(status.success(), "{status}");
     let html = std::fs::read_to_string(&out).expect("read report");
     assert!(html.contains("No env.json was found"));
-    assert_eq!(html, report::render(&sweep(), None).expect("render"));
+    assert_eq!(html, render(&sweep(), None));
 
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "a,b\n1,2\n").expect("write");
@@ -408,13 +309,13 @@ fn the_binary_writes_a_report() {
 
 #[test]
 fn degenerate_inputs_render_with_explanations_instead_of_failing() {
-    let empty = report::render(&[], None).expect("empty");
+    let empty = render(&[], None);
     assert!(empty.contains("No valid rows: nothing to chart."));
     assert!(empty.contains("there is no verdict"));
 
-    let single = report::render(&[row("fib", "process", 1, 10, 0, 100.0)], None).expect("one row");
+    let single = render(&[row("fib", "process", 1, 10, 0, 100.0)], None);
     assert!(single.contains("<figure class=\"chart throughput\"><svg"));
-    assert!(single.contains("no grid point of fib has both process and a thread backend"));
+    assert!(single.contains("there is no verdict"));
 
     let mut odd = reps("fib", "process", 2, 10, &[100.0, 110.0]);
     odd.extend(reps("fib", "rayon", 2, 10, &[0.0, 0.0]));
@@ -424,16 +325,57 @@ fn degenerate_inputs_render_with_explanations_instead_of_failing() {
         r.single_job_us = 0.0;
         r.tlb_shootdowns = None;
     }
-    let html = report::render(&odd, None).expect("odd values");
+    let html = render(&odd, None);
     assert!(html.contains("Chart not drawn: no latencies"));
-    assert!(
-        report::verdicts(&odd).is_empty(),
-        "a zero denominator has no ratio"
-    );
+    assert!(verdicts(&odd).is_empty(), "a zero denominator has no ratio");
 
     let mut all_invalid = reps("fib", "process", 2, 10, &[100.0]);
     all_invalid[0].valid = false;
-    let html = report::render(&all_invalid, None).expect("all invalid");
+    let html = render(&all_invalid, None);
     assert!(html.contains("1 of 1 rows are invalid"));
     assert!(html.contains("(no reason given)"));
+}
+
+#[test]
+fn verdicts_csv_is_written_beside_the_report_with_the_contract_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("results.csv");
+    write_csv(&csv, &sweep());
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    report::write_report(&csv, None, &out.join("report.html")).expect("report");
+    let path = out.join(report::VERDICTS_CSV);
+    let text = std::fs::read_to_string(&path).expect("verdicts.csv beside the report");
+    assert_eq!(
+        text.lines().next(),
+        Some(report::compare::COLUMNS.join(",").as_str())
+    );
+    let read = report::compare::read_csv(&path).expect("read back");
+    assert_eq!(read, verdicts(&sweep()));
+    // 2 kernels × 2 sizes × 3 worker counts × 2 challengers × (rayon, tokio, best thread).
+    assert_eq!(read.len(), 72);
+    let allowed = ["process wins", "threads win", "equivalent", "inconclusive"];
+    let mut rdr = csv::Reader::from_path(&path).expect("csv");
+    let at = rdr.headers().unwrap().iter().position(|h| h == "verdict");
+    for rec in rdr.records() {
+        let rec = rec.expect("record");
+        assert!(allowed.contains(&&rec[at.unwrap()]), "{rec:?}");
+    }
+}
+
+/// The scripts' fixture verdicts (tests/fixtures/*.verdicts.csv) are what `report` writes for
+/// the fixture CSVs; regenerate them with `threadcenter-bench report --input
+/// tests/fixtures/NAME.csv --out DIR/report.html` and copy DIR/verdicts.csv.
+#[test]
+fn the_scripts_fixture_verdicts_are_what_report_writes() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["small_sweep", "small_sweep_b"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("report.html");
+        report::write_report(&fixtures.join(format!("{name}.csv")), None, &out).expect("report");
+        let written = std::fs::read_to_string(dir.path().join("verdicts.csv")).expect("written");
+        let kept = std::fs::read_to_string(fixtures.join(format!("{name}.verdicts.csv")))
+            .expect("fixture");
+        assert!(written == kept, "{name}.verdicts.csv is stale");
+    }
 }

@@ -1,5 +1,5 @@
-//! Charts over categorical axes: the process ÷ thread ratio heatmap and the latency-split
-//! stacked bars. Categories sit at integer positions on an f64 axis with one key point each,
+//! Charts over categorical axes: the overview map of verdicts and the latency-split stacked
+//! bars. Categories sit at integer positions on an f64 axis with one key point each,
 //! which keeps a single category from producing a zero-width range.
 
 use std::ops::Range;
@@ -9,14 +9,24 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::charts::{backend_colour, si, side_legend, svg, Mark, FONT};
-use super::stats::Outcome;
+use super::charts::{backend_colour, si, side_legend, svg, svg_sized, Mark, FONT};
+use super::verdict::Verdict;
 
-/// One heatmap cell: the ratio and whether its interval excluded 1.
+/// One cell of the overview map: a challenger ÷ best-thread ratio and its verdict.
 #[derive(Debug, Clone, Copy)]
-pub struct HeatCell {
+pub struct MapCell {
     pub ratio: f64,
-    pub outcome: Outcome,
+    pub verdict: Verdict,
+}
+
+/// The mark a cell carries for its verdict (the map's legend explains them).
+pub fn verdict_mark(v: Verdict) -> &'static str {
+    match v {
+        Verdict::ProcessWins => "▲",
+        Verdict::ThreadsWin => "▼",
+        Verdict::Equivalent => "≈",
+        Verdict::Inconclusive => "?",
+    }
 }
 
 /// Diverging colour around parity: white at 1, red as process gets faster, blue as threads
@@ -31,6 +41,151 @@ fn diverging(ratio: f64) -> RGBColor {
     let t = t.abs();
     let mix = |c: f64| (255.0 + (c - 255.0) * t).round() as u8;
     RGBColor(mix(toward.0), mix(toward.1), mix(toward.2))
+}
+
+/// Text that stays readable on a cell of `fill`'s ratio: white on the saturated ends.
+fn ink(ratio: f64) -> RGBColor {
+    if (ratio.log2() / 2.0).abs() > 0.6 {
+        WHITE
+    } else {
+        BLACK
+    }
+}
+
+/// A text style that owns its colour (plotters' builder borrows it).
+fn label_style(size: f64, colour: RGBColor, pos: Pos, bold: bool) -> TextStyle<'static> {
+    let weight = if bold {
+        FontStyle::Bold
+    } else {
+        FontStyle::Normal
+    };
+    TextStyle {
+        font: FontDesc::new(FontFamily::SansSerif, size, weight),
+        color: colour.to_backend_color(),
+        pos,
+    }
+}
+
+const CELL_W: i32 = 84;
+const CELL_H: i32 = 30;
+const PANEL_GAP: i32 = 28;
+const PANEL_HEAD: i32 = 46;
+const TITLE_H: i32 = 34;
+const LEGEND_H: i32 = 64;
+const MARGIN: i32 = 12;
+/// Panels per row before the map wraps, so it stays about a screen wide.
+const MAX_ROW_W: i32 = 1300;
+
+/// The report's first figure: kernels (rows) × service times (columns), one panel per worker
+/// count; colour is the ratio, the mark the verdict. `cell(workers, kernel, column)` gives a
+/// cell or None where that combination was not measured.
+pub fn overview_map(
+    title: &str,
+    workers: &[u32],
+    kernels: &[String],
+    columns: &[String],
+    cell: impl Fn(u32, usize, usize) -> Option<MapCell>,
+) -> Result<String> {
+    let longest = kernels.iter().map(|k| k.chars().count()).max().unwrap_or(4) as i32;
+    let label_w = (8 * longest + 16).max(60);
+    let panel_w = label_w + CELL_W * columns.len().max(1) as i32;
+    let panel_h = PANEL_HEAD + CELL_H * kernels.len().max(1) as i32;
+    let per_row =
+        ((MAX_ROW_W + PANEL_GAP) / (panel_w + PANEL_GAP)).clamp(1, workers.len().max(1) as i32);
+    let rows = (workers.len() as i32 + per_row - 1) / per_row;
+    let width = 2 * MARGIN + per_row * panel_w + (per_row - 1) * PANEL_GAP;
+    let width = width.max(560);
+    let height = TITLE_H + rows * (panel_h + PANEL_GAP) + LEGEND_H;
+    let centre = Pos::new(HPos::Center, VPos::Center);
+    let left = Pos::new(HPos::Left, VPos::Center);
+    let right = Pos::new(HPos::Right, VPos::Center);
+    let grey = |v: u8| RGBColor(v, v, v);
+    let text = |size: f64, colour: RGBColor, pos: Pos| label_style(size, colour, pos, false);
+    let bold = |size: f64, colour: RGBColor| label_style(size, colour, centre, true);
+    svg_sized((width as u32, height as u32), |root| {
+        root.draw(&Text::new(
+            title.to_string(),
+            (MARGIN, TITLE_H / 2),
+            text(18.0, BLACK, left),
+        ))?;
+        for (p, &w) in workers.iter().enumerate() {
+            let x0 = MARGIN + (p as i32 % per_row) * (panel_w + PANEL_GAP);
+            let y0 = TITLE_H + (p as i32 / per_row) * (panel_h + PANEL_GAP);
+            let heading = format!("{w} worker{}", if w == 1 { "" } else { "s" });
+            root.draw(&Text::new(
+                heading,
+                (x0 + label_w, y0 + 12),
+                text(15.0, BLACK, left),
+            ))?;
+            for (c, label) in columns.iter().enumerate() {
+                let x = x0 + label_w + CELL_W * c as i32 + CELL_W / 2;
+                root.draw(&Text::new(
+                    label.clone(),
+                    (x, y0 + 34),
+                    text(13.0, grey(60), centre),
+                ))?;
+            }
+            for (k, kernel) in kernels.iter().enumerate() {
+                let y = y0 + PANEL_HEAD + CELL_H * k as i32;
+                root.draw(&Text::new(
+                    kernel.clone(),
+                    (x0 + label_w - 8, y + CELL_H / 2),
+                    text(13.0, BLACK, right),
+                ))?;
+                for c in 0..columns.len() {
+                    let x = x0 + label_w + CELL_W * c as i32;
+                    let corners = [(x, y), (x + CELL_W, y + CELL_H)];
+                    let mid = (x + CELL_W / 2, y + CELL_H / 2);
+                    match cell(w, k, c) {
+                        Some(m) => {
+                            root.draw(&Rectangle::new(corners, diverging(m.ratio).filled()))?;
+                            let label = format!("{:.2} {}", m.ratio, verdict_mark(m.verdict));
+                            let style = if m.verdict == Verdict::Inconclusive {
+                                text(14.0, ink(m.ratio), centre)
+                            } else {
+                                bold(14.0, ink(m.ratio))
+                            };
+                            root.draw(&Text::new(label, mid, style))?;
+                        }
+                        None => {
+                            root.draw(&Rectangle::new(corners, grey(235).filled()))?;
+                            root.draw(&Text::new("n/a", mid, text(12.0, grey(120), centre)))?;
+                        }
+                    }
+                    root.draw(&Rectangle::new(corners, WHITE.stroke_width(2)))?;
+                }
+            }
+        }
+        // The legend: the colour scale at a few ratios, then what each mark means.
+        let y = height - LEGEND_H + 8;
+        root.draw(&Text::new(
+            "ratio",
+            (MARGIN, y + 10),
+            text(13.0, BLACK, left),
+        ))?;
+        for (i, r) in [0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0]
+            .into_iter()
+            .enumerate()
+        {
+            let x = MARGIN + 44 + 40 * i as i32;
+            let corners = [(x, y), (x + 40, y + 20)];
+            root.draw(&Rectangle::new(corners, diverging(r).filled()))?;
+            root.draw(&Rectangle::new(corners, grey(200).stroke_width(1)))?;
+            root.draw(&Text::new(
+                format!("{r}"),
+                (x + 20, y + 10),
+                text(12.0, ink(r), centre),
+            ))?;
+        }
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            root.draw(&Text::new(
+                format!("{} {v}", verdict_mark(*v)),
+                (MARGIN + 130 * i as i32, y + 38),
+                text(13.0, BLACK, left),
+            ))?;
+        }
+        Ok(())
+    })
 }
 
 /// An axis of `n` categories at 0, 1, …, n−1, each one unit wide, with a tick at each.
@@ -62,72 +217,6 @@ fn category_label(names: &[String], v: f64) -> String {
     } else {
         String::new()
     }
-}
-
-/// The process ÷ best-thread ratio over workers (x) × size (y). Each cell is annotated with
-/// its ratio, bold where the bootstrap interval excludes 1.
-pub fn heatmap(
-    title: &str,
-    workers: &[u32],
-    sizes: &[u64],
-    cell: impl Fn(u32, u64) -> Option<HeatCell>,
-) -> Result<String> {
-    let xs: Vec<String> = workers.iter().map(u32::to_string).collect();
-    let ys: Vec<String> = sizes.iter().map(u64::to_string).collect();
-    let y_label_area = 16 + 8 * ys.iter().map(String::len).max().unwrap_or(1) as u32;
-    svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(y_label_area.max(50))
-            .build_cartesian_2d(Categories(xs.len()), Categories(ys.len()))?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("workers")
-            .y_desc("size (n)")
-            .x_label_formatter(&|v| category_label(&xs, *v))
-            .y_label_formatter(&|v| category_label(&ys, *v))
-            .label_style((FONT, 13))
-            .draw()?;
-        for (i, &w) in workers.iter().enumerate() {
-            for (j, &s) in sizes.iter().enumerate() {
-                let (x, y) = (i as f64, j as f64);
-                let corners = [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)];
-                let Some(c) = cell(w, s) else {
-                    chart
-                        .draw_series([Rectangle::new(corners, RGBColor(235, 235, 235).filled())])?;
-                    chart.draw_series([Text::new(
-                        "n/a",
-                        (x, y),
-                        TextStyle::from((FONT, 13))
-                            .color(&RGBColor(120, 120, 120))
-                            .pos(Pos::new(HPos::Center, VPos::Center)),
-                    )])?;
-                    continue;
-                };
-                let fill = diverging(c.ratio);
-                chart.draw_series([Rectangle::new(corners, fill.filled())])?;
-                chart.draw_series([Rectangle::new(corners, WHITE.stroke_width(2))])?;
-                let strong = (c.ratio.log2() / 2.0).abs() > 0.6;
-                let ink = if strong { WHITE } else { BLACK };
-                let font = if c.outcome == Outcome::Tie {
-                    FontDesc::new(FontFamily::SansSerif, 15.0, FontStyle::Normal)
-                } else {
-                    FontDesc::new(FontFamily::SansSerif, 15.0, FontStyle::Bold)
-                };
-                chart.draw_series([Text::new(
-                    format!("{:.2}", c.ratio),
-                    (x, y),
-                    TextStyle::from(font)
-                        .color(&ink)
-                        .pos(Pos::new(HPos::Center, VPos::Center)),
-                )])?;
-            }
-        }
-        Ok(())
-    })
 }
 
 /// One backend's median latency split into stages, µs.

@@ -42,11 +42,19 @@ pub fn backend_colour(backend: &str) -> RGBColor {
     }
 }
 
-/// Draws into a fresh SVG canvas and returns the markup.
+/// Draws into a fresh SVG canvas of the standard size and returns the markup.
 pub fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>) -> Result<String> {
+    svg_sized((WIDTH, HEIGHT), draw)
+}
+
+/// Draws into a fresh SVG canvas of `size` pixels and returns the markup.
+pub fn svg_sized(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+) -> Result<String> {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         root.fill(&WHITE)?;
         draw(&root)?;
         root.present()?;

@@ -1,5 +1,5 @@
 //! The sweep's rows regrouped for reporting: one [`Agg`] per grid point and backend, holding
-//! the means over that point's valid repetitions.
+//! the means over that point's valid repetitions; and how sizes are named (by service time).
 //!
 //! Everything here is keyed by ordered maps so the report iterates in the same order on every
 //! run: the HTML must be byte-identical when regenerated from the same CSV.
@@ -39,7 +39,7 @@ impl Point {
 /// Means over the valid repetitions of one grid point and backend.
 #[derive(Debug, Clone, Default)]
 pub struct Agg {
-    /// Each valid repetition's throughput, in CSV order (the bootstrap resamples these).
+    /// Each valid repetition's throughput, in CSV order (the verdicts are computed from these).
     pub throughput: Vec<f64>,
     pub tput_mean: f64,
     pub lat_p50: f64,
@@ -50,6 +50,8 @@ pub struct Agg {
     pub compute_p50: f64,
     pub server_p50: f64,
     pub single_job_us: f64,
+    /// The target service time the size was calibrated for, if it was given as one.
+    pub target_us: Option<f64>,
     pub cores: u32,
 }
 
@@ -67,6 +69,7 @@ impl Agg {
             compute_p50: mean(|r| r.compute_p50_us),
             server_p50: mean(|r| r.server_p50_us),
             single_job_us: mean(|r| r.single_job_us),
+            target_us: rows.iter().find_map(|r| r.target_us),
             cores: rows.iter().map(|r| r.cores).max().unwrap_or(0),
         }
     }
@@ -142,6 +145,24 @@ impl<'a> Dataset<'a> {
         set.into_iter().collect()
     }
 
+    /// The target service time and the mean single-job time measured for `kernel` at `size`.
+    pub fn service(&self, kernel: &str, size: u64) -> (Option<f64>, f64) {
+        let aggs: Vec<&Agg> = self
+            .cells
+            .iter()
+            .filter(|(p, _)| p.kernel == kernel && p.size == size)
+            .flat_map(|(_, m)| m.values())
+            .collect();
+        let target = aggs.iter().find_map(|a| a.target_us);
+        (target, finite_mean(aggs.iter().map(|a| a.single_job_us)))
+    }
+
+    /// `size_label` for a size of `kernel`.
+    pub fn size_label(&self, kernel: &str, size: u64) -> String {
+        let (target, single) = self.service(kernel, size);
+        size_label(target, single, size)
+    }
+
     /// Backends with valid data, in the report's canonical order.
     pub fn backends(&self) -> Vec<String> {
         let set: BTreeSet<&String> = self.cells.values().flat_map(|m| m.keys()).collect();
@@ -202,6 +223,45 @@ impl<'a> Dataset<'a> {
     }
 }
 
+/// A duration in µs as people say it, to three significant digits: 50 µs, 2 ms, 1.5 s.
+pub fn fmt_us(us: f64) -> String {
+    let (v, unit) = if us >= 1e6 {
+        (us / 1e6, "s")
+    } else if us >= 1e3 {
+        (us / 1e3, "ms")
+    } else {
+        (us, "µs")
+    };
+    if !v.is_finite() {
+        return "–".to_string();
+    }
+    let decimals = if v > 0.0 {
+        (2 - v.log10().floor() as i32).clamp(0, 6) as usize
+    } else {
+        0
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s} {unit}")
+}
+
+/// A work size as the report names it: its service time first, n beside it. The target the
+/// sweep calibrated for where there is one ("2 ms (n=1455752)"), else the measured
+/// single-job time ("n=2000 (≈19 µs)").
+pub fn size_label(target_us: Option<f64>, single_job_us: f64, n: u64) -> String {
+    match target_us {
+        Some(t) => format!("{} (n={n})", fmt_us(t)),
+        None if single_job_us.is_finite() && single_job_us > 0.0 => {
+            format!("n={n} (≈{})", fmt_us(single_job_us))
+        }
+        None => format!("n={n}"),
+    }
+}
+
 /// Sorts backend names into the canonical order.
 pub fn order_backends(names: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = names.collect();
@@ -214,4 +274,22 @@ pub fn order_backends(names: impl Iterator<Item = String>) -> Vec<String> {
     });
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_times_read_as_people_say_them() {
+        assert_eq!(fmt_us(50.0), "50 µs");
+        assert_eq!(fmt_us(10.0), "10 µs");
+        assert_eq!(fmt_us(2000.0), "2 ms");
+        assert_eq!(fmt_us(1500.0), "1.5 ms");
+        assert_eq!(fmt_us(18.912), "18.9 µs");
+        assert_eq!(fmt_us(5_000_000.0), "5 s");
+        assert_eq!(size_label(Some(1000.0), 990.0, 77), "1 ms (n=77)");
+        assert_eq!(size_label(None, 18.9, 2000), "n=2000 (≈18.9 µs)");
+        assert_eq!(size_label(None, f64::NAN, 2000), "n=2000");
+    }
 }

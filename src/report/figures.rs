@@ -2,11 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::categorical::{self, HeatCell, Split};
+use super::categorical::{self, Split};
 use super::charts;
 use super::data::Dataset;
 use super::html::{figure, Html};
-use super::stats::Verdict;
 use super::usl::{self, UslFit};
 
 /// One USL fit attempt: a backend's throughput against workers at one kernel, size and load.
@@ -14,12 +13,14 @@ use super::usl::{self, UslFit};
 pub struct UslRow {
     pub kernel: String,
     pub size: u64,
+    /// The size as the report names it: service time, then n.
+    pub size_label: String,
     pub backend: String,
     /// (connections, depth) of the points fitted.
     pub load: (u32, u32),
     /// Distinct worker counts available.
     pub distinct: usize,
-    /// None when there were fewer than three distinct worker counts.
+    /// None when there were fewer than four distinct worker counts.
     pub fit: Option<UslFit>,
 }
 
@@ -43,6 +44,7 @@ pub fn fit_all(data: &Dataset<'_>) -> Vec<UslRow> {
                 out.push(UslRow {
                     kernel: kernel.clone(),
                     size,
+                    size_label: data.size_label(&kernel, size),
                     backend: backend.clone(),
                     load,
                     distinct: points.iter().map(|p| p.0).collect::<BTreeSet<_>>().len(),
@@ -54,9 +56,9 @@ pub fn fit_all(data: &Dataset<'_>) -> Vec<UslRow> {
     out
 }
 
-/// All charts, grouped per kernel: the ratio heatmap and efficiency chart, then per size the
+/// All charts but the overview map, grouped per kernel: the efficiency chart, then per size the
 /// throughput, latency and latency-split charts.
-pub fn charts(data: &Dataset<'_>, verdicts: &[Verdict], fits: &[UslRow]) -> Html {
+pub fn charts(data: &Dataset<'_>, fits: &[UslRow]) -> Html {
     let order = data.backends();
     let mut out = Html::default();
     if data.cells.is_empty() {
@@ -70,10 +72,11 @@ pub fn charts(data: &Dataset<'_>, verdicts: &[Verdict], fits: &[UslRow]) -> Html
     for kernel in data.kernels() {
         out.push(Html::tagged("h3", "", Html::text(&kernel)));
         let sizes = data.sizes(&kernel);
-        let mut row = Html::default();
-        row.push(heatmap(data, verdicts, &kernel, &sizes));
-        row.push(efficiency(data, &kernel, &sizes, &order));
-        out.push(Html::tagged("div", "charts", row));
+        out.push(Html::tagged(
+            "div",
+            "charts",
+            efficiency(data, &kernel, &sizes, &order),
+        ));
         // Throughput and latency pair up per size; the splits follow together so that no
         // row is left half empty.
         let mut splits = Html::default();
@@ -82,7 +85,8 @@ pub fn charts(data: &Dataset<'_>, verdicts: &[Verdict], fits: &[UslRow]) -> Html
                 continue;
             };
             let series = data.series(&kernel, size, load);
-            let at = format!("{kernel}, size {size}, {}×{} load", load.0, load.1);
+            let label = data.size_label(&kernel, size);
+            let at = format!("{kernel}, {label}, {}×{} load", load.0, load.1);
             let fitted: BTreeMap<String, UslFit> = fits
                 .iter()
                 .filter(|u| u.kernel == kernel && u.size == size)
@@ -110,13 +114,13 @@ pub fn charts(data: &Dataset<'_>, verdicts: &[Verdict], fits: &[UslRow]) -> Html
             row.push(figure(
                 "latency",
                 charts::latency(
-                    &format!("Latency vs throughput: {kernel}, size {size}"),
+                    &format!("Latency vs throughput: {kernel}, {label}"),
                     &by_backend,
                     &order,
                 ),
                 &format!(
                     "Median (dots) and 99th-percentile (triangles) latency against \
-                     throughput for every measured cell of {kernel} at size {size}, all \
+                     throughput for every measured cell of {kernel} at {label}, all \
                      worker counts and loads."
                 ),
             ));
@@ -126,53 +130,6 @@ pub fn charts(data: &Dataset<'_>, verdicts: &[Verdict], fits: &[UslRow]) -> Html
         out.push(Html::tagged("div", "charts", splits));
     }
     out
-}
-
-fn heatmap(data: &Dataset<'_>, verdicts: &[Verdict], kernel: &str, sizes: &[u64]) -> Html {
-    // Each size's row uses that size's chart load, so the heatmap agrees with the line charts.
-    let cells: BTreeMap<(u32, u64), HeatCell> = verdicts
-        .iter()
-        .filter(|v| {
-            v.kernel == kernel && data.load(kernel, v.size) == Some((v.connections, v.depth))
-        })
-        .map(|v| {
-            (
-                (v.workers, v.size),
-                HeatCell {
-                    ratio: v.ratio,
-                    outcome: v.outcome,
-                },
-            )
-        })
-        .collect();
-    let workers: Vec<u32> = cells
-        .keys()
-        .map(|k| k.0)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let chart = if cells.is_empty() {
-        Err(anyhow::anyhow!(
-            "no grid point of {kernel} has both process and a thread backend"
-        ))
-    } else {
-        categorical::heatmap(
-            &format!("Process ÷ best thread: {kernel}"),
-            &workers,
-            sizes,
-            |w, s| cells.get(&(w, s)).copied(),
-        )
-    };
-    figure(
-        "heatmap",
-        chart,
-        &format!(
-            "Mean process throughput ÷ mean of the better thread backend for {kernel}, at \
-             each size's heaviest load. Red: process faster; blue: threads faster; white: \
-             parity. Bold: not a tie (the 95% interval excludes 1; with one repetition, \
-             judged from the point estimate alone)."
-        ),
-    )
 }
 
 fn efficiency(data: &Dataset<'_>, kernel: &str, sizes: &[u64], order: &[String]) -> Html {
@@ -232,7 +189,10 @@ fn split(data: &Dataset<'_>, kernel: &str, size: u64, load: (u32, u32), order: &
     figure(
         "split",
         categorical::latency_split(
-            &format!("Median latency split: {kernel}, size {size}, {w} workers"),
+            &format!(
+                "Median latency split: {kernel}, {}, {w} workers",
+                data.size_label(kernel, size)
+            ),
             &splits,
         ),
         &format!(

@@ -1,25 +1,35 @@
 //! The HTML report: a sweep's CSV turned into one self-contained page that answers "where
-//! does process parallelism beat thread parallelism, and by how much?" (SPEC §7).
+//! does process parallelism beat thread parallelism, and by how much?" (SPEC §7), and the
+//! verdicts.csv beside it.
 //!
-//! - [`data`]: valid rows grouped per grid point and backend.
-//! - [`stats`]: process ÷ best-thread ratios with bootstrap intervals, and the verdicts.
+//! - [`data`]: valid rows grouped per grid point and backend; sizes named by service time.
+//! - [`verdict`]: one comparison's interval (Welch, on log throughput) and its [`Verdict`].
+//! - [`compare`]: every challenger against every thread backend and the best of them: the
+//!   [`Comparison`] rows of verdicts.csv.
+//! - [`simulate`]: the verdicts' error rates, measured on synthetic sweeps with a known truth.
 //! - [`usl`]: Universal Scalability Law fits of throughput against workers.
-//! - `charts`, `categorical`, `figures`: plotters SVG charts and what each one shows.
-//! - `html`, `sections`, `template.html`: the page.
+//! - `student`: Student's t quantiles.
+//! - `overview`, `measured`, `sections`: the page's text and tables; `charts`, `categorical`,
+//!   `figures`: plotters SVG charts; `html`, `template.html`: the page.
 //!
-//! The output is a pure function of the rows and env.json: no clock, fixed bootstrap seeds,
-//! ordered maps throughout, so `report` regenerates a byte-identical file from the CSV.
+//! The output is a pure function of the rows, env.json and the options: no clock, fixed
+//! simulation seeds, ordered maps throughout, so `report` regenerates a byte-identical file.
 
 mod categorical;
 mod charts;
+pub mod compare;
 pub mod data;
 mod figures;
 mod html;
+mod measured;
+mod overview;
 mod sections;
-pub mod stats;
+pub mod simulate;
+mod student;
 pub mod usl;
+pub mod verdict;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,7 +37,34 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::record::{self, Row};
-pub use stats::{kernel_summaries, verdicts, KernelSummary, Outcome, Ratio, Verdict};
+pub use compare::{Comparison, BEST_THREAD};
+pub use verdict::{parse_equivalence, Verdict, DEFAULT_EQUIVALENCE};
+
+/// The name of the verdicts file written beside the report (SPEC §7).
+pub const VERDICTS_CSV: &str = "verdicts.csv";
+
+/// Synthetic grid points per scenario in the simulation the methods paragraph quotes: enough
+/// that a 5 % rate is known to about ±0.7 %, cheap enough to run at every render.
+const SIMULATED_POINTS: usize = 1000;
+/// The simulation's seed: fixed, so the same CSV gives the same report.
+const SIMULATION_SEED: u64 = 0x7c3d_a11e;
+/// At most this many repetition counts are simulated (the most common ones).
+const SIMULATED_REP_COUNTS: usize = 4;
+
+/// What the report is computed with, beyond the rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportOptions {
+    /// Equivalence margin as a fraction (0.05: ±5 %, the band [1/1.05, 1.05]).
+    pub equivalence: f64,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            equivalence: DEFAULT_EQUIVALENCE,
+        }
+    }
+}
 
 /// `threadcenter-bench report`: render a sweep's CSV as a self-contained HTML file.
 #[derive(Debug, clap::Args)]
@@ -50,33 +87,106 @@ pub fn run_cli(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Renders the whole self-contained HTML for these rows. Deterministic: the same rows and env
-/// give byte-identical HTML.
-pub fn render(rows: &[Row], env: Option<&serde_json::Value>) -> anyhow::Result<String> {
-    let data = data::Dataset::new(rows);
-    let verdicts = stats::verdicts_of(&data);
-    let prefork = stats::prefork_ratios(&data);
-    let fits = figures::fit_all(&data);
+/// Every comparison in these rows (valid rows only), in verdicts.csv order.
+pub fn verdicts(rows: &[Row], equivalence: f64) -> Vec<Comparison> {
+    compare::comparisons(&data::Dataset::new(rows), equivalence)
+}
 
+/// Renders the whole self-contained HTML for these rows. Deterministic: the same rows, env and
+/// options give byte-identical HTML.
+pub fn render(
+    rows: &[Row],
+    env: Option<&serde_json::Value>,
+    options: &ReportOptions,
+) -> anyhow::Result<String> {
+    let data = data::Dataset::new(rows);
+    let comparisons = compare::comparisons(&data, options.equivalence);
+    page(&data, &comparisons, env, options)
+}
+
+/// The repetition counts worth simulating: each comparison's smaller side, two or more, the
+/// most common first-served up to [`SIMULATED_REP_COUNTS`], returned ascending.
+fn rep_counts(comparisons: &[Comparison]) -> Vec<usize> {
+    let mut freq: BTreeMap<usize, usize> = BTreeMap::new();
+    for c in comparisons {
+        let n = c.reps_challenger.min(c.reps_comparator);
+        if n >= 2 {
+            *freq.entry(n).or_default() += 1;
+        }
+    }
+    let mut by_freq: Vec<(usize, usize)> = freq.into_iter().collect();
+    by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let kept: BTreeSet<usize> = by_freq
+        .into_iter()
+        .take(SIMULATED_REP_COUNTS)
+        .map(|(n, _)| n)
+        .collect();
+    kept.into_iter().collect()
+}
+
+fn page(
+    data: &data::Dataset<'_>,
+    comparisons: &[Comparison],
+    env: Option<&serde_json::Value>,
+    options: &ReportOptions,
+) -> anyhow::Result<String> {
+    let sims: Vec<simulate::Simulation> = rep_counts(comparisons)
+        .into_iter()
+        .map(|n| simulate::simulate(n, SIMULATED_POINTS, options.equivalence, SIMULATION_SEED))
+        .collect();
+    let fits = figures::fit_all(data);
     let mut slots = BTreeMap::new();
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
-    slots.insert("rows", html::Html::text(&rows.len().to_string()));
-    slots.insert("resamples", html::Html::text(&stats::RESAMPLES.to_string()));
-    slots.insert("lede", sections::lede(&verdicts));
-    slots.insert("measured", sections::measured(rows, env));
-    slots.insert("verdicts", sections::verdicts(&verdicts, &prefork));
-    slots.insert("charts", figures::charts(&data, &verdicts, &fits));
+    slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
+    slots.insert("overview", overview_section(data, comparisons));
+    slots.insert("methods", overview::methods(options.equivalence, &sims));
+    slots.insert("comparisons", sections::comparisons(data, comparisons));
+    slots.insert("measured", measured::measured(data.rows, env));
+    slots.insert("charts", figures::charts(data, &fits));
     slots.insert("usl", sections::usl(&fits));
-    slots.insert("resources", sections::resources(rows));
-    slots.insert("data", sections::data(rows)?);
+    slots.insert("resources", sections::resources(data.rows));
+    slots.insert("data", sections::data(data.rows)?);
     html::fill(html::TEMPLATE, &slots)
 }
 
-/// Reads `csv` (and env.json: `env`, or else the file of that name beside the CSV when it
-/// exists), renders, and replaces `out` atomically: the HTML goes to a temporary file in the
-/// same directory that is renamed over `out`, so a failure never leaves a partial report over
-/// a good one.
+/// The first screen: the map, the counts per kernel, the verdict list.
+fn overview_section(data: &data::Dataset<'_>, comparisons: &[Comparison]) -> html::Html {
+    let Some(challenger) = overview::headline_challenger(comparisons) else {
+        return html::Html::tagged(
+            "p",
+            "warn",
+            html::Html::text(
+                "No grid point has valid measurements of both a process backend and a thread \
+                 backend, so there is no verdict.",
+            ),
+        );
+    };
+    let mut out = overview::map(data, comparisons, &challenger);
+    out.push(html::Html::raw(format!(
+        "<h2>1. Verdicts: {} ÷ best thread backend</h2>",
+        html::escape(&challenger)
+    )));
+    out.push(overview::counts(comparisons, &challenger));
+    out.push(overview::list(data, comparisons, &challenger));
+    out
+}
+
+/// [`write_report_with`] with the default options (a ±5 % equivalence margin).
 pub fn write_report(csv: &Path, env: Option<&Path>, out: &Path) -> anyhow::Result<()> {
+    write_report_with(csv, env, out, &ReportOptions::default())
+}
+
+/// Reads `csv` (and env.json: `env`, or else the file of that name beside the CSV when it
+/// exists), renders, and writes `verdicts.csv` and the report `out` beside each other, each
+/// atomically: a temporary file in the same directory renamed over the old one, so a failure
+/// never leaves a partial file over a good one. Everything is computed before anything is
+/// written, so a CSV that cannot be reported on leaves both old files in place.
+pub fn write_report_with(
+    csv: &Path,
+    env: Option<&Path>,
+    out: &Path,
+    options: &ReportOptions,
+) -> anyhow::Result<()> {
     let rows = record::read_csv(csv)?;
     let env_path = match env {
         Some(p) => Some(p.to_path_buf()),
@@ -95,9 +205,20 @@ pub fn write_report(csv: &Path, env: Option<&Path>, out: &Path) -> anyhow::Resul
         }
         None => None,
     };
-    let page = render(&rows, env_value.as_ref())
+    let data = data::Dataset::new(&rows);
+    let comparisons = compare::comparisons(&data, options.equivalence);
+    let page = page(&data, &comparisons, env_value.as_ref(), options)
         .with_context(|| format!("cannot render a report from {}", csv.display()))?;
+    compare::write_csv(&verdicts_path(out), &comparisons)?;
     write_atomic(out, page.as_bytes())
+}
+
+/// Where verdicts.csv goes for a report written to `out`: the same folder.
+pub fn verdicts_path(out: &Path) -> PathBuf {
+    match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(VERDICTS_CSV),
+        _ => PathBuf::from(VERDICTS_CSV),
+    }
 }
 
 fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {

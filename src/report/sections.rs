@@ -1,348 +1,200 @@
-//! The report's text and table sections: what was measured, the verdicts, the USL fits,
+//! The report's tables after the first screen: every comparison per challenger, the USL fits,
 //! resource use per request and the full data table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::data::{order_backends, Point};
+use super::compare::{Comparison, BEST_THREAD};
+use super::data::{order_backends, Dataset, Point, THREAD_BACKENDS};
 use super::figures::UslRow;
-use super::html::{num, para, sig, table, Html, TableRow};
-use super::stats::{kernel_summaries, Outcome, Ratio, Verdict};
+use super::html::{escape, num, para, sig, table, Html, TableRow};
+use super::overview::{interval_text, row_class, verdict_cell};
 use super::usl::MIN_DISTINCT_N;
 use crate::record::Row;
 
-fn joined<T: ToString>(values: impl IntoIterator<Item = T>) -> String {
-    values
-        .into_iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn distinct<T: Ord + ToString>(values: impl Iterator<Item = T>) -> String {
-    joined(values.collect::<BTreeSet<T>>())
-}
-
-/// Section 1: the machine (env.json as a key/value table), the grid and the invalid cells.
-pub fn measured(rows: &[Row], env: Option<&Value>) -> Html {
-    let mut out = Html::raw("<h3>Machine and build</h3>".into());
-    match env {
-        Some(Value::Object(map)) => {
-            out.push(table(
-                "",
-                &["key", "value"],
-                map.iter().map(|(k, v)| {
-                    let shown = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    TableRow::plain(vec![Html::text(k), Html::text(&shown)])
-                }),
-            ));
-        }
-        Some(other) => out.push(table(
-            "",
-            &["env.json"],
-            [TableRow::plain(vec![Html::text(&other.to_string())])],
-        )),
-        None => out.push(Html::tagged(
-            "p",
-            "warn",
-            Html::text(
-                "No env.json was found beside the CSV, so the machine and build are unknown: \
-                 the numbers below cannot be tied to a CPU, kernel or commit.",
-            ),
-        )),
+/// One table for any challenger: a row per grid point, a column per thread backend and one
+/// for the best of them, each cell the ratio, its interval and the verdict.
+pub fn challenger_table(data: &Dataset<'_>, comparisons: &[Comparison], challenger: &str) -> Html {
+    let mine: Vec<&Comparison> = comparisons
+        .iter()
+        .filter(|c| c.challenger == challenger)
+        .collect();
+    let comparators: Vec<&str> = THREAD_BACKENDS
+        .iter()
+        .copied()
+        .filter(|t| mine.iter().any(|c| c.comparator == *t))
+        .chain([BEST_THREAD])
+        .collect();
+    let mut points: BTreeMap<Point, BTreeMap<&str, &Comparison>> = BTreeMap::new();
+    for c in &mine {
+        points
+            .entry(c.point())
+            .or_default()
+            .insert(c.comparator.as_str(), c);
     }
-
-    let mut cells: BTreeMap<_, usize> = BTreeMap::new();
-    for r in rows {
-        let mut k = r.cell_key();
-        k.repetition = 0;
-        *cells.entry(k).or_default() += 1;
-    }
-    let open_loop = rows.iter().filter(|r| r.rate > 0.0).count();
-    let grid = [
-        ("kernels", distinct(rows.iter().map(|r| r.kernel.clone()))),
-        (
-            "backends",
-            joined(order_backends(rows.iter().map(|r| r.backend.clone()))),
-        ),
-        ("workers", distinct(rows.iter().map(|r| r.workers))),
-        ("connections", distinct(rows.iter().map(|r| r.connections))),
-        ("depth", distinct(rows.iter().map(|r| r.depth))),
-        ("sizes (n)", distinct(rows.iter().map(|r| r.size))),
-        ("cores", distinct(rows.iter().map(|r| r.cores))),
-        ("repetitions per cell", distinct(cells.values().copied())),
-        ("cells (grid points × backends)", cells.len().to_string()),
-        ("rows", rows.len().to_string()),
-        (
-            "load",
-            if open_loop == 0 {
-                "closed loop".to_string()
-            } else {
-                format!("{open_loop} open-loop rows")
-            },
-        ),
+    let mut headers = vec![
+        "kernel".to_string(),
+        "service time (n)".to_string(),
+        "workers".to_string(),
+        "connections×depth".to_string(),
     ];
-    out.push(Html::raw("<h3>Grid</h3>".into()));
-    out.push(table(
-        "",
-        &["dimension", "values"],
-        grid.iter()
-            .map(|(k, v)| TableRow::plain(vec![Html::text(k), Html::text(v)])),
+    headers.extend(comparators.iter().map(|t| format!("{challenger} ÷ {t}")));
+    headers.push(format!(
+        "reps ({challenger}/{})",
+        comparators[..comparators.len() - 1].join("/")
     ));
-
-    let invalid: Vec<&Row> = rows.iter().filter(|r| !r.valid).collect();
-    out.push(Html::raw("<h3>Validity</h3>".into()));
-    if invalid.is_empty() {
-        out.push(para(&format!("All {} rows are valid.", rows.len())));
-        return out;
-    }
-    out.push(Html::tagged(
-        "p",
-        "warn",
-        Html::text(&format!(
-            "{} of {} rows are invalid and left out of every statistic and chart.",
-            invalid.len(),
-            rows.len()
-        )),
-    ));
-    let mut by_reason: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in &invalid {
-        let reason = if r.reason.is_empty() {
-            "(no reason given)"
-        } else {
-            &r.reason
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let rows = points.iter().map(|(p, by)| {
+        let mut cells = vec![
+            Html::text(&p.kernel),
+            Html::text(&data.size_label(&p.kernel, p.size)),
+            Html::text(&p.workers.to_string()),
+            Html::text(&format!("{}×{}", p.connections, p.depth)),
+        ];
+        for t in &comparators {
+            cells.push(match by.get(t) {
+                Some(c) => {
+                    let mut cell = Html::text(&format!("{:.3} {} ", c.ratio, interval_text(c)));
+                    cell.push(verdict_cell(c.verdict));
+                    cell
+                }
+                None => Html::text("–"),
+            });
+        }
+        let reps_of = |t: &str| {
+            by.get(t)
+                .map_or("–".to_string(), |c| c.reps_comparator.to_string())
         };
-        by_reason.entry(reason).or_default().push(r);
-    }
-    out.push(table(
-        "",
-        &[
-            "reason",
-            "rows",
-            "cells (kernel/backend/workers/size/connections×depth/rep)",
-        ],
-        by_reason.iter().map(|(reason, rs)| {
-            let mut shown: Vec<String> = rs
+        let reps: Vec<String> = std::iter::once(
+            by.values()
+                .next()
+                .map_or(0, |c| c.reps_challenger)
+                .to_string(),
+        )
+        .chain(
+            comparators[..comparators.len() - 1]
                 .iter()
-                .take(12)
-                .map(|r| {
-                    format!(
-                        "{}/{}/{}w/n={}/{}×{}/#{}",
-                        r.kernel,
-                        r.backend,
-                        r.workers,
-                        r.size,
-                        r.connections,
-                        r.depth,
-                        r.repetition
-                    )
-                })
-                .collect();
-            if rs.len() > 12 {
-                shown.push(format!("… and {} more", rs.len() - 12));
-            }
-            TableRow::plain(vec![
-                Html::text(reason),
-                Html::text(&rs.len().to_string()),
-                Html::text(&shown.join("; ")),
-            ])
-        }),
+                .map(|t| reps_of(t)),
+        )
+        .collect();
+        cells.push(Html::text(&reps.join("/")));
+        let class = by.get(BEST_THREAD).map_or("", |c| row_class(c.verdict));
+        TableRow { class, cells }
+    });
+    let mut out = Html::raw(format!(
+        "<details><summary>{} ÷ each thread backend ({} grid points)</summary>",
+        escape(challenger),
+        points.len()
     ));
+    out.push(table("num", &header_refs, rows));
+    out.push(Html::raw("</details>".into()));
     out
 }
 
-/// The top-of-page summary: one line per kernel.
-pub fn lede(verdicts: &[Verdict]) -> Html {
-    let summaries = kernel_summaries(verdicts);
-    if summaries.is_empty() {
-        return para(
-            "No grid point has valid measurements of both the process backend and a thread \
-             backend, so there is no verdict.",
+/// Section 2: every challenger's comparisons, one table each.
+pub fn comparisons(data: &Dataset<'_>, comparisons: &[Comparison]) -> Html {
+    let challengers = order_backends(comparisons.iter().map(|c| c.challenger.clone()));
+    if challengers.is_empty() {
+        return Html::tagged(
+            "p",
+            "warn",
+            Html::text(
+                "No grid point has valid measurements of both a process backend (process, \
+                 prefork) and a thread backend (rayon, tokio): run the sweep with \
+                 --backends process,rayon,tokio.",
+            ),
         );
     }
-    summaries.iter().map(|k| para(&k.headline())).collect()
-}
-
-fn outcome_cell(outcome: Outcome, challenger: &str) -> Html {
-    let (class, text) = match outcome {
-        Outcome::ProcessWins => ("outcome-process", format!("{challenger} wins")),
-        Outcome::ThreadWins => ("outcome-threads", "threads win".to_string()),
-        Outcome::Tie => ("outcome-tie", "tie".to_string()),
-    };
-    Html::tagged("span", class, Html::text(&text))
-}
-
-fn interval(lo: f64, hi: f64, has_interval: bool) -> Html {
-    if has_interval {
-        Html::text(&format!("[{lo:.2}, {hi:.2}]"))
-    } else {
-        Html::text("(1 rep, no interval)")
-    }
-}
-
-fn row_class(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::ProcessWins => "win-process",
-        Outcome::ThreadWins => "win-threads",
-        Outcome::Tie => "",
-    }
-}
-
-/// Section 2: per-kernel sentences, the verdict table and the prefork table.
-pub fn verdicts(verdicts: &[Verdict], prefork: &[(Point, String, Ratio)]) -> Html {
     let mut out = Html::default();
-    if verdicts.is_empty() {
+    for challenger in challengers {
         out.push(Html::tagged(
-            "p",
-            "warn",
-            Html::text(
-                "No grid point has valid measurements of both process and rayon or tokio: \
-                 run the sweep with --backends process,rayon,tokio.",
-            ),
+            "h3",
+            "",
+            Html::text(&format!("{challenger} ÷ thread backends")),
         ));
-    }
-    for k in kernel_summaries(verdicts) {
-        out.push(Html::tagged("h3", "", Html::text(&k.kernel)));
-        out.push(para(&k.counts()));
-        k.highlights.iter().for_each(|h| out.push(para(h)));
-    }
-    if !verdicts.is_empty() {
-        out.push(Html::raw(format!(
-            "<details><summary>Every grid point ({} rows)</summary>",
-            verdicts.len()
-        )));
-        out.push(table(
-            "num",
-            &[
-                "kernel",
-                "size",
-                "connections",
-                "depth",
-                "workers",
-                "best thread",
-                "process ÷ best thread",
-                "95% interval",
-                "outcome",
-                "reps (process/thread)",
-            ],
-            verdicts.iter().map(|v| TableRow {
-                class: row_class(v.outcome),
-                cells: vec![
-                    Html::text(&v.kernel),
-                    Html::text(&v.size.to_string()),
-                    Html::text(&v.connections.to_string()),
-                    Html::text(&v.depth.to_string()),
-                    Html::text(&v.workers.to_string()),
-                    Html::text(&v.best_thread),
-                    num(v.ratio, 3),
-                    interval(v.lo, v.hi, v.has_interval()),
-                    outcome_cell(v.outcome, "process"),
-                    Html::text(&format!("{}/{}", v.n_process, v.n_thread)),
-                ],
-            }),
-        ));
-        out.push(Html::raw("</details>".into()));
-    }
-    if !prefork.is_empty() {
-        out.push(Html::raw("<h3>Prefork ÷ best thread backend</h3>".into()));
-        out.push(para(
-            "prefork runs W complete single-threaded servers sharing the port: process \
-             parallelism without pipes. Where it beats the thread backends but process does \
-             not, the pipe round trip is what costs, not being a process.",
-        ));
-        out.push(Html::raw(format!(
-            "<details><summary>Every grid point with prefork ({} rows)</summary>",
-            prefork.len()
-        )));
-        out.push(table(
-            "num",
-            &[
-                "kernel",
-                "size",
-                "connections",
-                "depth",
-                "workers",
-                "best thread",
-                "prefork ÷ best thread",
-                "95% interval",
-                "outcome",
-                "reps (prefork/thread)",
-            ],
-            prefork.iter().map(|(p, bt, r)| TableRow {
-                class: row_class(r.outcome),
-                cells: vec![
-                    Html::text(&p.kernel),
-                    Html::text(&p.size.to_string()),
-                    Html::text(&p.connections.to_string()),
-                    Html::text(&p.depth.to_string()),
-                    Html::text(&p.workers.to_string()),
-                    Html::text(bt),
-                    num(r.ratio, 3),
-                    interval(r.lo, r.hi, r.has_interval),
-                    outcome_cell(r.outcome, "prefork"),
-                    Html::text(&format!("{}/{}", r.n_num, r.n_den)),
-                ],
-            }),
-        ));
-        out.push(Html::raw("</details>".into()));
+        if challenger == "prefork" {
+            out.push(para(
+                "prefork runs W complete single-threaded servers sharing the port: process \
+                 parallelism without pipes. Where it beats the thread backends but process \
+                 does not, the pipe round trip is what costs, not being a process.",
+            ));
+        }
+        out.push(challenger_table(data, comparisons, &challenger));
     }
     out
 }
 
-/// Section 4: the USL coefficients per kernel, size and backend.
+/// A coefficient and its interval: "0.120 [0.050, 0.200]".
+fn with_interval(v: f64, interval: Option<(f64, f64)>, decimals: usize) -> Html {
+    match interval {
+        Some((lo, hi)) => Html::text(&format!(
+            "{v:.decimals$} [{lo:.decimals$}, {hi:.decimals$}]"
+        )),
+        None => num(v, decimals),
+    }
+}
+
+/// Section 4: the USL coefficients per kernel, size and backend, where there are enough
+/// worker counts to fit them.
 pub fn usl(fits: &[UslRow]) -> Html {
     if fits.is_empty() {
         return para("No valid throughput data to fit.");
     }
-    table(
+    let fitted: Vec<&UslRow> = fits.iter().filter(|u| u.fit.is_some()).collect();
+    let most = fits.iter().map(|u| u.distinct).max().unwrap_or(0);
+    if fitted.is_empty() {
+        return Html::tagged(
+            "p",
+            "note",
+            Html::text(&format!(
+                "Not enough worker counts to fit: the USL has three parameters, so a fit needs \
+                 at least {MIN_DISTINCT_N} distinct worker counts, and this sweep has at most \
+                 {most} per series."
+            )),
+        );
+    }
+    let mut out = table(
         "num",
         &[
             "kernel",
-            "size",
+            "service time (n)",
             "backend",
             "connections×depth",
             "worker counts",
-            "λ (req/s)",
-            "σ",
-            "κ",
+            "λ (req/s) [95 %]",
+            "σ [95 %]",
+            "κ [95 %]",
             "peak N*",
             "R²",
         ],
-        fits.iter().map(|u| {
-            let mut cells = vec![
+        fitted.iter().filter_map(|u| {
+            let f = u.fit.as_ref()?;
+            let ci = |i: usize| f.intervals.map(|v| v[i]);
+            Some(TableRow::plain(vec![
                 Html::text(&u.kernel),
-                Html::text(&u.size.to_string()),
+                Html::text(&u.size_label),
                 Html::text(&u.backend),
                 Html::text(&format!("{}×{}", u.load.0, u.load.1)),
                 Html::text(&u.distinct.to_string()),
-            ];
-            match &u.fit {
-                Some(f) => cells.extend([
-                    num(f.lambda, 1),
-                    num(f.sigma, 4),
-                    num(f.kappa, 5),
-                    f.peak().map_or_else(|| Html::text("none"), |n| num(n, 1)),
-                    num(f.r2, 3),
-                ]),
-                None => {
-                    cells.push(Html::tagged(
-                        "span",
-                        "note",
-                        Html::text(&format!(
-                            "fit needs ≥{MIN_DISTINCT_N} worker counts (have {})",
-                            u.distinct
-                        )),
-                    ));
-                    cells.extend((0..4).map(|_| num(f64::NAN, 0)));
-                }
-            }
-            TableRow::plain(cells)
+                with_interval(f.lambda, ci(0), 1),
+                with_interval(f.sigma, ci(1), 4),
+                with_interval(f.kappa, ci(2), 5),
+                f.peak().map_or_else(|| Html::text("none"), |n| num(n, 1)),
+                num(f.r2, 3),
+            ]))
         }),
-    )
+    );
+    let skipped = fits.len() - fitted.len();
+    if skipped > 0 {
+        out.push(Html::tagged(
+            "p",
+            "note",
+            Html::text(&format!(
+                "{skipped} series with fewer than {MIN_DISTINCT_N} worker counts are not \
+                 fitted: not enough worker counts to fit."
+            )),
+        ));
+    }
+    out
 }
 
 /// Section 5: CPU, memory, faults, context switches and TLB shootdowns per request.

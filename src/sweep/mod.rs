@@ -439,15 +439,24 @@ pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
     all
 }
 
-/// One line per kernel: where process beats the best thread backend, from the report's
-/// verdicts.
+/// One line per grid point and process-side backend: its throughput ÷ the best thread
+/// backend's, the 95 % interval and the verdict, as verdicts.csv has them (default margin).
 fn headline(rows: &[Row]) -> Vec<String> {
-    crate::report::verdicts(rows)
+    let comparisons = crate::report::verdicts(rows, crate::report::DEFAULT_EQUIVALENCE);
+    comparisons
         .iter()
-        .map(|v| {
+        .filter(|c| c.is_best_thread())
+        .map(|c| {
+            let interval = c.interval().map_or_else(
+                || "no interval".to_string(),
+                |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"),
+            );
+            let at = c
+                .target_us
+                .map_or_else(|| format!("n={}", c.size), crate::report::data::fmt_us);
             format!(
-                "{:<12} w={:<3} n={:<10} process ÷ best thread ({}) = {:.2} [{:.2}, {:.2}] → {}",
-                v.kernel, v.workers, v.size, v.best_thread, v.ratio, v.lo, v.hi, v.outcome
+                "{:<12} w={:<3} {:<9} {} ÷ best thread = {:.2} {interval} → {}",
+                c.kernel, c.workers, at, c.challenger, c.ratio, c.verdict
             )
         })
         .collect()

@@ -1,0 +1,183 @@
+//! The verdicts on synthetic grid points with known answers: each challenger against each
+//! thread backend and against the best of them, the four verdicts, and what counts.
+
+use threadcenter::record::Row;
+use threadcenter::report::compare::fastest_thread;
+use threadcenter::report::simulate::synthetic_row;
+use threadcenter::report::{self, Comparison, ReportOptions, Verdict, DEFAULT_EQUIVALENCE};
+
+/// Repetitions of one backend at one grid point with the given throughputs.
+fn reps(kernel: &str, backend: &str, workers: u32, size: u64, tputs: &[f64]) -> Vec<Row> {
+    tputs
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| synthetic_row(kernel, backend, workers, size, i as u32, t))
+        .collect()
+}
+
+/// One grid point (4 workers, size 20000) with each backend's repetition throughputs.
+fn point(kernel: &str, backends: &[(&str, &[f64])]) -> Vec<Row> {
+    backends
+        .iter()
+        .flat_map(|(b, t)| reps(kernel, b, 4, 20_000, t))
+        .collect()
+}
+
+/// A valid row of one repetition.
+fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughput: f64) -> Row {
+    synthetic_row(kernel, backend, workers, size, rep, throughput)
+}
+
+/// The comparisons at the default margin.
+fn verdicts(rows: &[Row]) -> Vec<Comparison> {
+    report::verdicts(rows, DEFAULT_EQUIVALENCE)
+}
+
+/// The row of `challenger` against `comparator` (a thread backend or the best thread).
+fn find<'c>(all: &'c [Comparison], challenger: &str, comparator: &str) -> &'c Comparison {
+    all.iter()
+        .find(|c| c.challenger == challenger && c.comparator == comparator)
+        .unwrap_or_else(|| panic!("no {challenger} ÷ {comparator} in {all:?}"))
+}
+
+#[test]
+fn process_clearly_faster_wins_with_an_interval_above_one() {
+    let rows = point(
+        "gil",
+        &[
+            ("process", &[400.0, 402.0, 398.0, 401.0, 399.0]),
+            ("rayon", &[200.0, 201.0, 199.0, 200.5, 199.5]),
+            ("tokio", &[150.0, 151.0, 149.0, 150.0, 150.0]),
+        ],
+    );
+    let all = verdicts(&rows);
+    // process ÷ rayon, ÷ tokio, ÷ the best thread backend.
+    assert_eq!(all.len(), 3);
+    let v = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(v.verdict, Verdict::ProcessWins);
+    assert_eq!(fastest_thread(&all, v), Some("rayon"));
+    let (lo, hi) = v.interval().expect("interval");
+    assert!(lo > 1.0 && lo <= v.ratio && v.ratio <= hi, "{v:?}");
+    assert!((v.ratio - 2.0).abs() < 0.01, "{v:?}");
+    assert_eq!((v.reps_challenger, v.reps_comparator), (5, 5));
+    assert_eq!(find(&all, "process", "tokio").verdict, Verdict::ProcessWins);
+    assert!((find(&all, "process", "tokio").ratio - 8.0 / 3.0).abs() < 0.01);
+}
+
+#[test]
+fn overlapping_throughputs_are_inconclusive() {
+    let rows = point(
+        "fib",
+        &[
+            ("process", &[100.0, 110.0, 90.0, 105.0, 95.0]),
+            ("rayon", &[102.0, 92.0, 108.0, 97.0, 103.0]),
+        ],
+    );
+    let all = verdicts(&rows);
+    let v = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+    let (lo, hi) = v.interval().expect("interval");
+    assert!(lo < 1.0 && hi > 1.0, "{v:?}");
+    // With one thread backend, the best of them is that one.
+    assert_eq!(find(&all, "process", "rayon").interval(), v.interval());
+}
+
+#[test]
+fn close_and_quiet_throughputs_are_equivalent() {
+    let mut rows = reps("fib", "process", 2, 1000, &[100.0, 100.4, 99.7, 100.1]);
+    rows.extend(reps("fib", "rayon", 2, 1000, &[101.0, 100.6, 101.3, 100.9]));
+    rows.extend(reps("fib", "tokio", 2, 1000, &[99.0, 99.5, 98.8, 99.2]));
+    let all = verdicts(&rows);
+    for c in &all {
+        assert_eq!(c.verdict, Verdict::Equivalent, "{c:?}");
+    }
+    // A margin narrower than the difference to rayon (about 0.9 %) takes that back.
+    let strict = report::verdicts(&rows, 0.002);
+    assert_ne!(
+        find(&strict, "process", "rayon").verdict,
+        Verdict::Equivalent
+    );
+}
+
+#[test]
+fn thread_clearly_faster_wins_and_the_best_thread_backend_is_named() {
+    let mut rows = reps("shared", "process", 2, 1000, &[50.0, 51.0, 49.0]);
+    rows.extend(reps("shared", "rayon", 2, 1000, &[80.0, 81.0, 79.0]));
+    rows.extend(reps("shared", "tokio", 2, 1000, &[100.0, 101.0, 99.0]));
+    let all = verdicts(&rows);
+    let v = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(v.verdict, Verdict::ThreadsWin);
+    assert_eq!(fastest_thread(&all, v), Some("tokio"));
+    assert!(v.interval().expect("interval").1 < 1.0, "{v:?}");
+    assert!((1.0 / v.ratio - 2.0).abs() < 0.01, "{v:?}");
+}
+
+#[test]
+fn interval_contains_the_true_ratio() {
+    // Process is exactly 1.5x rayon; each side carries the same ±0.5 % jitter.
+    let jitter = [1.0, 1.005, 0.995, 1.002, 0.998, 1.003, 0.997];
+    let p: Vec<f64> = jitter.iter().map(|j| 300.0 * j).collect();
+    let t: Vec<f64> = jitter.iter().rev().map(|j| 200.0 * j).collect();
+    let mut rows = reps("tlb", "process", 3, 500, &p);
+    rows.extend(reps("tlb", "rayon", 3, 500, &t));
+    let all = verdicts(&rows);
+    let v = find(&all, "process", report::BEST_THREAD);
+    let (lo, hi) = v.interval().expect("interval");
+    assert!(lo <= 1.5 && 1.5 <= hi, "{v:?}");
+    assert!(hi - lo < 0.05, "interval too wide for 0.5% noise: {v:?}");
+}
+
+#[test]
+fn one_repetition_is_always_inconclusive_without_an_interval() {
+    let mut rows = reps("fault", "process", 2, 100, &[130.0]);
+    rows.extend(reps("fault", "rayon", 2, 100, &[100.0, 101.0]));
+    rows.extend(reps("fault", "tokio", 2, 100, &[100.0]));
+    for c in verdicts(&rows) {
+        assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
+        assert_eq!(c.interval(), None, "{c:?}");
+    }
+    let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
+    assert!(html.contains("none (1 rep)"), "the list says why");
+}
+
+#[test]
+fn invalid_rows_do_not_count() {
+    let mut rows = reps("fib", "process", 2, 100, &[100.0, 101.0]);
+    rows.extend(reps("fib", "rayon", 2, 100, &[100.0, 99.0]));
+    let mut bogus = row("fib", "process", 2, 100, 2, 1e9);
+    bogus.valid = false;
+    bogus.reason = "driver saturated".into();
+    rows.push(bogus);
+    let all = verdicts(&rows);
+    let v = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(v.reps_challenger, 2);
+    assert!(v.ratio < 1.1, "{v:?}");
+}
+
+#[test]
+fn prefork_gets_its_own_comparisons() {
+    let mut rows = reps("tlb", "process", 2, 100, &[100.0, 101.0]);
+    rows.extend(reps("tlb", "rayon", 2, 100, &[100.0, 99.0]));
+    rows.extend(reps("tlb", "prefork", 2, 100, &[300.0, 301.0]));
+    let all = verdicts(&rows);
+    let p = find(&all, "prefork", report::BEST_THREAD);
+    let (lo, _) = p.interval().expect("interval");
+    assert!((p.ratio - 3.0).abs() < 0.05 && lo > 1.0, "{p:?}");
+    assert_eq!(p.verdict, Verdict::ProcessWins);
+    let v = find(&all, "process", report::BEST_THREAD);
+    assert!((v.ratio - 1.0).abs() < 0.05, "{v:?}");
+    // Grid point, then challenger in the canonical order (process before prefork).
+    let order: Vec<(&str, &str)> = all
+        .iter()
+        .map(|c| (c.challenger.as_str(), c.comparator.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("process", "rayon"),
+            ("process", "best thread"),
+            ("prefork", "rayon"),
+            ("prefork", "best thread")
+        ]
+    );
+}
