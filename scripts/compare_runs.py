@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compares two sweeps, for instance the same grid on a 2-core and a 16-core machine: for each
 kernel, the process ÷ best-thread throughput ratio (> 1: processes faster), one line per run,
-with error bars from the repetitions' standard deviations.
+with error bars spanning each ratio's 95 % interval, both read from each run's verdicts.csv
+(beside its CSV, or --verdicts A B). A point without an interval (one repetition) is hollow.
 
 The x axis is the worker count, one panel per work size, when every run measured at least two
 worker counts for that kernel; otherwise (one worker count per run, say each run at its
@@ -29,7 +30,7 @@ WORKER_MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
 def plot(tables: list[pd.DataFrame], labels: list[str], out: Path, x: str = "auto") -> list[Path]:
-    """Draws the comparison from each run's `tcplot.ratio_table`; returns the files."""
+    """Draws the comparison from each run's `tcplot.verdict_table`; returns the files."""
     kernels = sorted(set().union(*(set(t["kernel"]) for t in tables)))
     modes = {k: _mode(k, tables, x) for k in kernels}
     ncols = max(len(_panels(k, modes[k], tables)) for k in kernels)
@@ -100,9 +101,8 @@ def _by_workers(ax: plt.Axes, kernel: str, key: str, tables, labels) -> list[str
         # Nudge the runs apart sideways so that their error bars do not hide each other.
         shift = (k - (len(lines) - 1) / 2) * 0.03
         x = t["workers"] * 2**shift if log_x else t["workers"] + shift * span
-        ax.errorbar(x, t["ratio"], yerr=t["ratio_err"], label=label, capsize=3, markersize=5,
-                    linewidth=1.5, **RUN_STYLES[i % len(RUN_STYLES)])
-        ratios += list(t["ratio"] - t["ratio_err"]) + list(t["ratio"] + t["ratio_err"])
+        _errorbar(ax, x, t, label, RUN_STYLES[i % len(RUN_STYLES)])
+        ratios += _extent(t)
     tcplot.nice_workers_axis(ax, workers)
     ax.set_xlabel("workers")
     _ratio_axis(ax, ratios)
@@ -125,13 +125,31 @@ def _by_size(ax: plt.Axes, kernel: str, tables, labels) -> None:
     ratios = []
     for k, (name, style, at_w) in enumerate(lines):
         shift = (k - (len(lines) - 1) / 2) * 0.06
-        ax.errorbar(at_w["pos"] + shift, at_w["ratio"], yerr=at_w["ratio_err"], label=name,
-                    capsize=3, markersize=5, linewidth=1.5, **style)
-        ratios += list(at_w["ratio"] - at_w["ratio_err"]) + list(at_w["ratio"] + at_w["ratio_err"])
+        _errorbar(ax, at_w["pos"] + shift, at_w, name, style)
+        ratios += _extent(at_w)
     ax.set_xticks(range(len(sizes)), [label for _, label in sizes])
     ax.set_xlim(-0.5, len(sizes) - 0.5)
     ax.set_xlabel(tcplot.size_axis_label(label for _, label in sizes))
     _ratio_axis(ax, ratios)
+
+
+def _errorbar(ax: plt.Axes, x, t: pd.DataFrame, label: str, style: dict) -> None:
+    """Ratios with their intervals as asymmetric error bars; hollow markers where a ratio has
+    no interval (a side with one repetition)."""
+    below = (t["ratio"] - t["lo"]).fillna(0.0).clip(lower=0.0)
+    above = (t["hi"] - t["ratio"]).fillna(0.0).clip(lower=0.0)
+    line = ax.errorbar(x, t["ratio"], yerr=[below, above], label=label, capsize=3, markersize=5,
+                       linewidth=1.5, **style)
+    none = t["lo"].isna().to_numpy()
+    if none.any():
+        ax.plot(pd.Series(list(x))[none], t["ratio"][none], linestyle="none",
+                marker=style["marker"], markersize=5, markerfacecolor="white",
+                markeredgecolor=line[0].get_color())
+
+
+def _extent(t: pd.DataFrame) -> list[float]:
+    """Every ratio and interval end, for the axis range."""
+    return [v for v in list(t["ratio"]) + list(t["lo"]) + list(t["hi"]) if pd.notna(v)]
 
 
 def _ratio_axis(ax: plt.Axes, ratios: list[float]) -> None:
@@ -165,17 +183,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="x axis: workers, size, or auto (workers when both runs measured "
                         "several worker counts; the default)")
     tcplot.add_load_options(p)
+    tcplot.add_verdicts_option(p, runs=2)
 
     def action(args):
         paths = [args.csv, args.other]
         labels = args.labels or [_default_label(path) for path in paths]
         if labels[0] == labels[1]:
             labels = [f"{labels[0]} (A)", f"{labels[1]} (B)"]
+        frames = [tcplot.one_load(tcplot.load(path, NEEDED), args.connections, args.depth,
+                                  NAME)[0] for path in paths]
+        given = args.verdicts or [None, None]
         tables = []
-        for path in paths:
-            df, _ = tcplot.one_load(tcplot.load(path, NEEDED), args.connections, args.depth, NAME)
+        for path, df, verdicts in zip(paths, frames, given, strict=True):
+            verdicts = tcplot.read_verdicts(tcplot.verdicts_path(path, verdicts))
             try:
-                tables.append(tcplot.ratio_table(tcplot.aggregate(df, NEEDED)))
+                tables.append(tcplot.verdict_table(verdicts, df))
             except tcplot.PlotError as e:
                 raise tcplot.PlotError(f"{path}: {e}") from None
         return plot(tables, labels, args.out, args.x)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Draws every single-run chart from one sweep CSV: throughput vs workers, the process ÷
-best-thread ratio heatmap, latency vs throughput, and the split of the median latency. Each
-chart is also a script of its own (see scripts/README.md); compare_runs.py takes two CSVs and is
-not part of this set."""
+best-thread ratio heatmap with its verdicts (from verdicts.csv beside the CSV), latency vs
+throughput, and the split of the median latency. Each chart is also a script of its own (see
+scripts/README.md); compare_runs.py takes two CSVs and is not part of this set."""
 
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     p = tcplot.parser("plot_all.py", __doc__,
                       "python3 scripts/plot_all.py results.csv --out plots")
     tcplot.add_load_options(p)
+    tcplot.add_verdicts_option(p)
 
     def action(args):
         df = tcplot.load(args.csv, NEEDED)
+        verdicts = tcplot.read_verdicts(tcplot.verdicts_path(args.csv, args.verdicts))
         paths = []
         paths += throughput.plot(df, args.out, args.connections, args.depth)
-        paths += ratio_heatmap.plot(df, args.out, args.connections, args.depth)
+        paths += ratio_heatmap.plot(df, verdicts, args.out, args.connections, args.depth)
         paths += latency.plot(df, args.out)
         paths += latency_split.plot(df, args.out, args.connections, args.depth)
         return paths

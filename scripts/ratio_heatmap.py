@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Where processes beat threads: the ratio of process throughput to the best thread backend's
-(rayon or tokio, whichever is faster in that cell) over workers × work size, one panel per
-kernel. Red cells (ratio > 1) are where processes win, blue where threads win; the colour scale
-is logarithmic and centred at 1, so 2× and ½× are equally strong. Each cell shows the ratio,
-its spread from the repetitions' standard deviations, and which thread backend was best."""
+over workers × work size, one panel per kernel, with the verdicts threadcenter computed
+(verdicts.csv beside the CSV). Red cells (ratio > 1) are where processes are faster, blue where
+threads are; the colour scale is logarithmic and centred at 1, so 2× and ½× are equally strong.
+Each cell shows the ratio, its 95 % interval and the verdict: `process wins`, `threads win`,
+`equivalent` or `inconclusive`."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ NAME = "ratio_heatmap"
 CMAP = "RdBu_r"
 
 
-def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
+def plot(df: pd.DataFrame, verdicts: pd.DataFrame, out: Path, connections: int | None = None,
          depth: int | None = None) -> list[Path]:
-    """Draws the chart from valid rows (as `tcplot.load` returns them); returns the files."""
+    """Draws the chart from valid rows (as `tcplot.load` returns them) and the sweep's verdicts
+    (as `tcplot.read_verdicts` returns them); returns the files."""
     df, load_caption = tcplot.one_load(df, connections, depth, NAME)
-    table = tcplot.ratio_table(tcplot.aggregate(df, ["throughput_rps"]))
+    table = tcplot.verdict_table(verdicts, df)
     kernels = sorted(table["kernel"].unique())
     # Each kernel's own sizes: kernels calibrated to different n share no column.
     sizes = {k: tcplot.size_keys(table[table["kernel"] == k]) for k in kernels}
@@ -38,7 +40,7 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
 
     ncols = min(len(kernels), 3)
     nrows = -(-len(kernels) // ncols)
-    cell_w, cell_h = 1.25, 0.75
+    cell_w, cell_h = 1.35, 0.95
     fig, axes = plt.subplots(
         nrows, ncols, squeeze=False, layout="constrained",
         figsize=(ncols * (1.4 + cell_w * widest) + 1.3,
@@ -56,7 +58,8 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
     bar.set_ticks(tcplot.ratio_ticks(norm.vmax, most=9))
     bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
-    fig.suptitle(f"Process ÷ best-thread throughput (> 1: processes faster; {load_caption})")
+    fig.suptitle(f"Process ÷ best-thread throughput, 95 % interval and verdict "
+                 f"(> 1: processes faster; {load_caption})")
     return tcplot.save(fig, out, NAME)
 
 
@@ -70,7 +73,7 @@ def _limit(ratios: pd.Series) -> float:
 
 def _panel(ax: plt.Axes, table: pd.DataFrame, sizes, workers, norm, cmap):
     grid = np.full((len(workers), len(sizes)), np.nan)
-    notes: dict[tuple[int, int], tuple[str, str]] = {}
+    notes: dict[tuple[int, int], tuple[str, str, str]] = {}
     col_labels = []
     for c, (key, label) in enumerate(sizes):
         at_size = table[table["size_key"] == key]
@@ -80,7 +83,7 @@ def _panel(ax: plt.Axes, table: pd.DataFrame, sizes, workers, norm, cmap):
             r = workers.index(int(row["workers"]))
             grid[r, c] = row["ratio"]
             notes[(r, c)] = (tcplot.fmt_ratio(row["ratio"]),
-                             f"±{tcplot.fmt_ratio(row['ratio_err'])} · {row['best_thread']}")
+                             tcplot.fmt_interval(row["lo"], row["hi"]), row["verdict"])
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower",
                       aspect="auto")
     for r in range(len(workers)):
@@ -89,14 +92,16 @@ def _panel(ax: plt.Axes, table: pd.DataFrame, sizes, workers, norm, cmap):
                 ax.text(c, r, "not\nmeasured", ha="center", va="center", fontsize="x-small",
                         color="0.35")
                 continue
-            big, small = notes[(r, c)]
+            big, interval, verdict = notes[(r, c)]
             # Dark text on pale cells, white on saturated ones.
             shade = abs(float(norm(grid[r, c])) - 0.5)
             colour = "white" if shade > 0.32 else "black"
-            ax.text(c, r + 0.1, big, ha="center", va="center", fontsize="medium",
+            ax.text(c, r + 0.2, big, ha="center", va="center", fontsize="medium",
                     fontweight="bold", color=colour)
-            ax.text(c, r - 0.22, small, ha="center", va="center", fontsize="x-small",
+            ax.text(c, r - 0.05, interval, ha="center", va="center", fontsize="x-small",
                     color=colour)
+            ax.text(c, r - 0.27, verdict, ha="center", va="center", fontsize="x-small",
+                    color=colour, fontweight="bold" if verdict != "inconclusive" else "normal")
     ax.set_xticks(range(len(sizes)), col_labels, fontsize="small")
     ax.set_yticks(range(len(workers)), [str(w) for w in workers])
     ax.set_xlabel(tcplot.size_axis_label(label for _, label in sizes))
@@ -112,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p = tcplot.parser(NAME + ".py", __doc__,
                       "python3 scripts/ratio_heatmap.py results.csv --out plots")
     tcplot.add_load_options(p)
+    tcplot.add_verdicts_option(p)
 
     def action(args):
         df = tcplot.load(args.csv, NEEDED)
-        return plot(df, args.out, args.connections, args.depth)
+        verdicts = tcplot.read_verdicts(tcplot.verdicts_path(args.csv, args.verdicts))
+        return plot(df, verdicts, args.out, args.connections, args.depth)
 
     return tcplot.run(p, action, argv)
 

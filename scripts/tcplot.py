@@ -1,5 +1,6 @@
 """Shared code for the plotting scripts: read a sweep CSV, keep its valid rows, average the
-repetitions of each cell, and compare processes with the best thread backend.
+repetitions of each cell, and read the verdicts (process ÷ thread ratios with their intervals)
+from the verdicts.csv that `threadcenter-bench sweep` and `report` write beside it.
 
 A *cell group* is one point of the sweep grid without the backend (kernel, workers,
 connections, depth, size); the charts compare backends inside a cell group. A *size key* names
@@ -221,37 +222,90 @@ def aggregate(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def ratio_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """Process ÷ best-thread throughput for every cell group that has both.
+VERDICT_COLUMNS = [
+    "kernel", "workers", "connections", "depth", "size", "target_us", "challenger",
+    "comparator", "ratio", "lo", "hi", "verdict", "reps_challenger", "reps_comparator",
+]
+VERDICTS = ("process wins", "threads win", "equivalent", "inconclusive")
+BEST_THREAD = "best thread"
 
-    The best thread backend is the one with the higher mean throughput in the cell group.
-    `ratio_err` propagates each side's relative standard deviation (first order), so it is the
-    spread of the ratio that the repetitions show, not a confidence interval.
-    """
-    keys = GROUP + SIZE_COLUMNS
-    proc = agg[agg["backend"] == PROCESS_BACKEND].set_index(keys)
-    threads = agg[agg["backend"].isin(THREAD_BACKENDS)]
-    if proc.empty or threads.empty:
-        raise PlotError("the CSV needs valid rows for both the process backend and a thread "
-                        "backend (rayon or tokio) to compare them")
-    best_idx = threads.groupby(keys)["throughput_rps_mean"].idxmax()
-    best = threads.loc[best_idx].set_index(keys)
-    table = pd.DataFrame({
-        "process_mean": proc["throughput_rps_mean"],
-        "process_std": proc["throughput_rps_std"],
-    }).join(pd.DataFrame({
-        "best_thread": best["backend"],
-        "thread_mean": best["throughput_rps_mean"],
-        "thread_std": best["throughput_rps_std"],
-    }), how="inner")
+
+def verdicts_path(csv: Path, given: Path | None = None) -> Path:
+    """The verdicts file of a sweep CSV: `--verdicts` when given, else beside the CSV:
+    DIR/verdicts.csv for DIR/results.csv, DIR/NAME.verdicts.csv for any other DIR/NAME.csv."""
+    if given is not None:
+        return Path(given)
+    csv = Path(csv)
+    return csv.with_name("verdicts.csv" if csv.name == "results.csv"
+                         else f"{csv.stem}.verdicts.csv")
+
+
+def read_verdicts(path: str | Path) -> pd.DataFrame:
+    """Reads a verdicts.csv (SPEC §7); a missing file, column or unknown verdict raises
+    `PlotError`. The verdicts are computed by threadcenter itself (Welch intervals, the
+    equivalence margin, the correction for choosing the best thread backend), never here."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"kernel": str, "challenger": str, "comparator": str,
+                                      "verdict": str}, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise PlotError(
+            f"{path}: no such verdicts file (`threadcenter-bench sweep` and `report` write "
+            f"verdicts.csv beside the report; give another with --verdicts)") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PlotError(f"{path}: not a readable verdicts CSV ({first})") from None
+    missing = [c for c in VERDICT_COLUMNS if c not in df.columns]
+    if missing:
+        raise PlotError(f"{path}: missing column(s) {', '.join(missing)} "
+                        f"(is it a verdicts.csv from threadcenter-bench?)")
+    unknown = sorted(set(df["verdict"]) - set(VERDICTS))
+    if unknown:
+        raise PlotError(f"{path}: unknown verdict(s) {', '.join(map(str, unknown))}")
+    for col in ("workers", "connections", "depth", "size", "target_us", "ratio", "lo", "hi"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def verdict_table(verdicts: pd.DataFrame, df: pd.DataFrame,
+                  challenger: str = PROCESS_BACKEND) -> pd.DataFrame:
+    """`challenger` ÷ best thread backend at every cell group of `df` (valid rows, one load or
+    several) that has a verdict: the cell coordinates with the size columns, `ratio`, `lo`,
+    `hi` (NaN without an interval), `verdict`, and `best_thread`, the thread backend that
+    looked fastest there (named only; the verdict accounts for the choice)."""
+    mine = verdicts[verdicts["challenger"] == challenger]
+    best = mine[mine["comparator"] == BEST_THREAD]
+    pairs = mine[mine["comparator"] != BEST_THREAD]
+    if best.empty:
+        raise PlotError(f"the verdicts have no {challenger} ÷ best thread rows: the sweep needs "
+                        f"valid rows of {challenger} and of rayon or tokio")
+    fastest = pairs.loc[pairs.groupby(GROUP)["ratio"].idxmin(), GROUP + ["comparator"]]
+    sizes = df[GROUP + SIZE_COLUMNS].drop_duplicates(GROUP)
+    table = best[GROUP + ["ratio", "lo", "hi", "verdict"]].merge(sizes, on=GROUP, how="inner")
+    table = table.merge(fastest.rename(columns={"comparator": "best_thread"}), on=GROUP,
+                        how="left")
     if table.empty:
-        raise PlotError("no cell group has valid rows for both the process backend and a "
-                        "thread backend")
-    table["ratio"] = table["process_mean"] / table["thread_mean"]
-    rel = np.hypot(table["process_std"] / table["process_mean"],
-                   table["thread_std"] / table["thread_mean"])
-    table["ratio_err"] = table["ratio"] * rel
-    return table.reset_index()
+        raise PlotError(f"no {challenger} ÷ best thread verdict matches a cell group of the CSV "
+                        f"(is the verdicts file from the same sweep?)")
+    table["best_thread"] = table["best_thread"].fillna("")
+    return table.reset_index(drop=True)
+
+
+def add_verdicts_option(p: argparse.ArgumentParser, runs: int = 1) -> None:
+    if runs == 1:
+        p.add_argument("--verdicts", type=Path, default=None, metavar="FILE",
+                       help="the sweep's verdicts.csv (default: beside the CSV, verdicts.csv "
+                            "for results.csv, NAME.verdicts.csv for NAME.csv)")
+    else:
+        p.add_argument("--verdicts", type=Path, nargs=runs, default=None, metavar="FILE",
+                       help="each run's verdicts.csv, in order (default: beside each CSV)")
+
+
+def fmt_interval(lo: float, hi: float) -> str:
+    """The interval as text, e.g. [0.91, 1.10]; "no interval" where a side had one repetition."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval"
+    return f"[{fmt_ratio(lo)}, {fmt_ratio(hi)}]"
 
 
 def fmt_us(us: float) -> str:
