@@ -92,6 +92,15 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
         assert!(env.get(key).is_some(), "env.json lacks {key}");
     }
 
+    // verdicts.csv beside the report: process ÷ rayon and ÷ the best thread, per grid point,
+    // each with one of the four verdicts.
+    let verdicts =
+        threadcenter::report::compare::read_csv(&out.join("verdicts.csv")).expect("verdicts.csv");
+    assert_eq!(verdicts.len(), 4, "{verdicts:?}");
+    assert!(verdicts
+        .iter()
+        .all(|v| v.reps_challenger == 2 && v.reps_comparator == 2));
+
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "charts are inline SVG");
     assert!(html.contains("fib"));
