@@ -110,13 +110,10 @@ pub struct ServeArgs {
     pub prefork_child: bool,
 }
 
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 impl ServeArgs {
     pub fn workers(&self) -> usize {
-        self.workers.map_or_else(cores, |w| w as usize)
+        self.workers
+            .map_or_else(crate::machine::cores, |w| w as usize)
     }
 
     fn server_config(&self) -> ServerConfig {
@@ -237,7 +234,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         let io = args
             .io_threads
-            .map_or_else(|| (cores() / 4).clamp(1, 4), |n| n as usize);
+            .map_or_else(|| (crate::machine::cores() / 4).clamp(1, 4), |n| n as usize);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(io)
             .enable_all()

@@ -15,17 +15,17 @@
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.
 //! - [`record`]: one CSV row per cell and repetition.
 //! - [`report`]: statistics, charts and the self-contained HTML report.
-//! - [`sysinfo_util`]: machine metadata and per-process resource accounting.
+//! - [`machine`]: what the machine is (`env.json`) and what processes on it used.
 
 pub mod backend;
 pub mod cli;
 pub mod connection;
 pub mod kernel;
 pub mod load;
+pub mod machine;
 pub mod protocol;
 pub mod record;
 pub mod report;
 pub mod server;
 pub mod sweep;
-pub mod sysinfo_util;
 pub mod worker;

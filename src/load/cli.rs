@@ -177,7 +177,7 @@ pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
             &JsonReport {
                 spec: &spec,
                 report: &report,
-                environment: Environment::here(),
+                environment: crate::machine::Environment::here(),
             },
         )?;
     }
@@ -196,30 +196,7 @@ pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
 struct JsonReport<'a> {
     spec: &'a LoadSpec,
     report: &'a LoadReport,
-    environment: Environment,
-}
-
-/// Where the numbers were measured.
-#[derive(Serialize)]
-pub struct Environment {
-    pub hostname: String,
-    pub cores: usize,
-    pub os: String,
-    pub crate_version: &'static str,
-}
-
-impl Environment {
-    pub fn here() -> Environment {
-        let os = sysinfo::System::long_os_version()
-            .or_else(sysinfo::System::name)
-            .unwrap_or_else(|| std::env::consts::OS.to_string());
-        Environment {
-            hostname: sysinfo::System::host_name().unwrap_or_else(|| "unknown".to_string()),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            os,
-            crate_version: env!("CARGO_PKG_VERSION"),
-        }
-    }
+    environment: crate::machine::Environment,
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {

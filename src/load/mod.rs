@@ -67,7 +67,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     }
 
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
-    let cpu_before = stats::process_cpu_seconds();
+    let cpu_before = crate::machine::process_cpu_seconds();
     let start = Instant::now();
     let measure_start = start + spec.warmup;
     let started = SystemTime::now() + spec.warmup;
@@ -112,7 +112,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         }
     }
     let finished = Instant::now();
-    let cpu_s = cpu_before.and_then(|b| stats::process_cpu_seconds().map(|a| a - b));
+    let cpu_s = cpu_before.and_then(|b| crate::machine::process_cpu_seconds().map(|a| a - b));
     let timing = report::Timing {
         finished,
         cpu_s,

@@ -136,7 +136,7 @@ impl SweepArgs {
 }
 
 pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let cores = crate::cli::cores();
+    let cores = crate::machine::cores();
     let grid = args.grid(cores)?;
     let threads = args
         .driver_threads
@@ -306,7 +306,7 @@ fn prepare_folder(
     }
     let calibration = calibrate(grid);
     {
-        let mut env = crate::sysinfo_util::machine();
+        let mut env = serde_json::to_value(crate::machine::Environment::here())?;
         env["started_at"] = serde_json::json!(humantime::format_rfc3339_seconds(
             std::time::SystemTime::now()
         )
