@@ -2,7 +2,9 @@
 
 use crate::backend::{self, BackendKind, PoolConfig};
 use crate::kernel::Kernel;
+use crate::runtime::{self, Threads};
 use crate::server::{self, prefork, ServerConfig};
+use crate::units::parse_duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -36,10 +38,6 @@ pub enum Commands {
     /// The process backend's child (internal).
     #[command(hide = true)]
     Worker(crate::worker::WorkerArgs),
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
 }
 
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
@@ -228,17 +226,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve --host {}", args.host))?;
     let runtime = if args.prefork_child {
         crate::worker::die_with_parent()?;
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        runtime::build(Threads::Caller)?
     } else {
         let io = args
             .io_threads
             .map_or_else(|| (crate::machine::cores() / 4).clamp(1, 4), |n| n as usize);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(io)
-            .enable_all()
-            .build()?
+        runtime::build(Threads::Pool(io))?
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

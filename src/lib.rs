@@ -15,6 +15,8 @@
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.
 //! - [`record`]: one CSV row per cell and repetition.
 //! - [`report`]: statistics, charts and the self-contained HTML report.
+//! - [`runtime`]: tokio runtimes, built one way for the server, the driver and the sweep.
+//! - [`units`]: durations as written on the command line (`500ms`, `3s`, `2m`).
 //! - [`machine`]: what the machine is (`env.json`) and what processes on it used.
 
 pub mod backend;
@@ -26,6 +28,8 @@ pub mod machine;
 pub mod protocol;
 pub mod record;
 pub mod report;
+pub mod runtime;
 pub mod server;
 pub mod sweep;
+pub mod units;
 pub mod worker;

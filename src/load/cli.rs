@@ -7,6 +7,8 @@ use super::report::LoadReport;
 use super::spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
 use super::stats::Summary;
 use crate::kernel::Kernel;
+use crate::runtime::{self, Threads};
+use crate::units::{parse_duration, parse_positive_duration};
 use anyhow::Context;
 use serde::Serialize;
 use std::net::ToSocketAddrs;
@@ -95,17 +97,6 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
-}
-
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be longer than 0".to_string()),
-        d => Ok(d),
-    }
-}
-
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
@@ -159,16 +150,8 @@ impl LoadArgs {
 /// Runs `load`: builds its own runtime, prints the summary, writes the files asked for.
 pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let spec = args.to_spec()?;
-    let runtime = match args.driver_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-    }
-    .context("cannot start the driver's runtime")?;
+    let runtime = runtime::build(Threads::count(usize::from(args.driver_threads)))
+        .context("cannot start the driver's runtime")?;
     let report = runtime.block_on(super::run(&spec))?;
     print!("{}", print::summary(&spec, &report));
     if let Some(path) = &args.json {

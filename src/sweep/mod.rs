@@ -56,10 +56,10 @@ pub struct SweepArgs {
     #[arg(long)]
     pub repeat: Option<u32>,
     /// Measured time per cell.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub duration: Option<Duration>,
     /// Unrecorded load before each cell's measurement.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub warmup: Option<Duration>,
     /// Seed for the cell order and the load's choices.
     #[arg(long)]
@@ -141,16 +141,7 @@ pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .driver_threads
         .map_or_else(|| cores.div_ceil(8).clamp(1, 4), |t| t as usize);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-    };
+    let runtime = crate::runtime::build(crate::runtime::Threads::count(threads))?;
     let outcome = runtime.block_on(run(&args, &grid, cores))?;
     eprintln!(
         "wrote {} rows ({} invalid) to {}",
