@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threadcenter::backend::{self, Backend, BackendKind, Job, Outcome, PoolConfig};
+use threadcenter::backend::{self, Backend, BackendKind, Job, JobResult, PoolConfig};
 use threadcenter::kernel::Kernel;
 use tokio::sync::oneshot;
 
@@ -84,7 +84,7 @@ fn submit(
     backend: &dyn Backend,
     kernel: Kernel,
     n: u64,
-    done: impl FnOnce(Outcome) + Send + 'static,
+    done: impl FnOnce(JobResult) + Send + 'static,
 ) {
     let job = Job {
         kernel,

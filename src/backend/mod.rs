@@ -80,10 +80,11 @@ impl Failure {
     }
 }
 
-pub type Outcome = Result<Done, Failure>;
+/// What a job came to: its result, or why there is none.
+pub type JobResult = Result<Done, Failure>;
 
 /// Called exactly once per accepted job, from whatever thread finished it.
-pub type Completion = Box<dyn FnOnce(Outcome) + Send + 'static>;
+pub type Completion = Box<dyn FnOnce(JobResult) + Send + 'static>;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -2,10 +2,10 @@
 //! its own runtime, the printed summary and the files asked for.
 
 use super::histlog;
+use super::histogram::Summary;
+use super::outcome::LoadReport;
 use super::print;
-use super::report::LoadReport;
 use super::spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
-use super::stats::Summary;
 use crate::kernel::Kernel;
 use crate::runtime::{self, Threads};
 use crate::units::{parse_duration, parse_positive_duration};

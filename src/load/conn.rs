@@ -6,9 +6,9 @@
 //! fall due together go out in one write; replies that arrive together are handled with one
 //! timestamp and recorded under one lock.
 
+use super::histogram::{Recorder, Sample};
 use super::schedule::{stream_rng, Schedule};
 use super::spec::{Cmd, LoadSpec, Pace, Stop};
-use super::stats::{Recorder, Sample};
 use super::timer::SendTimer;
 use super::verify::{check, error_kind, kind, parse_reply, Encoder, Verdict, MAX_REPLY};
 use bytes::{Buf, BytesMut};

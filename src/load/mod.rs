@@ -13,27 +13,27 @@
 //! - `schedule`: the open loop's intended send times.
 //! - `conn`: the per-connection loop.
 //! - [`verify`]: request encoding, reply parsing and checking.
-//! - [`stats`]: histograms and summaries.
+//! - [`histogram`]: the run's HdrHistograms and the percentile summaries drawn from them.
 //! - `timer`: sub-millisecond wake-ups for the open loop's sends.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
-//! - [`report`]: the report and whether to trust it.
+//! - [`outcome`]: what a run measured ([`LoadReport`]) and whether to trust it.
 //! - [`cli`]: the `load` and `merge` subcommands and the printed summary.
 
 pub mod cli;
 mod conn;
 pub mod histlog;
+pub mod histogram;
+pub mod outcome;
 mod print;
-pub mod report;
 mod schedule;
 pub mod spec;
-pub mod stats;
 mod timer;
 pub mod verify;
 
 pub use cli::{merge_cli, run_cli, LoadArgs, MergeArgs};
-pub use report::LoadReport;
+pub use histogram::Summary;
+pub use outcome::LoadReport;
 pub use spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
-pub use stats::Summary;
 
 use anyhow::Context;
 use conn::{Plan, Tally};
@@ -90,7 +90,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         start,
         measure_start,
         end,
-        recorder: Mutex::new(stats::Recorder::new(
+        recorder: Mutex::new(histogram::Recorder::new(
             spec.mix.len(),
             measure_start,
             LOG_INTERVAL,
@@ -113,13 +113,13 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     }
     let finished = Instant::now();
     let cpu_s = cpu_before.and_then(|b| crate::machine::process_cpu_seconds().map(|a| a - b));
-    let timing = report::Timing {
+    let timing = outcome::Timing {
         finished,
         cpu_s,
         threads,
         started,
     };
-    Ok(report::assemble(&plan, tallies, timing))
+    Ok(outcome::assemble(&plan, tallies, timing))
 }
 
 /// A connection that never ran: one `connection` error with the reason.

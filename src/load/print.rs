@@ -1,8 +1,8 @@
 //! The human summary of a load run or a merge.
 
-use super::report::LoadReport;
+use super::histogram::Summary;
+use super::outcome::LoadReport;
 use super::spec::{LoadSpec, Pace};
-use super::stats::Summary;
 use std::fmt::Write;
 
 /// A microsecond figure in the unit that keeps it readable.

@@ -142,28 +142,29 @@ pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
         .driver_threads
         .map_or_else(|| cores.div_ceil(8).clamp(1, 4), |t| t as usize);
     let runtime = crate::runtime::build(crate::runtime::Threads::count(threads))?;
-    let outcome = runtime.block_on(run(&args, &grid, cores))?;
+    let result = runtime.block_on(run(&args, &grid, cores))?;
     eprintln!(
         "wrote {} rows ({} invalid) to {}",
-        outcome.rows,
-        outcome.invalid,
+        result.rows,
+        result.invalid,
         args.out.join("results.csv").display()
     );
-    for line in &outcome.headline {
+    for line in &result.headline {
         println!("{line}");
     }
     println!("report: {}", args.out.join("report.html").display());
     Ok(ExitCode::SUCCESS)
 }
 
-pub struct Outcome {
+/// What a finished sweep wrote: rows in results.csv and the headline lines.
+pub struct SweepResult {
     pub rows: usize,
     pub invalid: usize,
     pub headline: Vec<String>,
 }
 
 /// Runs the grid into `args.out`.
-pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<Outcome> {
+pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<SweepResult> {
     let out = &args.out;
     let csv_path = out.join("results.csv");
     let env_path = out.join("env.json");
@@ -216,7 +217,7 @@ pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<
 
     let rows = read_csv(&csv_path)?;
     crate::report::write_report(&csv_path, Some(&env_path), &out.join("report.html"))?;
-    Ok(Outcome {
+    Ok(SweepResult {
         rows: rows.len(),
         invalid: rows.iter().filter(|r| !r.valid).count(),
         headline: headline(&rows),
