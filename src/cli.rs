@@ -1,16 +1,14 @@
 //! The command line: subcommands and the `serve` flags, turned into validated configs.
 
-use crate::backend::{self, BackendKind, PoolConfig};
+use crate::backend::{BackendKind, PoolConfig};
 use crate::kernel::Kernel;
-use crate::runtime::{self, Threads};
-use crate::server::{self, prefork, ServerConfig};
+use crate::server::{self, ServeConfig, ServerConfig};
 use crate::units::parse_duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,71 +107,45 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn workers(&self) -> usize {
-        self.workers
-            .map_or_else(crate::machine::cores, |w| w as usize)
+    /// The plain config these flags ask for: the host resolved, defaults filled in.
+    pub fn config(&self) -> anyhow::Result<ServeConfig> {
+        let addr: SocketAddr = format!("{}:{}", self.host, self.port)
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (self.host.as_str(), self.port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("no address"))
+            })
+            .with_context(|| format!("cannot resolve --host {}", self.host))?;
+        let cores = crate::machine::cores();
+        Ok(ServeConfig {
+            addr,
+            backend: self.backend,
+            pool: PoolConfig {
+                workers: self.workers.map_or(cores, |w| w as usize),
+                queue: self.queue as usize,
+                job_timeout: self.job_timeout,
+                worker_queue: self.worker_queue as usize,
+                preload: self.preload.clone(),
+                worker_exe: self.worker_exe.clone(),
+            },
+            server: ServerConfig {
+                max_frame: self.max_frame,
+                max_connections: self.max_connections,
+                frame_deadline: self.frame_deadline,
+                idle_timeout: self.idle_timeout,
+                max_in_flight: self.max_in_flight as usize,
+                drain: self.drain,
+                allow_crash: self.allow_crash,
+            },
+            io_threads: self
+                .io_threads
+                .map_or_else(|| (cores / 4).clamp(1, 4), |n| n as usize),
+            prefork_child: self.prefork_child,
+        })
     }
-
-    fn server_config(&self) -> ServerConfig {
-        ServerConfig {
-            max_frame: self.max_frame,
-            max_connections: clamp_connections(self.max_connections, self.workers()),
-            frame_deadline: self.frame_deadline,
-            idle_timeout: self.idle_timeout,
-            max_in_flight: self.max_in_flight as usize,
-            drain: self.drain,
-            allow_crash: self.allow_crash,
-        }
-    }
-
-    fn pool_config(&self) -> PoolConfig {
-        PoolConfig {
-            workers: self.workers(),
-            queue: self.queue as usize,
-            job_timeout: self.job_timeout,
-            worker_queue: self.worker_queue as usize,
-            preload: self.preload.clone(),
-            worker_exe: self.worker_exe.clone(),
-        }
-    }
-
-    /// The flags a prefork child needs to behave like its parent was asked to.
-    fn child_args(&self) -> Vec<String> {
-        let d = |d: Duration| format!("{}ms", d.as_millis());
-        let mut a = vec![
-            format!("--max-frame={}", self.max_frame),
-            format!("--max-connections={}", self.max_connections),
-            format!("--frame-deadline={}", d(self.frame_deadline)),
-            format!("--idle-timeout={}", d(self.idle_timeout)),
-            format!("--max-in-flight={}", self.max_in_flight),
-            format!("--drain={}", d(self.drain)),
-        ];
-        if self.allow_crash {
-            a.push("--allow-crash".into());
-        }
-        if !self.preload.is_empty() {
-            let names: Vec<&str> = self.preload.iter().map(|k| k.name()).collect();
-            a.push(format!("--preload={}", names.join(",")));
-        }
-        a
-    }
-}
-
-/// Keeps the connection limit below the open-file limit (raising the soft limit to the hard
-/// one first), leaving room for the listener, worker pipes and the like.
-fn clamp_connections(wanted: usize, workers: usize) -> usize {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return wanted;
-    };
-    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    let reserve = 32 + 3 * workers as u64;
-    let room = limit.saturating_sub(reserve).max(1);
-    wanted.min(room as usize)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -214,85 +186,6 @@ fn init_tracing() {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .or_else(|_| {
-            use std::net::ToSocketAddrs;
-            (args.host.as_str(), args.port)
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| std::io::Error::other("no address"))
-        })
-        .with_context(|| format!("cannot resolve --host {}", args.host))?;
-    let runtime = if args.prefork_child {
-        crate::worker::die_with_parent()?;
-        runtime::build(Threads::Caller)?
-    } else {
-        let io = args
-            .io_threads
-            .map_or_else(|| (crate::machine::cores() / 4).clamp(1, 4), |n| n as usize);
-        runtime::build(Threads::Pool(io))?
-    };
-    runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        if args.backend == BackendKind::Prefork && !args.prefork_child {
-            // Hold the port (bound, not listening) so every child binds the same one.
-            let holder = prefork::reuseport_listener(addr, false)?;
-            let addr = holder.local_addr()?;
-            let workers = args.workers();
-            prefork::supervise(addr, workers, args.child_args(), shutdown, || {
-                println!("listening on {addr}")
-            })
-            .await?;
-            drop(holder);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let (listener, backend): (_, std::sync::Arc<dyn backend::Backend>) = if args.prefork_child {
-            // Each prefork process builds its own per-process state before it listens, as a
-            // worker process does, so its start-up cost is measured as start-up.
-            for k in &args.preload {
-                k.prepare();
-            }
-            let l = prefork::reuseport_listener(addr, true)?;
-            (
-                tokio::net::TcpListener::from_std(l)?,
-                std::sync::Arc::new(prefork::InlineBackend),
-            )
-        } else {
-            let backend = backend::start(args.backend, args.pool_config()).await?;
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind {addr}"))?;
-            (l, backend)
-        };
-        println!("listening on {}", listener.local_addr()?);
-        server::run(listener, backend, args.server_config(), shutdown).await?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    for count in 0.. {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        if count == 0 {
-            tracing::info!("shutting down: finishing in-flight requests");
-            shutdown.cancel();
-        } else {
-            eprintln!("threadcenter-bench: second signal, exiting now");
-            std::process::exit(130);
-        }
-    }
+    server::serve_until_signalled(args.config()?, |addr| println!("listening on {addr}"))?;
+    Ok(ExitCode::SUCCESS)
 }

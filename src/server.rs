@@ -5,8 +5,14 @@
 //! taking frames from the socket while the connection has `max_in_flight` requests
 //! unanswered (backpressure instead of unbounded buffering). Every request produces exactly one
 //! [`Outgoing`] message; the writer batches whatever replies are ready into one write.
+//!
+//! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the
+//! server starts (a pool and a listener, or [`prefork`]'s supervisor).
 
 pub mod prefork;
+mod serve;
+
+pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 
 use crate::backend::{Backend, Job};
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
@@ -28,33 +34,6 @@ use tokio_util::task::TaskTracker;
 /// I/O thread under a ping flood; foldhash is several times cheaper and still seeded per
 /// process, and each map is capped at `--max-in-flight` entries anyway.
 type FastHash = foldhash::fast::RandomState;
-
-/// Server limits (SPEC §5).
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub max_frame: usize,
-    pub max_connections: usize,
-    pub frame_deadline: Duration,
-    pub idle_timeout: Duration,
-    pub max_in_flight: usize,
-    /// How long in-flight work may take to finish after a shutdown signal.
-    pub drain: Duration,
-    pub allow_crash: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_frame: crate::protocol::DEFAULT_MAX_FRAME,
-            max_connections: 1024,
-            frame_deadline: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            max_in_flight: 64,
-            drain: Duration::from_secs(10),
-            allow_crash: false,
-        }
-    }
-}
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets in-flight jobs
 /// finish and their replies go out (up to `config.drain`), and stops the backend.

@@ -9,7 +9,8 @@
 //! - [`tokio_pool`]: `spawn_blocking` on a blocking pool capped at W threads.
 //!
 //! The fourth design, `prefork`, is not a backend: it is W whole servers sharing a port, so it
-//! lives in [`crate::server::prefork`].
+//! lives in [`crate::server::prefork`]. Which design a `--backend` value starts is decided in
+//! one place, [`crate::server::serve`].
 
 mod pipe;
 pub mod process;
@@ -162,20 +163,6 @@ pub struct PoolConfig {
     pub preload: Vec<Kernel>,
     /// Process backend: the program to run as `worker` (default: this executable).
     pub worker_exe: Option<std::path::PathBuf>,
-}
-
-/// The one place a `--backend` value becomes a running backend. Must be called inside a tokio
-/// runtime. `Prefork` is refused here: it is a server topology, see [`crate::server::prefork`].
-pub async fn start(kind: BackendKind, config: PoolConfig) -> anyhow::Result<Arc<dyn Backend>> {
-    anyhow::ensure!(config.workers >= 1, "--workers must be at least 1");
-    Ok(match kind {
-        BackendKind::Process => Arc::new(process::ProcessBackend::start(config).await?),
-        BackendKind::Rayon => Arc::new(rayon_pool::RayonBackend::start(config)?),
-        BackendKind::Tokio => Arc::new(tokio_pool::TokioBackend::start(config)?),
-        BackendKind::Prefork => {
-            anyhow::bail!("prefork is a server topology, not a pool: use server::prefork")
-        }
-    })
 }
 
 /// Runs a job on the calling thread, turning a panic into `job_panicked`. Shared by the thread
