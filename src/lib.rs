@@ -5,11 +5,14 @@
 //!
 //! Data flows one way: CLI → spec → backend started → server → load → record → CSV → report.
 //!
+//! - [`cli`]: the command line, one file per subcommand, turning flags into the plain configs
+//!   below; nothing in the library depends on it or on clap.
 //! - [`protocol`]: requests, replies, error codes (the wire contract).
 //! - [`connection`]: length-prefixed framing over any async reader/writer (sockets and pipes).
 //! - [`kernel`]: the workloads, each deterministic, each exposing one mechanism.
 //! - [`backend`]: where the CPU work runs: worker processes, rayon, tokio's blocking pool.
-//! - [`server`]: the socket side, the same code for every backend.
+//! - [`server`]: the socket side, the same code for every backend; [`server::serve`] is where
+//!   a backend kind decides how the server starts (a pool, or prefork's W whole servers).
 //! - [`worker`]: the process backend's child, `threadcenter-bench worker`.
 //! - [`load`]: the load driver: closed/open loop, verified replies, HdrHistogram latencies.
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.

@@ -10,16 +10,11 @@ use crate::kernel::Kernel;
 use anyhow::{bail, Context};
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
-#[derive(Debug, clap::Args)]
-pub struct WorkerArgs {
-    /// Kernels whose per-process state to build before reporting ready (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub preload: Vec<String>,
-}
-
-pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+/// Serves jobs from stdin until it closes, after building the per-process state of the
+/// `preload` kernels (by name).
+pub fn run(preload: &[String]) -> anyhow::Result<()> {
     die_with_parent()?;
-    for name in &args.preload {
+    for name in preload {
         let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
         k.prepare();
     }

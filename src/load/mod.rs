@@ -17,20 +17,16 @@
 //! - `timer`: sub-millisecond wake-ups for the open loop's sends.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
 //! - [`outcome`]: what a run measured ([`LoadReport`]) and whether to trust it.
-//! - [`cli`]: the `load` and `merge` subcommands and the printed summary.
 
-pub mod cli;
 mod conn;
 pub mod histlog;
 pub mod histogram;
 pub mod outcome;
-mod print;
 mod schedule;
 pub mod spec;
 mod timer;
 pub mod verify;
 
-pub use cli::{merge_cli, run_cli, LoadArgs, MergeArgs};
 pub use histogram::Summary;
 pub use outcome::LoadReport;
 pub use spec::{Arrival, Cmd, LoadSpec, Pace, Stop};

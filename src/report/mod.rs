@@ -21,34 +21,12 @@ pub mod usl;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 
 use anyhow::Context;
 
 use crate::record::{self, Row};
 pub use stats::{kernel_summaries, verdicts, KernelSummary, Outcome, Ratio, Verdict};
-
-/// `threadcenter-bench report`: render a sweep's CSV as a self-contained HTML file.
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    /// The sweep's results.csv.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Where to write the HTML report.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Machine metadata to show; defaults to env.json beside the input, if it exists.
-    #[arg(long)]
-    pub env: Option<PathBuf>,
-}
-
-/// Runs the `report` subcommand.
-pub fn run_cli(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    write_report(&args.input, args.env.as_deref(), &args.out)?;
-    println!("wrote {}", args.out.display());
-    Ok(ExitCode::SUCCESS)
-}
 
 /// Renders the whole self-contained HTML for these rows. Deterministic: the same rows and env
 /// give byte-identical HTML.

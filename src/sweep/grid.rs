@@ -103,7 +103,7 @@ mod secs {
 }
 
 /// The named presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// Under 2 minutes on 2 cores: `fib` and `gil` at 10 µs and 2 ms, 2 workers, 3 repetitions.
     /// Enough to show one place processes win (gil) and one threads win (small fib).

@@ -1,42 +1,13 @@
-//! The command line: subcommands and the `serve` flags, turned into validated configs.
+//! `threadcenter-bench serve`: the flags, turned into a [`ServeConfig`] and served until a signal.
 
 use crate::backend::{BackendKind, PoolConfig};
 use crate::kernel::Kernel;
 use crate::server::{self, ServeConfig, ServerConfig};
 use crate::units::parse_duration;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "threadcenter-bench",
-    version,
-    about = "Where does process parallelism beat thread parallelism for CPU-bound requests over TCP?"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Commands,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Commands {
-    /// Serve the protocol on a TCP port, with CPU work on the chosen backend.
-    Serve(ServeArgs),
-    /// Drive load against any server that speaks the protocol and verify every reply.
-    Load(crate::load::LoadArgs),
-    /// Run the grid of backends × workers × connections × sizes × kernels.
-    Sweep(crate::sweep::SweepArgs),
-    /// Render the HTML report from a sweep's CSV.
-    Report(crate::report::ReportArgs),
-    /// Combine HdrHistogram interval logs from several load processes or hosts.
-    Merge(crate::load::MergeArgs),
-    /// The process backend's child (internal).
-    #[command(hide = true)]
-    Worker(crate::worker::WorkerArgs),
-}
 
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
     Kernel::parse(s).ok_or_else(|| {
@@ -54,7 +25,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 5050)]
     pub port: u16,
     /// Where the CPU work runs.
-    #[arg(long, value_enum, default_value_t = BackendKind::Process)]
+    #[arg(long, default_value = BackendKind::Process.name(), value_parser = super::one_of(BackendKind::ALL, BackendKind::name, |_| None))]
     pub backend: BackendKind,
     /// Compute workers (processes or threads); default: the number of cores.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -148,44 +119,8 @@ impl ServeArgs {
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_tracing();
-    if matches!(cli.command, Commands::Serve(_) | Commands::Worker(_)) {
-        quiet_panics();
-    }
-    match cli.command {
-        Commands::Serve(args) => serve(args),
-        Commands::Load(args) => crate::load::run_cli(args),
-        Commands::Sweep(args) => crate::sweep::run_cli(args),
-        Commands::Report(args) => crate::report::run_cli(args),
-        Commands::Merge(args) => crate::load::merge_cli(args),
-        Commands::Worker(args) => crate::worker::run(args).map(|()| ExitCode::SUCCESS),
-    }
-}
-
-/// A panicking job is an expected event here (it becomes a `job_panicked` reply): report it
-/// in one line instead of a backtrace per job.
-fn quiet_panics() {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = crate::backend::panic_message(info.payload());
-        let at = info
-            .location()
-            .map(|l| format!(" at {l}"))
-            .unwrap_or_default();
-        eprintln!("threadcenter-bench[{}]: {msg}{at}", std::process::id());
-    }));
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("THREADCENTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Serves until SIGINT/SIGTERM, saying `listening on ADDR` once connections are accepted.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     server::serve_until_signalled(args.config()?, |addr| println!("listening on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }
