@@ -8,7 +8,7 @@
 //! - [`cli`]: the command line, one file per subcommand, turning flags into the plain configs
 //!   below; nothing in the library depends on it or on clap.
 //! - [`protocol`]: requests, replies, error codes (the wire contract).
-//! - [`connection`]: length-prefixed framing over any async reader/writer (sockets and pipes).
+//! - [`connection`]: length-prefixed framing, parsed in one place: sockets, pipes, the driver.
 //! - [`kernel`]: the workloads, each deterministic, each exposing one mechanism.
 //! - [`backend`]: where the CPU work runs: worker processes, rayon, tokio's blocking pool.
 //! - [`server`]: the socket side, the same code for every backend; [`server::serve`] is where

@@ -11,6 +11,7 @@ use super::schedule::{stream_rng, Schedule};
 use super::spec::{Cmd, LoadSpec, Pace, Stop};
 use super::timer::SendTimer;
 use super::verify::{check, error_kind, kind, parse_reply, Encoder, Verdict, MAX_REPLY};
+use crate::connection::{peek_frame, Oversize, HEADER};
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use rand::distributions::{Distribution, WeightedIndex};
@@ -337,22 +338,22 @@ impl Conn {
     fn on_bytes(&mut self, buf: &mut BytesMut) -> Result<(), String> {
         let now = Instant::now();
         let result = loop {
-            if buf.len() < 4 {
-                break Ok(());
-            }
-            let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if declared > MAX_REPLY {
-                break Err(format!(
-                    "a reply declares {declared} bytes, over the {MAX_REPLY}-byte limit"
-                ));
-            }
-            if buf.len() < 4 + declared {
-                break Ok(());
-            }
-            if let Err(e) = self.on_reply(&buf[4..4 + declared], now) {
+            // Each reply is handled in place and then dropped from the buffer: no copy, no
+            // reference count, whatever the batch size.
+            let payload = match peek_frame(buf, MAX_REPLY) {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break Ok(()),
+                Err(Oversize { declared, max }) => {
+                    break Err(format!(
+                        "a reply declares {declared} bytes, over the {max}-byte limit"
+                    ))
+                }
+            };
+            let size = HEADER + payload.len();
+            if let Err(e) = self.on_reply(payload, now) {
                 break Err(e);
             }
-            buf.advance(4 + declared);
+            buf.advance(size);
         };
         self.flush_samples();
         result
