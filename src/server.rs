@@ -58,8 +58,9 @@ pub async fn run(
                     let _ = socket.set_nodelay(true);
                     match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            let conn = Conn::new(backend.clone(), config.clone(), shutdown.clone());
-                            tracker.spawn(conn.serve(socket, slot));
+                            let handler =
+                                Handler::new(backend.clone(), config.clone(), shutdown.clone());
+                            tracker.spawn(handler.serve(socket, slot));
                         }
                         Err(_) => {
                             tracker.spawn(refuse(socket, config.max_connections));
@@ -145,8 +146,8 @@ struct Outstanding {
 /// A connection's outstanding jobs, by sequence number.
 type Ledger = Arc<Mutex<HashMap<u64, Arc<Outstanding>, FastHash>>>;
 
-/// One client connection.
-struct Conn {
+/// Serves one client connection: reads its requests, hands them on, and owes each one reply.
+struct Handler {
     backend: Arc<dyn Backend>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
@@ -160,13 +161,13 @@ struct Conn {
     gone: Arc<AtomicBool>,
 }
 
-impl Conn {
+impl Handler {
     fn new(
         backend: Arc<dyn Backend>,
         config: Arc<ServerConfig>,
         shutdown: CancellationToken,
     ) -> Self {
-        Conn {
+        Handler {
             backend,
             config,
             shutdown,

@@ -81,8 +81,9 @@ struct InFlight {
     warm: bool,
 }
 
-/// The loop's state apart from the socket and its buffers.
-struct Conn {
+/// One driver connection's state apart from the socket and its buffers: what is scheduled,
+/// what is in flight, what was counted. [`drive`] is its loop.
+struct DriverConn {
     plan: Arc<Plan>,
     schedule: Schedule,
     rng: StdRng,
@@ -114,7 +115,7 @@ fn far_future(from: Instant) -> Instant {
 pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) -> Tally {
     let depth = plan.spec.depth as usize;
     let timeout = plan.spec.timeout;
-    let mut conn = Conn {
+    let mut conn = DriverConn {
         schedule: Schedule::new(
             &plan.spec.pace,
             index,
@@ -224,7 +225,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
     conn.tally
 }
 
-impl Conn {
+impl DriverConn {
     fn spec(&self) -> &LoadSpec {
         &self.plan.spec
     }
