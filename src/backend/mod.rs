@@ -15,8 +15,8 @@
 mod pipe;
 pub mod process;
 pub mod rayon_pool;
+mod thread_pool;
 pub mod tokio_pool;
-mod watchdog;
 
 use crate::kernel::Kernel;
 use crate::protocol::ErrorCode;
@@ -191,4 +191,4 @@ pub fn micros(d: Duration) -> f64 {
 }
 
 pub use pipe::{mono_ns, PipeJob, PipeReply, MAX_PIPE_FRAME};
-pub(crate) use watchdog::ThreadPoolCore;
+pub(crate) use thread_pool::ThreadPoolCore;
