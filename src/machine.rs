@@ -227,26 +227,38 @@ mod tests {
 
     #[test]
     fn context_switches_of_every_thread_are_counted() {
-        use std::sync::mpsc;
-        let me = std::process::id() as i32;
-        let before = sample_tree(me);
-        let (slept, release) = (mpsc::channel(), mpsc::channel::<()>());
-        // A thread that blocks 50 times switches out voluntarily at least 50 times; it stays
-        // alive while sampled, since an exited thread's counters leave /proc with it.
-        let worker = std::thread::spawn(move || {
-            for _ in 0..50 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            slept.0.send(()).unwrap();
-            let _ = release.1.recv();
-        });
-        slept.1.recv().unwrap();
-        let during = sample_tree(me);
-        release.0.send(()).unwrap();
-        worker.join().unwrap();
+        use std::io::{BufRead, Write};
+        // A child process of its own, so no other test's threads come and go inside the
+        // sampled tree: its second thread blocks 50 times (at least 50 voluntary switches),
+        // then stays alive while sampled, since an exited thread's counters leave /proc with
+        // it. Its main thread only waits.
+        let script = "import sys, threading, time\n\
+                      go = threading.Event()\n\
+                      def work():\n    \
+                          for _ in range(50): time.sleep(0.001)\n    \
+                          print('slept', flush=True)\n    \
+                          go.wait()\n\
+                      t = threading.Thread(target=work); t.start()\n\
+                      sys.stdin.read(); go.set(); t.join()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let pid = child.id() as i32;
+        let before = sample_tree(pid);
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "slept");
+        let during = sample_tree(pid);
+        let _ = child.stdin.take().unwrap().write_all(b"");
+        child.wait().unwrap();
         assert!(
             during.vcsw >= before.vcsw + 50,
-            "{} -> {}: worker threads' switches missing",
+            "{} -> {}: the worker thread's switches are missing",
             before.vcsw,
             during.vcsw
         );
