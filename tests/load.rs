@@ -3,87 +3,44 @@
 
 use serde_json::{json, Value};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use threadcenter::kernel::Kernel;
 use threadcenter::load::{self, histlog, Arrival, Cmd, LoadReport, LoadSpec, Pace, Stop, Summary};
+use threadcenter::server::child::{ServerChild, ServerCommand, StderrTo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threadcenter-bench");
 
-/// A child process in its own process group, stopped on drop: SIGTERM to the group (the Python
-/// server's pool workers and the process backend's workers included), then SIGKILL if it has
-/// not exited within a few seconds.
-struct Proc {
-    child: Child,
+/// How long a test server may take to say `listening on ADDR`.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Starts `cmd` in a process group of its own, so that dropping it kills the Python server's
+/// pool workers and the process backend's workers with it.
+fn start(cmd: ServerCommand) -> (ServerChild, SocketAddr) {
+    let server = cmd
+        .own_group()
+        .stderr(StderrTo::Inherit)
+        .start(START_LIMIT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let addr = server.addr();
+    (server, addr)
 }
 
-impl Proc {
-    /// Starts `cmd` and waits for its `listening on ADDR` line.
-    fn start(cmd: &mut Command) -> (Proc, SocketAddr) {
-        let child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut proc = Proc { child };
-        let stdout = proc.child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading after the address so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{cmd:?} did not print `listening on ADDR` within 30 s"));
-        let addr = addr
-            .parse()
-            .unwrap_or_else(|e| panic!("bad address {addr:?}: {e}"));
-        (proc, addr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        use nix::sys::signal::{killpg, Signal};
-        use nix::unistd::Pid;
-        let group = Pid::from_raw(self.child.id() as i32);
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = killpg(group, Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-fn python_server() -> (Proc, SocketAddr) {
+fn python_server() -> (ServerChild, SocketAddr) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/original_server.py"
     );
-    Proc::start(Command::new("python3").arg(script).arg("0"))
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg("0");
+    start(ServerCommand::new(cmd).named("Python server"))
 }
 
-fn real_server(backend: &str, workers: u32) -> (Proc, SocketAddr) {
-    Proc::start(Command::new(BIN).args([
-        "serve",
+fn real_server(backend: &str, workers: u32) -> (ServerChild, SocketAddr) {
+    start(ServerCommand::serve(BIN).args([
         "--port",
         "0",
         "--backend",
