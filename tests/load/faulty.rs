@@ -6,7 +6,7 @@ use super::{errors, fake, load_bin, read_json, spec, write_json};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use threadcenter::kernel::Kernel;
-use threadcenter::load::{self, LoadSpec, Stop};
+use threadcenter::load::{self, LoadReport, LoadSpec, Stop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -48,20 +48,16 @@ async fn a_huge_declared_length_is_a_bad_reply_not_an_allocation() {
         }
     })
     .await;
-    let started = Instant::now();
-    let r = load::run(&LoadSpec {
-        connections: 1,
-        stop: Stop::Requests(1),
-        timeout: Duration::from_secs(20),
-        ..spec(addr)
-    })
-    .await
-    .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    let r = run_within(
+        Duration::from_secs(5),
+        &LoadSpec {
+            connections: 1,
+            stop: Stop::Requests(1),
+            timeout: Duration::from_secs(20),
+            ..spec(addr)
+        },
+    )
+    .await;
     assert_eq!(errors(&r, "bad_reply"), 1);
     assert_eq!(errors(&r, "connection"), 1, "the request in flight is lost");
     assert_eq!(r.ok, 0);
@@ -75,18 +71,14 @@ async fn a_huge_declared_length_is_a_bad_reply_not_an_allocation() {
 #[tokio::test]
 async fn a_server_that_hangs_up_gives_connection_errors_without_hanging() {
     let addr = fake(|s| async move { drop(s) }).await;
-    let started = Instant::now();
-    let r = load::run(&LoadSpec {
-        connections: 3,
-        ..spec(addr)
-    })
-    .await
-    .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    let r = run_within(
+        Duration::from_secs(5),
+        &LoadSpec {
+            connections: 3,
+            ..spec(addr)
+        },
+    )
+    .await;
     assert_eq!(r.ok, 0);
     assert!(errors(&r, "connection") >= 3, "{:?}", r.errors);
 
@@ -161,22 +153,26 @@ async fn a_silent_server_times_out_and_the_run_ends() {
         while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-    let started = Instant::now();
-    let r = load::run(&LoadSpec {
-        connections: 2,
-        depth: 2,
-        stop: Stop::Requests(3),
-        timeout: Duration::from_millis(300),
-        ..spec(addr)
-    })
-    .await
-    .unwrap();
     // Two windows of 300 ms each per connection: well under two seconds.
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
+    let r = run_within(
+        Duration::from_secs(2),
+        &LoadSpec {
+            connections: 2,
+            depth: 2,
+            stop: Stop::Requests(3),
+            timeout: Duration::from_millis(300),
+            ..spec(addr)
+        },
+    )
+    .await;
     assert_eq!(errors(&r, "timeout"), 6, "{:?}", r.errors);
     assert_eq!(r.ok, 0);
+}
+
+/// Runs `spec`, which must end on its own within `limit` however the server misbehaves.
+async fn run_within(limit: Duration, spec: &LoadSpec) -> LoadReport {
+    let started = Instant::now();
+    let r = load::run(spec).await.unwrap();
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+    r
 }
