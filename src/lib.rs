@@ -13,6 +13,8 @@
 //! - [`backend`]: where the CPU work runs: worker processes, rayon, tokio's blocking pool.
 //! - [`server`]: the socket side, the same code for every backend; [`server::serve`] is where
 //!   a backend kind decides how the server starts (a pool, or prefork's W whole servers).
+//! - [`server::child`]: a server run as a child process and stopped with a deadline: the
+//!   sweep's cells, prefork's workers, and the servers of the tests and benches.
 //! - [`worker`]: the process backend's child, `threadcenter-bench worker`.
 //! - [`load`]: the load driver: closed/open loop, verified replies, HdrHistogram latencies.
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.

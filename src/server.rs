@@ -9,6 +9,7 @@
 //! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the
 //! server starts (a pool and a listener, or [`prefork`]'s supervisor).
 
+pub mod child;
 pub mod prefork;
 mod serve;
 

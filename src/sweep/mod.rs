@@ -9,6 +9,7 @@
 pub mod cell;
 pub mod grid;
 
+use crate::kernel;
 use crate::record::{read_csv, CellKey, Row};
 use anyhow::{bail, ensure, Context};
 use grid::{Grid, SizeSpec, Workload};
@@ -232,7 +233,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                 SizeSpec::N(n) => (Some(n), None),
                 SizeSpec::TargetUs(t) => (None, Some(t)),
             };
-            let (n, single_us) = cell::calibrate(w.main_kernel(), target, given);
+            let (n, single_us) = kernel::calibrate(w.main_kernel(), target, given);
             // In a mix, every kernel gets its own n for the same service time: one `tlb` round
             // costs as much as thousands of `fib` steps.
             let mix_sizes = match target {
@@ -243,7 +244,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                         if *k == w.main_kernel() {
                             n
                         } else {
-                            cell::calibrate(*k, target, None).0
+                            kernel::calibrate(*k, target, None).0
                         }
                     })
                     .collect(),
