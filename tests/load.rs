@@ -36,14 +36,19 @@ fn start(cmd: ServerCommand) -> (ServerChild, SocketAddr) {
     (server, addr)
 }
 
-fn python_server() -> (ServerChild, SocketAddr) {
+/// The faithful stand-in of the original Python server, with `workers` worker processes.
+fn python_server_with(workers: u32) -> (ServerChild, SocketAddr) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/original_server.py"
     );
     let mut cmd = Command::new("python3");
-    cmd.arg(script).arg("0");
+    cmd.arg(script).arg("0").arg(workers.to_string());
     start(ServerCommand::new(cmd).named("Python server"))
+}
+
+fn python_server() -> (ServerChild, SocketAddr) {
+    python_server_with(2)
 }
 
 fn real_server(backend: &str, workers: u32) -> (ServerChild, SocketAddr) {

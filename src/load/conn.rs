@@ -44,6 +44,8 @@ pub(crate) struct Plan {
     pub measure_start: Instant,
     /// When sending stops, for a duration-bounded run.
     pub end: Option<Instant>,
+    /// Where each connection's ids start: unique across the run (see [`super::ids`]).
+    pub ids: super::ids::RunIds,
     pub recorder: Mutex<Recorder>,
 }
 
@@ -123,7 +125,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
             plan.spec.seed,
         ),
         rng: stream_rng(plan.spec.seed, index, KERNEL_STREAM),
-        next_id: 0,
+        next_id: plan.ids.first(index),
         in_flight: BTreeMap::new(),
         expired: HashSet::new(),
         sending: true,

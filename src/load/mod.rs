@@ -21,6 +21,7 @@
 mod conn;
 pub mod histlog;
 pub mod histogram;
+pub mod ids;
 pub mod outcome;
 mod schedule;
 pub mod spec;
@@ -86,6 +87,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         start,
         measure_start,
         end,
+        ids: ids::RunIds::random(),
         recorder: Mutex::new(histogram::Recorder::new(
             spec.mix.len(),
             measure_start,

@@ -178,6 +178,12 @@ impl LoadSpec {
     /// Checks every field, with messages that say what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.connections >= 1, "need at least 1 connection");
+        ensure!(
+            self.connections <= super::ids::MAX_CONNECTIONS,
+            "at most {} connections per driver (each needs its own range of request ids); \
+             run several drivers for more",
+            super::ids::MAX_CONNECTIONS
+        );
         ensure!(self.depth >= 1, "depth must be at least 1");
         match self.stop {
             Stop::Requests(r) => ensure!(r >= 1, "need at least 1 request per connection"),

@@ -1,7 +1,9 @@
 //! Real servers: the stand-in of the original Python server, and this crate's server with
 //! each thread and process backend, in closed and open loops.
 
-use super::{load_bin, python_server, real_server, spec};
+use super::{
+    load_bin, python_server, python_server_with, read_json, real_server, spec, write_json,
+};
 use serde_json::Value;
 use std::time::Duration;
 use threadcenter::kernel::Kernel;
@@ -28,6 +30,87 @@ async fn original_python_server_verifies_every_result() {
     assert_eq!(saved["report"]["ok"], 20);
     assert_eq!(saved["spec"]["connections"], 4);
     assert!(saved["environment"]["cores"].as_u64().unwrap() >= 1);
+}
+
+/// The stand-in keeps the original's one global map from `str(id)` to connection: a second
+/// connection sending an id that is still in flight takes the reply, and the first connection
+/// never gets one. One worker process, kept busy by a long job while A and B register the same
+/// id, fixes the order in which results come back.
+#[tokio::test]
+async fn the_stand_in_sends_a_shared_id_to_the_last_connection_that_used_it() {
+    use serde_json::json;
+    use threadcenter::kernel::Kernel;
+    let (_server, addr) = python_server_with(1);
+    let connect = || tokio::net::TcpStream::connect(addr);
+    let (mut busy, mut a, mut b) = (
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+    );
+    // About a second of pure-Python work: A and B register long before it ends.
+    write_json(
+        &mut busy,
+        &json!({"id": "long", "cmd": "compute", "n": 4_000_000}),
+    )
+    .await;
+    // A ping is answered by the reading thread after the frame before it was handled, so its
+    // pong says the compute ahead of it is in the map.
+    for s in [&mut a, &mut b] {
+        write_json(
+            s,
+            &json!({"id": 7, "cmd": "compute", "n": 1000, "kernel": "tlb"}),
+        )
+        .await;
+        write_json(s, &json!({"id": "p", "cmd": "ping"})).await;
+        let pong = read_json(s).await.unwrap();
+        assert_eq!(pong, json!({"id": "p", "ok": true, "pong": true}));
+    }
+    write_json(&mut a, &json!({"id": 8, "cmd": "compute", "n": 1})).await;
+    let long = read_json(&mut busy).await.unwrap();
+    assert_eq!(
+        long,
+        json!({"id": "long", "result": Kernel::Fib.expected(4_000_000)})
+    );
+    // Unknown fields are ignored (every compute is fib), ids come back as strings.
+    let to_b = read_json(&mut b).await.unwrap();
+    assert_eq!(
+        to_b,
+        json!({"id": "7", "result": Kernel::Fib.expected(1000)})
+    );
+    // A's id 7 result went nowhere: the next frame A gets answers id 8.
+    let to_a = read_json(&mut a).await.unwrap();
+    assert_eq!(to_a, json!({"id": "8", "result": Kernel::Fib.expected(1)}));
+    // compute without n uses 1000000, as the original does.
+    write_json(&mut a, &json!({"id": 9, "cmd": "compute"})).await;
+    let default_n = read_json(&mut a).await.unwrap();
+    assert_eq!(
+        default_n,
+        json!({"id": "9", "result": Kernel::Fib.expected(1_000_000)})
+    );
+}
+
+/// Many connections with requests pipelined against the stand-in's global id map: every
+/// reply arrives and verifies because ids are unique across the run (issue 13's acceptance
+/// run).
+#[tokio::test]
+async fn many_pipelined_connections_against_the_stand_in_all_verify() {
+    let (_server, addr) = python_server();
+    let port = addr.port().to_string();
+    let (ok, stdout, stderr) = load_bin(&[
+        "--port",
+        &port,
+        "-c",
+        "16",
+        "-d",
+        "4",
+        "--requests",
+        "20",
+        "--size",
+        "1000",
+    ])
+    .await;
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("320 ok, 0 failed"), "{stdout}");
 }
 
 /// Closed and open loops against the real server with one backend, one worker.
