@@ -109,15 +109,7 @@ def _panel(ax: plt.Axes, table: pd.DataFrame, sizes, workers, norm, cmap):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = tcplot.parser(NAME + ".py", __doc__,
-                      "python3 scripts/ratio_heatmap.py results.csv --out plots")
-    tcplot.add_load_options(p)
-
-    def action(args):
-        df = tcplot.load(args.csv, NEEDED)
-        return plot(df, args.out, args.connections, args.depth)
-
-    return tcplot.run(p, action, argv)
+    return tcplot.load_chart_main(NAME, __doc__, NEEDED, plot, argv)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,29 @@ def facet_grid(kernels: list[str], layout: list[list[tuple[str, str] | None]],
     return fig, panels()
 
 
+def facet_figure(df: pd.DataFrame, panel: tuple[float, float],
+                 margins: tuple[float, float] = (1.0, 0.9)):
+    """`facets` of `df` drawn by `facet_grid`, the figure sized `margins` plus `panel` (width,
+    height) per column and row; returns the figure and its panels as `facet_grid` does."""
+    kernels, layout = facets(df)
+    figsize = (margins[0] + panel[0] * len(layout[0]), margins[1] + panel[1] * len(kernels))
+    return facet_grid(kernels, layout, figsize)
+
+
+def legend_entries(axes, last: Callable[[str], bool] = lambda label: False) -> tuple[list, list]:
+    """The handles and labels for one legend of several panels: each label once, with the first
+    handle drawn for it, in the order drawn except that those for which `last` holds go after
+    the others (reference lines after the data, say)."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    order = sorted(range(len(labels)), key=lambda i: last(labels[i]))
+    return [handles[i] for i in order], [labels[i] for i in order]
+
+
 def size_title(kernel: str, label: str, sizes) -> str:
     """A panel title: kernel, size label and, for a target time, the n it was calibrated to."""
     if label.startswith("n="):
@@ -378,3 +401,16 @@ def run(p: argparse.ArgumentParser, action: Callable[[argparse.Namespace], list[
     for path in paths:
         print(path)
     return 0
+
+
+def load_chart_main(name: str, doc: str, needed: Sequence[str],
+                    plot: Callable[..., list[Path]], argv: Sequence[str] | None) -> int:
+    """The `main` of a chart script that draws one CSV at one client load: the common command
+    line with --connections and --depth, then `plot(rows, out, connections, depth)`."""
+    p = parser(name + ".py", doc, f"python3 scripts/{name}.py results.csv --out plots")
+    add_load_options(p)
+
+    def action(args):
+        return plot(load(args.csv, needed), args.out, args.connections, args.depth)
+
+    return run(p, action, argv)

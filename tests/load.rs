@@ -77,6 +77,12 @@ async fn load_bin(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs the `load` binary against the server at `addr` (its `--port`, then `args`).
+async fn load_bin_at(addr: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let port = addr.port().to_string();
+    load_bin(&[&["--port", port.as_str()][..], args].concat()).await
+}
+
 /// A fake server on a free port: every accepted connection is handed to `serve`.
 async fn fake<F, Fut>(serve: F) -> SocketAddr
 where
@@ -91,6 +97,13 @@ where
         }
     });
     addr
+}
+
+/// Reads and discards until the peer closes: a server that holds the connection open and
+/// never answers.
+async fn drain(s: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 async fn read_json(s: &mut TcpStream) -> Option<Value> {

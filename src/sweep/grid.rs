@@ -102,6 +102,10 @@ mod secs {
     }
 }
 
+/// The mechanism kernels that the standard and full presets both measure, first and in this
+/// order; each preset adds its own extras after them.
+const MECHANISMS: [&str; 6] = ["fib", "alloc", "fault", "tlb", "shared", "gil"];
+
 /// The named presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -151,16 +155,7 @@ impl Grid {
                 connections: vec![8],
                 depths: vec![1],
                 sizes: vec![us(50.0), us(500.0), us(5000.0)],
-                kernels: w(&[
-                    "fib",
-                    "alloc",
-                    "fault",
-                    "tlb",
-                    "shared",
-                    "gil",
-                    "sleep",
-                    "fib:9+tlb:1",
-                ]),
+                kernels: w(&[&MECHANISMS[..], &["sleep", "fib:9+tlb:1"]].concat()),
                 repeat: 3,
                 duration: Duration::from_millis(1500),
                 warmup: Duration::from_millis(300),
@@ -178,17 +173,7 @@ impl Grid {
                     connections: vec![2 * cores as u32],
                     depths: vec![1],
                     sizes: vec![us(20.0), us(200.0), us(2000.0)],
-                    kernels: w(&[
-                        "fib",
-                        "alloc",
-                        "fault",
-                        "tlb",
-                        "shared",
-                        "gil",
-                        "table",
-                        "sleep",
-                        "fib:15+tlb:1",
-                    ]),
+                    kernels: w(&[&MECHANISMS[..], &["table", "sleep", "fib:15+tlb:1"]].concat()),
                     repeat: 3,
                     duration: Duration::from_secs(3),
                     warmup: Duration::from_millis(500),

@@ -378,6 +378,28 @@ impl Steady {
         Steady { stop, ok, handle }
     }
 
+    /// Starts one and waits until it is served, so that what it sees later is the attack's
+    /// doing.
+    pub fn serving(addr: SocketAddr, what: &str) -> Steady {
+        let steady = Steady::start(addr);
+        steady.assert_served(what);
+        steady
+    }
+
+    /// Asserts that three more rounds succeed within 30 s: the server still serves this client.
+    pub fn assert_served(&self, what: &str) {
+        assert!(self.wait_progress(3, Duration::from_secs(30)), "{what}");
+    }
+
+    /// Stops the client and asserts that every reply it got was right.
+    pub fn assert_clean(self, what: &str) {
+        let failures = self.finish();
+        assert!(
+            failures.is_empty(),
+            "{what}: steady client saw {failures:?}"
+        );
+    }
+
     /// Rounds answered correctly so far.
     pub fn ok(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)

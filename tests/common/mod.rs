@@ -186,6 +186,29 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Waits up to `within` for each of `pids` to be gone (exited, or a zombie nobody will run
+/// again); panics with `survived(pid)` for the first that is not.
+pub fn assert_gone(
+    pids: impl IntoIterator<Item = i32>,
+    within: Duration,
+    survived: impl Fn(i32) -> String,
+) {
+    for pid in pids {
+        let gone = wait_for(within, || (!alive(pid)).then_some(()));
+        assert!(gone.is_some(), "{}", survived(pid));
+    }
+}
+
+/// The server's `w` worker processes (its direct children; a fixture worker may have its own),
+/// once that many are running.
+pub fn workers_of(server: &Server, w: usize) -> Vec<i32> {
+    wait_for(Duration::from_secs(10), || {
+        let live = children(server.pid()).0;
+        (live.len() == w).then_some(live)
+    })
+    .unwrap_or_else(|| panic!("expected {w} workers: {:?}", hostile::tree(server.pid())))
+}
+
 pub fn json_u64(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }

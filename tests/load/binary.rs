@@ -1,7 +1,7 @@
 //! The `load` and `merge` commands as a user runs them: the interval logs they write and read,
 //! and the flags they refuse.
 
-use super::{fake, load_bin, read_json, spec, write_json, BIN};
+use super::{fake, load_bin, load_bin_at, read_json, spec, write_json, BIN};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,19 +71,19 @@ async fn load_binary_writes_a_readable_interval_log() {
     let addr = ping_server().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.hlog");
-    let port = addr.port().to_string();
-    let (ok, stdout, stderr) = load_bin(&[
-        "--port",
-        &port,
-        "--cmd",
-        "ping",
-        "--duration",
-        "1500ms",
-        "--rate",
-        "300",
-        "--hist-log",
-        log.to_str().unwrap(),
-    ])
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "--cmd",
+            "ping",
+            "--duration",
+            "1500ms",
+            "--rate",
+            "300",
+            "--hist-log",
+            log.to_str().unwrap(),
+        ],
+    )
     .await;
     assert!(ok, "{stdout}\n{stderr}");
     let text = std::fs::read(&log).unwrap();

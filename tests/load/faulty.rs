@@ -2,12 +2,12 @@
 //! no server at all, replies out of order or unasked for, and silence. The driver counts each
 //! by kind and never hangs.
 
-use super::{errors, fake, load_bin, read_json, spec, write_json};
+use super::{drain, errors, fake, load_bin_at, read_json, spec, write_json};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use threadcenter::kernel::Kernel;
 use threadcenter::load::{self, LoadReport, LoadSpec, Stop};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn wrong_results_are_mismatches_and_fail_the_run() {
@@ -31,8 +31,7 @@ async fn wrong_results_are_mismatches_and_fail_the_run() {
     assert_eq!(r.total_errors(), 6);
     assert!(r.notes.iter().any(|n| n.contains("12345")), "{:?}", r.notes);
 
-    let port = addr.port().to_string();
-    let (ok, stdout, _) = load_bin(&["--port", &port, "--size", "10", "-r", "2"]).await;
+    let (ok, stdout, _) = load_bin_at(addr, &["--size", "10", "-r", "2"]).await;
     assert!(!ok, "a run with only wrong results must fail: {stdout}");
     assert!(stdout.contains("mismatch 8"), "{stdout}");
 }
@@ -43,8 +42,7 @@ async fn a_huge_declared_length_is_a_bad_reply_not_an_allocation() {
         if read_json(&mut s).await.is_some() {
             let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
             // Hold the connection open: the driver must give up on its own, at once.
-            let mut sink = [0u8; 64];
-            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            drain(&mut s).await;
         }
     })
     .await;
@@ -82,8 +80,7 @@ async fn a_server_that_hangs_up_gives_connection_errors_without_hanging() {
     assert_eq!(r.ok, 0);
     assert!(errors(&r, "connection") >= 3, "{:?}", r.errors);
 
-    let port = addr.port().to_string();
-    let (ok, stdout, _) = load_bin(&["--port", &port]).await;
+    let (ok, stdout, _) = load_bin_at(addr, &[]).await;
     assert!(!ok, "nothing was measured: {stdout}");
     assert!(stdout.contains("no correct reply"), "{stdout}");
 }
@@ -98,8 +95,7 @@ async fn an_unreachable_server_is_a_clear_error() {
     assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
     assert!(err.contains("is the server running?"), "{err}");
 
-    let port = addr.port().to_string();
-    let (ok, _, stderr) = load_bin(&["--port", &port]).await;
+    let (ok, _, stderr) = load_bin_at(addr, &[]).await;
     assert!(!ok);
     assert!(stderr.contains("connection refused"), "{stderr}");
 }
@@ -148,11 +144,7 @@ async fn replies_match_by_id_in_any_order_and_strays_are_counted() {
 
 #[tokio::test]
 async fn a_silent_server_times_out_and_the_run_ends() {
-    let addr = fake(|mut s| async move {
-        let mut sink = [0u8; 1024];
-        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let addr = fake(|mut s| async move { drain(&mut s).await }).await;
     // Two windows of 300 ms each per connection: well under two seconds.
     let r = run_within(
         Duration::from_secs(2),

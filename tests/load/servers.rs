@@ -2,7 +2,7 @@
 //! each thread and process backend, in closed and open loops.
 
 use super::{
-    load_bin, python_server, python_server_with, read_json, real_server, spec, write_json,
+    load_bin_at, python_server, python_server_with, read_json, real_server, spec, write_json,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -19,11 +19,9 @@ async fn original_python_server_verifies_every_result() {
     assert_eq!(r.latency.count, 20);
     assert!(r.server.is_none() && r.queue.is_none() && r.compute.is_none());
 
-    let port = addr.port().to_string();
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("run.json");
-    let (ok, stdout, stderr) =
-        load_bin(&["--port", &port, "--json", json_path.to_str().unwrap()]).await;
+    let (ok, stdout, stderr) = load_bin_at(addr, &["--json", json_path.to_str().unwrap()]).await;
     assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("20 ok, 0 failed"), "{stdout}");
     let saved: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
@@ -95,19 +93,10 @@ async fn the_stand_in_sends_a_shared_id_to_the_last_connection_that_used_it() {
 #[tokio::test]
 async fn many_pipelined_connections_against_the_stand_in_all_verify() {
     let (_server, addr) = python_server();
-    let port = addr.port().to_string();
-    let (ok, stdout, stderr) = load_bin(&[
-        "--port",
-        &port,
-        "-c",
-        "16",
-        "-d",
-        "4",
-        "--requests",
-        "20",
-        "--size",
-        "1000",
-    ])
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &["-c", "16", "-d", "4", "--requests", "20", "--size", "1000"],
+    )
     .await;
     assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("320 ok, 0 failed"), "{stdout}");
