@@ -33,12 +33,13 @@ fn a_child_that_exits_first_is_an_error_with_its_stderr_and_status() {
 
 #[test]
 fn a_child_that_says_something_else_is_killed_and_quoted() {
-    let err = start_error(sh("echo hello; echo 'not ready' >&2; exec sleep 30"), LIMIT);
+    let err = start_error(sh("echo 'not ready' >&2; echo hello; exec sleep 30"), LIMIT);
     assert!(
         err.contains("said \"hello\" instead of `listening on ADDR`"),
         "{err}"
     );
-    // Killed, so its stderr closed and the message could wait for all of it.
+    // Written to stderr before the line on stdout, so it is in the pipe when the child is
+    // killed; killing closes stderr, so the message can wait for all of it.
     assert!(err.contains("not ready"), "{err}");
 }
 
