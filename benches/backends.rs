@@ -28,7 +28,10 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threadcenter::backend::{self, Backend, BackendKind, Job, Outcome, PoolConfig};
+use threadcenter::backend::process::ProcessBackend;
+use threadcenter::backend::rayon_pool::RayonBackend;
+use threadcenter::backend::tokio_pool::TokioBackend;
+use threadcenter::backend::{Backend, BackendKind, Job, JobResult, PoolConfig};
 use threadcenter::kernel::Kernel;
 use tokio::sync::oneshot;
 
@@ -54,6 +57,16 @@ fn pool_config() -> PoolConfig {
     }
 }
 
+/// The pool alone, without the server around it (which starts it the same way).
+async fn start_pool(kind: BackendKind) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match kind {
+        BackendKind::Process => Arc::new(ProcessBackend::start(pool_config()).await?),
+        BackendKind::Rayon => Arc::new(RayonBackend::start(pool_config())?),
+        BackendKind::Tokio => Arc::new(TokioBackend::start(pool_config())?),
+        BackendKind::Prefork => anyhow::bail!("prefork is W whole servers, not a pool"),
+    })
+}
+
 /// A backend with the runtime it needs (the server's shape: one I/O thread).
 struct Running {
     rt: tokio::runtime::Runtime,
@@ -68,7 +81,7 @@ impl Running {
             .build()
             .expect("a tokio runtime");
         let backend = rt
-            .block_on(backend::start(kind, pool_config()))
+            .block_on(start_pool(kind))
             .unwrap_or_else(|e| panic!("cannot start the {} backend: {e:#}", kind.name()));
         Running { rt, backend }
     }
@@ -84,7 +97,7 @@ fn submit(
     backend: &dyn Backend,
     kernel: Kernel,
     n: u64,
-    done: impl FnOnce(Outcome) + Send + 'static,
+    done: impl FnOnce(JobResult) + Send + 'static,
 ) {
     let job = Job {
         kernel,

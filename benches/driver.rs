@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use threadcenter::connection::put_frame_with;
+use threadcenter::connection::{peek_frame, put_frame_with, HEADER};
 use threadcenter::kernel::Kernel;
 use threadcenter::load::verify::{check, parse_reply, Encoder, Verdict};
 use threadcenter::load::{self, Cmd, LoadSpec, Stop};
@@ -85,24 +85,15 @@ fn ping_server() -> SocketAddr {
                         };
                         inbuf.extend_from_slice(&chunk[..n]);
                         let mut at = 0;
-                        while inbuf.len() - at >= 4 {
-                            let len = u32::from_be_bytes([
-                                inbuf[at],
-                                inbuf[at + 1],
-                                inbuf[at + 2],
-                                inbuf[at + 3],
-                            ]) as usize;
-                            if inbuf.len() - at < 4 + len {
-                                break;
-                            }
-                            if let Ok(req) = parse_request(&inbuf[at + 4..at + 4 + len]) {
+                        while let Ok(Some(frame)) = peek_frame(&inbuf[at..], usize::MAX) {
+                            if let Ok(req) = parse_request(frame) {
                                 let reply = Reply::Pong {
                                     id: req.id,
                                     t: None,
                                 };
                                 put_frame_with(&mut out, |o| reply.encode_into(o));
                             }
-                            at += 4 + len;
+                            at += HEADER + frame.len();
                         }
                         inbuf.drain(..at);
                         if s.write_all(&out).await.is_err() {

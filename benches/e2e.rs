@@ -15,62 +15,26 @@
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use threadcenter::backend::BackendKind;
 use threadcenter::connection::put_frame_with;
+use threadcenter::server::child::{ServerChild, ServerCommand, StderrTo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_threadcenter-bench");
 const WORKERS: &str = "2";
 
-/// A `threadcenter-bench serve` process, stopped with SIGTERM (SIGKILL if it lingers).
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(backend: BackendKind) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--port", "0", "--workers", WORKERS])
-            .args(["--backend", backend.name()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server binary");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("the server's stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the server's first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("server said {line:?} instead of `listening on ADDR`"));
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `threadcenter-bench serve` process for one backend, listening on a free port.
+fn start_server(backend: BackendKind) -> ServerChild {
+    ServerCommand::serve(BIN)
+        .args(["--port", "0", "--workers", WORKERS])
+        .args(["--backend", backend.name()])
+        .stderr(StderrTo::Inherit)
+        .start(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// One load shape.
@@ -226,9 +190,9 @@ fn bench_cmd(c: &mut Criterion, cmd: &str, body: &'static str, shapes: &[Shape])
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
     for backend in BackendKind::ALL {
-        let server = Server::start(backend);
+        let server = start_server(backend);
         for &shape in shapes {
-            let mut client = Client::connect(server.addr, shape.connections);
+            let mut client = Client::connect(server.addr(), shape.connections);
             group.throughput(Throughput::Elements(
                 (shape.connections * shape.per_connection) as u64,
             ));
@@ -239,7 +203,8 @@ fn bench_cmd(c: &mut Criterion, cmd: &str, body: &'static str, shapes: &[Shape])
                 })
             });
         }
-        drop(server);
+        // SIGTERM, and SIGKILL if it lingers.
+        server.stop(Duration::from_secs(15));
     }
     group.finish();
 }

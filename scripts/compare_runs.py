@@ -53,15 +53,8 @@ def plot(tables: list[pd.DataFrame], labels: list[str], out: Path, x: str = "aut
             ax.set_title(f"{kernel} · {title}{note}", fontsize="medium")
             if c == 0:
                 ax.set_ylabel("process ÷ best thread")
-    handles, names = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in names:
-                handles.append(h)
-                names.append(lab)
     # The runs first, then the parity line.
-    order = sorted(range(len(names)), key=lambda i: names[i].startswith("parity"))
-    handles, names = [handles[i] for i in order], [names[i] for i in order]
+    handles, names = tcplot.legend_entries(axes.flat, last=lambda lab: lab.startswith("parity"))
     fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 3),
                fontsize="small", frameon=False)
     fig.suptitle("Process ÷ best-thread throughput, run against run (> 1: processes faster)")

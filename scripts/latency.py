@@ -23,11 +23,8 @@ NAME = "latency"
 def plot(df: pd.DataFrame, out: Path) -> list[Path]:
     """Draws the chart from valid rows (as `tcplot.load` returns them); returns the files."""
     agg = tcplot.aggregate(df, ["throughput_rps", "lat_p50_us", "lat_p99_us"])
-    kernels, layout = tcplot.facets(agg)
-    ncols = len(layout[0])
     backends = tcplot.backend_order(agg["backend"].unique())
-    fig, panels = tcplot.facet_grid(kernels, layout,
-                                    (1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
+    fig, panels = tcplot.facet_figure(agg, (4.0, 3.1))
     for ax, c, kernel, key, label in panels:
         cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
         _panel(ax, cells, backends)

@@ -41,13 +41,10 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
         df = df[df["workers"].isin(workers)]
     df = df.assign(outside_p50_us=(df["lat_p50_us"] - df["server_p50_us"]).clip(lower=0))
     agg = tcplot.aggregate(df, [p for p, _, _ in PARTS] + ["lat_p50_us"])
-    kernels, layout = tcplot.facets(agg)
-    ncols = len(layout[0])
     backends = tcplot.backend_order(agg["backend"].unique())
     n_workers = agg["workers"].nunique()
     panel_w = max(3.6, 0.32 * n_workers * (len(backends) + 1) + 1.2)
-    fig, panels = tcplot.facet_grid(kernels, layout,
-                                    (0.8 + panel_w * ncols, 1.0 + 3.5 * len(kernels)))
+    fig, panels = tcplot.facet_figure(agg, (panel_w, 3.5), margins=(0.8, 1.0))
     for ax, c, kernel, key, label in panels:
         cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
         _panel(ax, cells, backends)

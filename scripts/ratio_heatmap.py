@@ -114,17 +114,7 @@ def _panel(ax: plt.Axes, table: pd.DataFrame, sizes, workers, norm, cmap):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = tcplot.parser(NAME + ".py", __doc__,
-                      "python3 scripts/ratio_heatmap.py results.csv --out plots")
-    tcplot.add_load_options(p)
-    tcplot.add_verdicts_option(p)
-
-    def action(args):
-        df = tcplot.load(args.csv, NEEDED)
-        verdicts = tcplot.read_verdicts(tcplot.verdicts_path(args.csv, args.verdicts))
-        return plot(df, verdicts, args.out, args.connections, args.depth)
-
-    return tcplot.run(p, action, argv)
+    return tcplot.load_chart_main(NAME, __doc__, NEEDED, plot, argv, verdicts=True)
 
 
 if __name__ == "__main__":

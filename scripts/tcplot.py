@@ -169,6 +169,29 @@ def facet_grid(kernels: list[str], layout: list[list[tuple[str, str] | None]],
     return fig, panels()
 
 
+def facet_figure(df: pd.DataFrame, panel: tuple[float, float],
+                 margins: tuple[float, float] = (1.0, 0.9)):
+    """`facets` of `df` drawn by `facet_grid`, the figure sized `margins` plus `panel` (width,
+    height) per column and row; returns the figure and its panels as `facet_grid` does."""
+    kernels, layout = facets(df)
+    figsize = (margins[0] + panel[0] * len(layout[0]), margins[1] + panel[1] * len(kernels))
+    return facet_grid(kernels, layout, figsize)
+
+
+def legend_entries(axes, last: Callable[[str], bool] = lambda label: False) -> tuple[list, list]:
+    """The handles and labels for one legend of several panels: each label once, with the first
+    handle drawn for it, in the order drawn except that those for which `last` holds go after
+    the others (reference lines after the data, say)."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    order = sorted(range(len(labels)), key=lambda i: last(labels[i]))
+    return [handles[i] for i in order], [labels[i] for i in order]
+
+
 def size_title(kernel: str, label: str, sizes) -> str:
     """A panel title: kernel, size label and, for a target time, the n it was calibrated to."""
     if label.startswith("n="):
@@ -432,3 +455,25 @@ def run(p: argparse.ArgumentParser, action: Callable[[argparse.Namespace], list[
     for path in paths:
         print(path)
     return 0
+
+
+def load_chart_main(name: str, doc: str, needed: Sequence[str],
+                    plot: Callable[..., list[Path]], argv: Sequence[str] | None,
+                    verdicts: bool = False) -> int:
+    """The `main` of a chart script that draws one CSV at one client load: the common command
+    line with --connections and --depth, then `plot(rows, out, connections, depth)`. With
+    `verdicts`, also --verdicts, and `plot(rows, verdicts, out, connections, depth)` with the
+    sweep's verdicts (`read_verdicts`), read after the CSV so that a bad CSV is named first."""
+    p = parser(name + ".py", doc, f"python3 scripts/{name}.py results.csv --out plots")
+    add_load_options(p)
+    if verdicts:
+        add_verdicts_option(p)
+
+    def action(args):
+        rows = load(args.csv, needed)
+        if verdicts:
+            table = read_verdicts(verdicts_path(args.csv, args.verdicts))
+            return plot(rows, table, args.out, args.connections, args.depth)
+        return plot(rows, args.out, args.connections, args.depth)
+
+    return run(p, action, argv)

@@ -23,11 +23,8 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
     """Draws the chart from valid rows (as `tcplot.load` returns them); returns the files."""
     df, load_caption = tcplot.one_load(df, connections, depth, NAME)
     agg = tcplot.aggregate(df, ["throughput_rps"])
-    kernels, layout = tcplot.facets(df)
-    ncols = len(layout[0])
     backends = tcplot.backend_order(df["backend"].unique())
-    fig, panels = tcplot.facet_grid(kernels, layout,
-                                    (1.0 + 4.0 * ncols, 0.9 + 3.1 * len(kernels)))
+    fig, panels = tcplot.facet_figure(df, (4.0, 3.1))
     for ax, c, kernel, key, label in panels:
         rows = df[(df["kernel"] == kernel) & (df["size_key"] == key)]
         cells = agg[(agg["kernel"] == kernel) & (agg["size_key"] == key)]
@@ -36,15 +33,8 @@ def plot(df: pd.DataFrame, out: Path, connections: int | None = None,
         ax.set_xlabel("workers")
         if c == 0:
             ax.set_ylabel("throughput (requests/s)")
-    handles, labels = [], []
-    for ax in fig.axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
     # Backends first, then the reference lines.
-    order = sorted(range(len(labels)), key=lambda i: labels[i] not in backends)
-    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    handles, labels = tcplot.legend_entries(fig.axes, last=lambda lab: lab not in backends)
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7),
                fontsize="small", frameon=False)
     fig.suptitle(f"Throughput vs workers (mean ± std over repetitions; {load_caption})")
@@ -86,15 +76,7 @@ def _panel(ax: plt.Axes, rows: pd.DataFrame, cells: pd.DataFrame, backends: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = tcplot.parser(NAME + ".py", __doc__,
-                      "python3 scripts/throughput.py results.csv --out plots")
-    tcplot.add_load_options(p)
-
-    def action(args):
-        df = tcplot.load(args.csv, NEEDED)
-        return plot(df, args.out, args.connections, args.depth)
-
-    return tcplot.run(p, action, argv)
+    return tcplot.load_chart_main(NAME, __doc__, NEEDED, plot, argv)
 
 
 if __name__ == "__main__":

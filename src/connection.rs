@@ -1,14 +1,61 @@
-//! Length-prefixed framing over any async byte stream.
+//! Length-prefixed framing (SPEC §2): the one place that parses and writes frames.
 //!
-//! The same code reads requests from TCP sockets and job replies from worker pipes. A frame is
-//! a 4-byte big-endian length `N` followed by `N` payload bytes. The reader never allocates
-//! from a declared length: the buffer grows only with bytes that actually arrive, so a peer
-//! that declares 4 GiB and sends nothing costs nothing.
+//! A frame is a 4-byte big-endian length `N` followed by `N` payload bytes. [`peek_frame`] is
+//! the parser, with no I/O: every reader is built on it, so the limit check and the meaning of
+//! a partial frame are the same everywhere. [`FrameReader`] reads requests from TCP sockets and
+//! job replies from worker pipes (async, with deadlines); [`BlockingFrameReader`] reads jobs
+//! from a worker's stdin; the load driver calls [`peek_frame`] on its own buffer. Writers
+//! append frames with [`put_frame`] and [`put_frame_with`].
+//!
+//! No reader allocates from a declared length: the limit is checked on the 4-byte header
+//! alone, and a buffer grows only with bytes that actually arrive (the blocking reader's is
+//! sized once, from the configured limit), so a peer that declares 4 GiB and sends nothing
+//! costs nothing.
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::io::Read;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
+
+/// Bytes of the length prefix.
+pub const HEADER: usize = 4;
+
+/// A frame whose declared length is over the reader's limit, refused from its header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversize {
+    pub declared: u64,
+    pub max: usize,
+}
+
+/// The first frame's payload in `buf`, borrowed in place, when `buf` holds it whole; `Ok(None)`
+/// when more bytes are needed. The frame takes `HEADER + payload.len()` bytes of `buf`.
+///
+/// The declared length is checked against `max` before anything else, so an oversize frame is
+/// refused as soon as its header is in, without waiting for (or making room for) its body.
+pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<&[u8]>, Oversize> {
+    let Some((header, rest)) = buf.split_first_chunk::<HEADER>() else {
+        return Ok(None);
+    };
+    let declared = u32::from_be_bytes(*header);
+    if declared as u64 > max as u64 {
+        return Err(Oversize {
+            declared: declared as u64,
+            max,
+        });
+    }
+    Ok(rest.get(..declared as usize))
+}
+
+/// Takes the first frame off the front of `buf` if it is there whole: the payload is split off
+/// the buffer, not copied.
+pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Oversize> {
+    let Some(len) = peek_frame(buf, max)?.map(<[u8]>::len) else {
+        return Ok(None);
+    };
+    buf.advance(HEADER);
+    Ok(Some(buf.split_to(len).freeze()))
+}
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +70,12 @@ pub enum FrameError {
     Truncated(usize),
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<Oversize> for FrameError {
+    fn from(Oversize { declared, max }: Oversize) -> Self {
+        FrameError::TooLarge { declared, max }
+    }
 }
 
 /// Limits on how long a peer may take. `None` means wait forever (worker pipes).
@@ -93,7 +146,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let started = *self.frame_started.get_or_insert_with(Instant::now);
                 limits.frame.map(|d| (started + d, FrameError::Deadline(d)))
             };
-            self.buf.reserve(READ_CHUNK.min(self.max_frame + 4));
+            self.buf.reserve(READ_CHUNK.min(self.max_frame + HEADER));
             let read = self.inner.read_buf(&mut self.buf);
             let n = match wait {
                 None => read.await?,
@@ -120,44 +173,88 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// off the buffer, checking the declared length first. `Ok(None)` means
     /// [`read_frame`](Self::read_frame) has to wait for more bytes.
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
+        let frame = take_frame(&mut self.buf, self.max_frame)?;
+        if frame.is_some() {
+            // The next frame's clock starts when the caller next asks for it (`read_frame`),
+            // even if some of its bytes are here already: time the caller spends not reading
+            // (the server's in-flight cap) must not count against the peer.
+            self.frame_started = None;
         }
-        let declared = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        if declared as u64 > self.max_frame as u64 {
-            return Err(FrameError::TooLarge {
-                declared: declared as u64,
-                max: self.max_frame,
-            });
+        Ok(frame)
+    }
+}
+
+/// Reads frames from a blocking reader: the worker's stdin, where a job is all there is to
+/// wait for, so there are no deadlines. Frames are returned in place, borrowed from a buffer
+/// sized once for the largest allowed frame, so a job costs no allocation and no copy.
+pub struct BlockingFrameReader<R> {
+    inner: R,
+    /// Always fully initialized; `buf[start..end]` holds bytes not yet returned as frames.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Bytes of the frame last returned, dropped from the buffer at the next call.
+    returned: usize,
+    max_frame: usize,
+}
+
+impl<R: Read> BlockingFrameReader<R> {
+    /// The buffer holds a whole `max_frame` frame, so this reader is for small limits (pipes).
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        BlockingFrameReader {
+            inner,
+            buf: vec![0; READ_CHUNK.max(HEADER + max_frame)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            returned: 0,
+            max_frame,
         }
-        let len = declared as usize;
-        if self.buf.len() < 4 + len {
-            return Ok(None);
+    }
+
+    /// Returns the next frame's payload, `Ok(None)` on a clean close between frames.
+    pub fn read_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        self.start += std::mem::take(&mut self.returned);
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            if let Some(len) = peek_frame(pending, self.max_frame)?.map(<[u8]>::len) {
+                let payload = self.start + HEADER;
+                self.returned = HEADER + len;
+                return Ok(Some(&self.buf[payload..payload + len]));
+            }
+            // Move the partial frame (a few bytes, usually none) to the front, so every read
+            // has the whole buffer's room: as few reads as a `BufReader` would make.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            let n = match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return match self.end {
+                    0 => Ok(None),
+                    partial => Err(FrameError::Truncated(partial)),
+                };
+            }
+            self.end += n;
         }
-        self.buf.advance(4);
-        let frame = self.buf.split_to(len).freeze();
-        // The next frame's clock starts when the caller next asks for it (`read_frame`), even
-        // if some of its bytes are here already: time the caller spends not reading (the
-        // server's in-flight cap) must not count against the peer.
-        self.frame_started = None;
-        Ok(Some(frame))
     }
 }
 
 /// Appends one frame (length prefix and payload) to `out`.
 pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
+    put_frame_with(out, |o| o.extend_from_slice(payload));
 }
 
 /// Appends a frame whose payload is produced by `fill`, writing the length prefix afterwards
 /// so the payload is encoded once, in place.
 pub fn put_frame_with(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     let at = out.len();
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; HEADER]);
     fill(out);
-    let len = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    let len = (out.len() - at - HEADER) as u32;
+    out[at..at + HEADER].copy_from_slice(&len.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -283,5 +380,82 @@ mod tests {
         let mut out = vec![9];
         put_frame_with(&mut out, |o| o.extend_from_slice(b"hello"));
         assert_eq!(out, [9, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']);
+    }
+
+    #[test]
+    fn peek_refuses_an_oversize_header_alone_and_waits_for_a_short_body() {
+        assert_eq!(peek_frame(&[0, 0, 1], 4), Ok(None));
+        assert_eq!(
+            peek_frame(&[0, 0, 0, 5], 4),
+            Err(Oversize {
+                declared: 5,
+                max: 4
+            })
+        );
+        assert_eq!(peek_frame(&[0, 0, 0, 3, b'a', b'b'], 4), Ok(None));
+        assert_eq!(
+            peek_frame(&[0, 0, 0, 2, b'a', b'b', 0], 4),
+            Ok(Some(&b"ab"[..]))
+        );
+    }
+
+    /// A blocking reader that hands out at most `chunk` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn blocking_reader_reads_pipelined_frames_split_at_any_byte() {
+        let payloads = [&b"one"[..], b"", &[7; 40]];
+        let mut one_round = Vec::new();
+        for p in payloads {
+            put_frame(&mut one_round, p);
+        }
+        // Enough rounds that frames straddle the buffer's end, whatever the split.
+        let rounds = READ_CHUNK / one_round.len() + 2;
+        let wire = one_round.repeat(rounds);
+        for chunk in [1, 2, 3, 5, 7, 64, wire.len()] {
+            let mut r = BlockingFrameReader::new(Trickle { data: &wire, chunk }, 64);
+            let mut got = 0;
+            while let Some(f) = r.read_frame().unwrap() {
+                assert_eq!(f, payloads[got % payloads.len()], "chunk {chunk}");
+                got += 1;
+            }
+            assert_eq!(got, rounds * payloads.len(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn blocking_reader_refuses_oversize_and_truncated_frames() {
+        let data = u32::MAX.to_be_bytes();
+        let mut r = BlockingFrameReader::new(
+            Trickle {
+                data: &data,
+                chunk: 1,
+            },
+            64,
+        );
+        assert!(matches!(
+            r.read_frame(),
+            Err(FrameError::TooLarge { declared, max: 64 }) if declared == u32::MAX as u64
+        ));
+        for cut in 1..6 {
+            let data = &[0, 0, 0, 2, b'a', b'b'][..cut];
+            let mut r = BlockingFrameReader::new(Trickle { data, chunk: 1 }, 64);
+            assert!(
+                matches!(r.read_frame(), Err(FrameError::Truncated(n)) if n == cut),
+                "cut at {cut}"
+            );
+        }
     }
 }

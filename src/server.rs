@@ -5,8 +5,15 @@
 //! taking frames from the socket while the connection has `max_in_flight` requests
 //! unanswered (backpressure instead of unbounded buffering). Every request produces exactly one
 //! [`Outgoing`] message; the writer batches whatever replies are ready into one write.
+//!
+//! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the
+//! server starts (a pool and a listener, or [`prefork`]'s supervisor).
 
+pub mod child;
 pub mod prefork;
+mod serve;
+
+pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 
 use crate::backend::{Backend, Job};
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
@@ -28,33 +35,6 @@ use tokio_util::task::TaskTracker;
 /// I/O thread under a ping flood; foldhash is several times cheaper and still seeded per
 /// process, and each map is capped at `--max-in-flight` entries anyway.
 type FastHash = foldhash::fast::RandomState;
-
-/// Server limits (SPEC §5).
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub max_frame: usize,
-    pub max_connections: usize,
-    pub frame_deadline: Duration,
-    pub idle_timeout: Duration,
-    pub max_in_flight: usize,
-    /// How long in-flight work may take to finish after a shutdown signal.
-    pub drain: Duration,
-    pub allow_crash: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_frame: crate::protocol::DEFAULT_MAX_FRAME,
-            max_connections: 1024,
-            frame_deadline: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            max_in_flight: 64,
-            drain: Duration::from_secs(10),
-            allow_crash: false,
-        }
-    }
-}
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets in-flight jobs
 /// finish and their replies go out (up to `config.drain`), and stops the backend.
@@ -79,8 +59,9 @@ pub async fn run(
                     let _ = socket.set_nodelay(true);
                     match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            let conn = Conn::new(backend.clone(), config.clone(), shutdown.clone());
-                            tracker.spawn(conn.serve(socket, slot));
+                            let handler =
+                                Handler::new(backend.clone(), config.clone(), shutdown.clone());
+                            tracker.spawn(handler.serve(socket, slot));
                         }
                         Err(_) => {
                             tracker.spawn(refuse(socket, config.max_connections));
@@ -166,8 +147,8 @@ struct Outstanding {
 /// A connection's outstanding jobs, by sequence number.
 type Ledger = Arc<Mutex<HashMap<u64, Arc<Outstanding>, FastHash>>>;
 
-/// One client connection.
-struct Conn {
+/// Serves one client connection: reads its requests, hands them on, and owes each one reply.
+struct Handler {
     backend: Arc<dyn Backend>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
@@ -181,13 +162,13 @@ struct Conn {
     gone: Arc<AtomicBool>,
 }
 
-impl Conn {
+impl Handler {
     fn new(
         backend: Arc<dyn Backend>,
         config: Arc<ServerConfig>,
         shutdown: CancellationToken,
     ) -> Self {
-        Conn {
+        Handler {
             backend,
             config,
             shutdown,

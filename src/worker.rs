@@ -6,27 +6,21 @@
 //! own `gil` lock).
 
 use crate::backend::{mono_ns, run_caught, PipeJob, PipeReply, MAX_PIPE_FRAME};
+use crate::connection::BlockingFrameReader;
 use crate::kernel::Kernel;
 use anyhow::{bail, Context};
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufWriter, Write};
 
-#[derive(Debug, clap::Args)]
-pub struct WorkerArgs {
-    /// Kernels whose per-process state to build before reporting ready (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub preload: Vec<String>,
-}
-
-pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+/// Serves jobs from stdin until it closes, after building the per-process state of the
+/// `preload` kernels (by name).
+pub fn run(preload: &[String]) -> anyhow::Result<()> {
     die_with_parent()?;
-    for name in &args.preload {
+    for name in preload {
         let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
         k.prepare();
     }
-    let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
-    let mut input = BufReader::new(stdin);
-    let mut output = BufWriter::new(stdout);
+    let mut input = BlockingFrameReader::new(std::io::stdin().lock(), MAX_PIPE_FRAME);
+    let mut output = BufWriter::new(std::io::stdout().lock());
     let mut frame = Vec::with_capacity(64);
     PipeReply::Ready {
         pid: std::process::id(),
@@ -34,23 +28,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     .encode(&mut frame);
     output.write_all(&frame)?;
     output.flush()?;
-    let mut payload = [0u8; MAX_PIPE_FRAME];
-    loop {
-        let mut len = [0u8; 4];
-        match input.read_exact(&mut len) {
-            Ok(()) => {}
-            // End of input: the server is done with us.
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e).context("reading a job"),
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_PIPE_FRAME {
-            bail!("job frame of {len} bytes: the pipe is corrupt");
-        }
-        input
-            .read_exact(&mut payload[..len])
-            .context("reading a job")?;
-        let Some(job) = PipeJob::decode(&payload[..len]) else {
+    // End of input between frames: the server is done with us.
+    while let Some(payload) = input.read_frame().context("reading a job")? {
+        let Some(job) = PipeJob::decode(payload) else {
             bail!("undecodable job frame");
         };
         let started_ns = mono_ns();
@@ -67,6 +47,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         output.write_all(&frame)?;
         output.flush()?;
     }
+    Ok(())
 }
 
 /// Asks the kernel to SIGKILL this process when the server dies, so a killed server leaves

@@ -1,14 +1,16 @@
 //! The CI fuzz pass: property tests for the two parsers a client's bytes reach first, the frame
-//! decoder (fed in arbitrary chunks) and request parsing (arbitrary bytes and JSON). Bounded
-//! case counts keep it to a few seconds; `THREADCENTER_FULL=1` runs 20,000 cases each, and
-//! `PROPTEST_CASES=N` any number.
+//! decoder (fed in arbitrary chunks, through the async and the blocking reader) and request
+//! parsing (arbitrary bytes and JSON). Bounded case counts keep it to a few seconds;
+//! `THREADCENTER_FULL=1` runs 20,000 cases each, and `PROPTEST_CASES=N` any number.
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use threadcenter::connection::{put_frame, FrameError, FrameReader, ReadLimits};
+use threadcenter::connection::{
+    put_frame, BlockingFrameReader, FrameError, FrameReader, ReadLimits,
+};
 use threadcenter::protocol::{
     parse_request, ClientReply, Command, ErrorCode, Id, Reply, Request, Timings, DEFAULT_N,
     MAX_ID_LEN,
@@ -53,12 +55,38 @@ impl AsyncRead for Chunked {
             return Poll::Pending;
         }
         this.ready = false;
-        let size = this.sizes[this.next % this.sizes.len()];
-        this.next += 1;
-        let n = size.min(buf.remaining()).min(this.data.len() - this.at);
-        buf.put_slice(&this.data[this.at..this.at + n]);
-        this.at += n;
+        buf.put_slice(this.next_chunk(buf.remaining()));
         Poll::Ready(Ok(()))
+    }
+}
+
+/// The same stream for the worker's blocking reader: no `Pending`, the chunks alone.
+impl std::io::Read for Chunked {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let chunk = self.next_chunk(out.len());
+        out[..chunk.len()].copy_from_slice(chunk);
+        Ok(chunk.len())
+    }
+}
+
+impl Chunked {
+    fn new(data: Vec<u8>, sizes: Vec<usize>) -> Self {
+        Chunked {
+            data,
+            at: 0,
+            sizes,
+            next: 0,
+            ready: false,
+        }
+    }
+
+    /// The next chunk of at most `room` bytes.
+    fn next_chunk(&mut self, room: usize) -> &[u8] {
+        let size = self.sizes[self.next % self.sizes.len()];
+        self.next += 1;
+        let n = size.min(room).min(self.data.len() - self.at);
+        self.at += n;
+        &self.data[self.at - n..self.at]
     }
 }
 
@@ -99,14 +127,7 @@ fn decode(wire: Vec<u8>, max: usize, sizes: Vec<usize>) -> (Vec<Vec<u8>>, Ending
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let reader = Chunked {
-            data: wire,
-            at: 0,
-            sizes,
-            next: 0,
-            ready: false,
-        };
-        let mut frames = FrameReader::new(reader, max);
+        let mut frames = FrameReader::new(Chunked::new(wire, sizes), max);
         // Generous limits: present, so their code paths run, but never reached.
         let limits = ReadLimits {
             idle: Some(Duration::from_secs(3600)),
@@ -117,14 +138,31 @@ fn decode(wire: Vec<u8>, max: usize, sizes: Vec<usize>) -> (Vec<Vec<u8>>, Ending
             match frames.read_frame(limits).await {
                 Ok(Some(f)) => out.push(f.to_vec()),
                 Ok(None) => return (out, Ending::Clean),
-                Err(FrameError::TooLarge { declared, .. }) => {
-                    return (out, Ending::TooLarge(declared))
-                }
-                Err(FrameError::Truncated(n)) => return (out, Ending::Truncated(n)),
-                Err(e) => panic!("unexpected decoder error {e}"),
+                Err(e) => return (out, ending(e)),
             }
         }
     })
+}
+
+/// The same stream through the worker's blocking reader.
+fn decode_blocking(wire: Vec<u8>, max: usize, sizes: Vec<usize>) -> (Vec<Vec<u8>>, Ending) {
+    let mut frames = BlockingFrameReader::new(Chunked::new(wire, sizes), max);
+    let mut out = Vec::new();
+    loop {
+        match frames.read_frame() {
+            Ok(Some(f)) => out.push(f.to_vec()),
+            Ok(None) => return (out, Ending::Clean),
+            Err(e) => return (out, ending(e)),
+        }
+    }
+}
+
+fn ending(e: FrameError) -> Ending {
+    match e {
+        FrameError::TooLarge { declared, .. } => Ending::TooLarge(declared),
+        FrameError::Truncated(n) => Ending::Truncated(n),
+        e => panic!("unexpected decoder error {e}"),
+    }
 }
 
 proptest! {
@@ -145,7 +183,9 @@ proptest! {
         if truncate {
             wire.truncate(cut.index(wire.len() + 1));
         }
-        prop_assert_eq!(decode(wire.clone(), max, sizes), reference(&wire, max));
+        let expected = reference(&wire, max);
+        prop_assert_eq!(&decode(wire.clone(), max, sizes.clone()), &expected);
+        prop_assert_eq!(&decode_blocking(wire, max, sizes), &expected);
     }
 
     #[test]
@@ -154,7 +194,9 @@ proptest! {
         max in 0usize..70_000,
         sizes in prop::collection::vec(1usize..4096, 1..16),
     ) {
-        prop_assert_eq!(decode(wire.clone(), max, sizes), reference(&wire, max));
+        let expected = reference(&wire, max);
+        prop_assert_eq!(&decode(wire.clone(), max, sizes.clone()), &expected);
+        prop_assert_eq!(&decode_blocking(wire, max, sizes), &expected);
     }
 }
 

@@ -11,18 +11,10 @@ use std::time::Duration;
 
 const W: usize = 2;
 
-fn live_workers(server: &Server) -> Vec<i32> {
-    children(server.pid()).0
-}
-
 #[test]
 fn sigkill_of_a_busy_worker_fails_only_its_job_and_the_pool_heals() {
     let server = Server::start("process", W as u32, &[]);
-    let workers = wait_for(Duration::from_secs(10), || {
-        let w = live_workers(&server);
-        (w.len() == W).then_some(w)
-    })
-    .expect("W workers at start");
+    let workers = workers_of(&server, W);
 
     // One long job per worker, on separate connections so each has its own reply stream.
     let mut a = server.connect();
@@ -76,15 +68,12 @@ fn sigkill_of_a_busy_worker_fails_only_its_job_and_the_pool_heals() {
     }
 
     // After a clean stop, no worker is left.
-    let all = live_workers(&server);
+    let all = children(server.pid()).0;
     let status = server.stop(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
-    for pid in all {
-        assert!(
-            wait_for(Duration::from_secs(5), || (!alive(pid)).then_some(())).is_some(),
-            "worker {pid} outlived the server"
-        );
-    }
+    assert_gone(all, Duration::from_secs(5), |pid| {
+        format!("worker {pid} outlived the server")
+    });
 }
 
 #[test]
@@ -106,21 +95,14 @@ fn an_aborting_worker_is_replaced_and_only_its_job_fails() {
 #[test]
 fn workers_die_with_a_killed_server() {
     let server = Server::start("process", W as u32, &[]);
-    let workers = wait_for(Duration::from_secs(10), || {
-        let w = live_workers(&server);
-        (w.len() == W).then_some(w)
-    })
-    .expect("workers");
+    let workers = workers_of(&server, W);
     let mut c = server.connect();
     c.send(&json!({"id": 1, "cmd": "compute", "kernel": "sleep", "n": 5_000_000}));
     server.signal(Signal::SIGKILL);
     drop(server);
-    for pid in workers {
-        assert!(
-            wait_for(Duration::from_secs(5), || (!alive(pid)).then_some(())).is_some(),
-            "worker {pid} survived its server (orphan)"
-        );
-    }
+    assert_gone(workers, Duration::from_secs(5), |pid| {
+        format!("worker {pid} survived its server (orphan)")
+    });
 }
 
 #[test]

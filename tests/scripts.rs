@@ -1,7 +1,10 @@
 //! The plotting scripts in `scripts/`, run as a user runs them: `python3 scripts/NAME.py` on the
 //! fixture CSVs (two real quick sweeps), checking that every chart is written and that a bad CSV
-//! is refused with a one-line message. Needs python3 with `scripts/requirements.txt` installed,
-//! as CI does before `cargo test`.
+//! is refused with a one-line message. Needs only python3 on PATH: the first run makes a virtual
+//! environment with `scripts/requirements.txt` under `target/pyenv` (see `scripts/pyenv.rs`).
+
+#[path = "scripts/pyenv.rs"]
+mod pyenv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,20 +29,20 @@ fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
 
-/// Runs `python3 scripts/<script> <args…>` from the repository root.
+/// Runs `scripts/<script> <args…>` from the repository root with the environment's Python.
 fn python(script: &str, args: &[&Path]) -> Output {
-    let output = Command::new("python3")
+    let output = Command::new(pyenv::python())
         .arg(root().join("scripts").join(script))
         .args(args)
         .current_dir(root())
         .env("MPLBACKEND", "Agg")
         .output()
-        .expect("python3 must be on PATH to test the plotting scripts");
+        .expect("the environment's Python runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !stderr.contains("ModuleNotFoundError"),
-        "the plotting scripts' packages are missing; run \
-         `python3 -m pip install -r scripts/requirements.txt`:\n{stderr}"
+        "a package is missing from {}; add it to scripts/requirements.txt:\n{stderr}",
+        pyenv::python().display()
     );
     output
 }
@@ -156,14 +159,14 @@ fn plot_all_draws_every_chart_from_a_real_sweep() {
 fn compare_runs_draws_two_runs_side_by_side() {
     let out = tempfile::tempdir().unwrap();
     let (a, b) = (fixture("small_sweep.csv"), fixture("small_sweep_b.csv"));
-    let output = Command::new("python3")
+    let output = Command::new(pyenv::python())
         .arg(root().join("scripts/compare_runs.py"))
         .args([&a, &b])
         .args(["--labels", "2 cores", "16 cores", "--out"])
         .arg(out.path())
         .current_dir(root())
         .output()
-        .expect("python3 must be on PATH to test the plotting scripts");
+        .expect("the environment's Python runs");
     assert_ok(&output, "compare_runs.py");
     assert_charts(out.path(), &["compare_runs"]);
     let svg = std::fs::read_to_string(out.path().join("compare_runs.svg")).unwrap();

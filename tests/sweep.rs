@@ -237,9 +237,10 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
     let cal = &env["calibration"]["fib:3,sleep:1|200us"];
     let sizes: Vec<u64> = serde_json::from_value(cal["mix_sizes"].clone()).unwrap();
-    // sleep is sized in microseconds directly; fib needs thousands of steps for 200 µs.
+    // sleep is sized in microseconds directly; fib needs thousands of steps for 200 µs (about
+    // 10 000 in a debug build, 10x more in release: the bound leaves room for a slow machine).
     assert_eq!(sizes[1], 200, "{cal}");
-    assert!(sizes[0] > 10_000, "{cal}");
+    assert!(sizes[0] > 2_000, "{cal}");
     assert_eq!(cal["n"].as_u64(), Some(sizes[0]));
     let rows = read_csv(&out.join("results.csv")).unwrap();
     assert_eq!(rows.len(), 1);

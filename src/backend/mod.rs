@@ -9,13 +9,14 @@
 //! - [`tokio_pool`]: `spawn_blocking` on a blocking pool capped at W threads.
 //!
 //! The fourth design, `prefork`, is not a backend: it is W whole servers sharing a port, so it
-//! lives in [`crate::server::prefork`].
+//! lives in [`crate::server::prefork`]. Which design a `--backend` value starts is decided in
+//! one place, [`crate::server::serve`].
 
 mod pipe;
 pub mod process;
 pub mod rayon_pool;
+mod thread_pool;
 pub mod tokio_pool;
-mod watchdog;
 
 use crate::kernel::Kernel;
 use crate::protocol::ErrorCode;
@@ -80,10 +81,11 @@ impl Failure {
     }
 }
 
-pub type Outcome = Result<Done, Failure>;
+/// What a job came to: its result, or why there is none.
+pub type JobResult = Result<Done, Failure>;
 
 /// Called exactly once per accepted job, from whatever thread finished it.
-pub type Completion = Box<dyn FnOnce(Outcome) + Send + 'static>;
+pub type Completion = Box<dyn FnOnce(JobResult) + Send + 'static>;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -109,9 +111,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// `--backend` values (contract names).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Process,
@@ -163,20 +163,6 @@ pub struct PoolConfig {
     pub worker_exe: Option<std::path::PathBuf>,
 }
 
-/// The one place a `--backend` value becomes a running backend. Must be called inside a tokio
-/// runtime. `Prefork` is refused here: it is a server topology, see [`crate::server::prefork`].
-pub async fn start(kind: BackendKind, config: PoolConfig) -> anyhow::Result<Arc<dyn Backend>> {
-    anyhow::ensure!(config.workers >= 1, "--workers must be at least 1");
-    Ok(match kind {
-        BackendKind::Process => Arc::new(process::ProcessBackend::start(config).await?),
-        BackendKind::Rayon => Arc::new(rayon_pool::RayonBackend::start(config)?),
-        BackendKind::Tokio => Arc::new(tokio_pool::TokioBackend::start(config)?),
-        BackendKind::Prefork => {
-            anyhow::bail!("prefork is a server topology, not a pool: use server::prefork")
-        }
-    })
-}
-
 /// Runs a job on the calling thread, turning a panic into `job_panicked`. Shared by the thread
 /// backends and the worker process.
 pub fn run_caught(kernel: Kernel, n: u64) -> Result<(u64, f64), Failure> {
@@ -205,4 +191,4 @@ pub fn micros(d: Duration) -> f64 {
 }
 
 pub use pipe::{mono_ns, PipeJob, PipeReply, MAX_PIPE_FRAME};
-pub(crate) use watchdog::ThreadPoolCore;
+pub(crate) use thread_pool::ThreadPoolCore;

@@ -5,6 +5,7 @@
 //! Times are CLOCK_MONOTONIC nanoseconds, one clock for every process on the machine, so the
 //! worker can report when a job started relative to when the server submitted it.
 
+use crate::connection::put_frame_with;
 use crate::kernel::Kernel;
 
 /// Largest payload either side accepts; anything bigger is a corrupt pipe.
@@ -51,10 +52,11 @@ pub fn instant_to_ns(at: std::time::Instant) -> u64 {
 
 impl PipeJob {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&17u32.to_be_bytes());
-        out.push(kernel_index(self.kernel));
-        out.extend_from_slice(&self.n.to_le_bytes());
-        out.extend_from_slice(&self.submitted_ns.to_le_bytes());
+        put_frame_with(out, |o| {
+            o.push(kernel_index(self.kernel));
+            o.extend_from_slice(&self.n.to_le_bytes());
+            o.extend_from_slice(&self.submitted_ns.to_le_bytes());
+        });
     }
 
     pub fn decode(p: &[u8]) -> Option<PipeJob> {
@@ -71,7 +73,7 @@ impl PipeJob {
 
 impl PipeReply {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        crate::connection::put_frame_with(out, |o| match self {
+        put_frame_with(out, |o| match self {
             PipeReply::Ready { pid } => {
                 o.push(TAG_READY);
                 o.extend_from_slice(&pid.to_le_bytes());
@@ -126,11 +128,12 @@ fn kernel_index(k: Kernel) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::{peek_frame, HEADER};
 
     fn payload(frame: &[u8]) -> &[u8] {
-        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
-        assert_eq!(frame.len(), 4 + len);
-        &frame[4..]
+        let payload = peek_frame(frame, MAX_PIPE_FRAME).unwrap().unwrap();
+        assert_eq!(frame.len(), HEADER + payload.len());
+        payload
     }
 
     #[test]

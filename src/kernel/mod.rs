@@ -29,6 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod alloc;
+mod calibrate;
 pub mod fault;
 mod fib;
 pub mod gil;
@@ -38,6 +39,7 @@ pub mod sleep;
 pub mod table;
 pub mod tlb;
 
+pub use calibrate::calibrate;
 pub use fib::{fib, ACC_MOD, FIB_MOD};
 pub use table::TABLE_BYTES;
 

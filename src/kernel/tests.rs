@@ -231,3 +231,20 @@ fn splitmix64_matches_reference_outputs() {
     assert_eq!(rng.next(), 0x6E78_9E6A_A1B9_65F4);
     assert_eq!(mix64(0), 0);
 }
+
+/// Calibration keeps a given `n`, sizes `sleep` straight from the target, and lands `fib`
+/// inside its limits with a positive single-job time; how close to the target it gets
+/// depends on the machine, so that is left to the sweep's recorded `single_job_us`.
+#[test]
+fn calibrate_keeps_given_sizes_and_sizes_by_target() {
+    let (n, us) = calibrate(Kernel::Fib, Some(50.0), Some(1234));
+    assert_eq!(n, 1234);
+    assert!(us > 0.0, "{us}");
+    let (n, us) = calibrate(Kernel::Sleep, Some(300.0), None);
+    assert_eq!(n, 300);
+    assert!(us >= 300.0, "a 300 µs sleep measured {us} µs");
+    let (n, us) = calibrate(Kernel::Fib, Some(200.0), None);
+    assert!((1..=Kernel::Fib.max_n()).contains(&n), "{n}");
+    assert!(us > 0.0, "{us}");
+    assert_eq!(calibrate(Kernel::Fib, None, None).0, 1);
+}

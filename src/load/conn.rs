@@ -6,11 +6,12 @@
 //! fall due together go out in one write; replies that arrive together are handled with one
 //! timestamp and recorded under one lock.
 
+use super::histogram::{Recorder, Sample};
 use super::schedule::{stream_rng, Schedule};
 use super::spec::{Cmd, LoadSpec, Pace, Stop};
-use super::stats::{Recorder, Sample};
 use super::timer::SendTimer;
 use super::verify::{check, error_kind, kind, parse_reply, Encoder, Verdict, MAX_REPLY};
+use crate::connection::{peek_frame, Oversize, HEADER};
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use rand::distributions::{Distribution, WeightedIndex};
@@ -43,6 +44,8 @@ pub(crate) struct Plan {
     pub measure_start: Instant,
     /// When sending stops, for a duration-bounded run.
     pub end: Option<Instant>,
+    /// Where each connection's ids start: unique across the run (see [`super::ids`]).
+    pub ids: super::ids::RunIds,
     pub recorder: Mutex<Recorder>,
 }
 
@@ -80,8 +83,9 @@ struct InFlight {
     warm: bool,
 }
 
-/// The loop's state apart from the socket and its buffers.
-struct Conn {
+/// One driver connection's state apart from the socket and its buffers: what is scheduled,
+/// what is in flight, what was counted. [`drive`] is its loop.
+struct DriverConn {
     plan: Arc<Plan>,
     schedule: Schedule,
     rng: StdRng,
@@ -113,7 +117,7 @@ fn far_future(from: Instant) -> Instant {
 pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) -> Tally {
     let depth = plan.spec.depth as usize;
     let timeout = plan.spec.timeout;
-    let mut conn = Conn {
+    let mut conn = DriverConn {
         schedule: Schedule::new(
             &plan.spec.pace,
             index,
@@ -121,7 +125,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
             plan.spec.seed,
         ),
         rng: stream_rng(plan.spec.seed, index, KERNEL_STREAM),
-        next_id: 0,
+        next_id: plan.ids.first(index),
         in_flight: BTreeMap::new(),
         expired: HashSet::new(),
         sending: true,
@@ -223,7 +227,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
     conn.tally
 }
 
-impl Conn {
+impl DriverConn {
     fn spec(&self) -> &LoadSpec {
         &self.plan.spec
     }
@@ -337,22 +341,22 @@ impl Conn {
     fn on_bytes(&mut self, buf: &mut BytesMut) -> Result<(), String> {
         let now = Instant::now();
         let result = loop {
-            if buf.len() < 4 {
-                break Ok(());
-            }
-            let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if declared > MAX_REPLY {
-                break Err(format!(
-                    "a reply declares {declared} bytes, over the {MAX_REPLY}-byte limit"
-                ));
-            }
-            if buf.len() < 4 + declared {
-                break Ok(());
-            }
-            if let Err(e) = self.on_reply(&buf[4..4 + declared], now) {
+            // Each reply is handled in place and then dropped from the buffer: no copy, no
+            // reference count, whatever the batch size.
+            let payload = match peek_frame(buf, MAX_REPLY) {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break Ok(()),
+                Err(Oversize { declared, max }) => {
+                    break Err(format!(
+                        "a reply declares {declared} bytes, over the {max}-byte limit"
+                    ))
+                }
+            };
+            let size = HEADER + payload.len();
+            if let Err(e) = self.on_reply(payload, now) {
                 break Err(e);
             }
-            buf.advance(4 + declared);
+            buf.advance(size);
         };
         self.flush_samples();
         result

@@ -8,7 +8,7 @@
 //! processes or hosts, into one histogram: percentiles of the union, not averages of
 //! percentiles.
 
-use super::stats::{new_histogram, put};
+use super::histogram::{new_histogram, put};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{

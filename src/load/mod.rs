@@ -13,27 +13,24 @@
 //! - `schedule`: the open loop's intended send times.
 //! - `conn`: the per-connection loop.
 //! - [`verify`]: request encoding, reply parsing and checking.
-//! - [`stats`]: histograms and summaries.
+//! - [`histogram`]: the run's HdrHistograms and the percentile summaries drawn from them.
 //! - `timer`: sub-millisecond wake-ups for the open loop's sends.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
-//! - [`report`]: the report and whether to trust it.
-//! - [`cli`]: the `load` and `merge` subcommands and the printed summary.
+//! - [`outcome`]: what a run measured ([`LoadReport`]) and whether to trust it.
 
-pub mod cli;
 mod conn;
 pub mod histlog;
-mod print;
-pub mod report;
+pub mod histogram;
+pub mod ids;
+pub mod outcome;
 mod schedule;
 pub mod spec;
-pub mod stats;
 mod timer;
 pub mod verify;
 
-pub use cli::{merge_cli, run_cli, LoadArgs, MergeArgs};
-pub use report::LoadReport;
+pub use histogram::Summary;
+pub use outcome::LoadReport;
 pub use spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
-pub use stats::Summary;
 
 use anyhow::Context;
 use conn::{Plan, Tally};
@@ -67,7 +64,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     }
 
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
-    let cpu_before = stats::process_cpu_seconds();
+    let cpu_before = crate::machine::process_cpu_seconds();
     let start = Instant::now();
     let measure_start = start + spec.warmup;
     let started = SystemTime::now() + spec.warmup;
@@ -90,7 +87,8 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         start,
         measure_start,
         end,
-        recorder: Mutex::new(stats::Recorder::new(
+        ids: ids::RunIds::random(),
+        recorder: Mutex::new(histogram::Recorder::new(
             spec.mix.len(),
             measure_start,
             LOG_INTERVAL,
@@ -112,14 +110,14 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         }
     }
     let finished = Instant::now();
-    let cpu_s = cpu_before.and_then(|b| stats::process_cpu_seconds().map(|a| a - b));
-    let timing = report::Timing {
+    let cpu_s = cpu_before.and_then(|b| crate::machine::process_cpu_seconds().map(|a| a - b));
+    let timing = outcome::Timing {
         finished,
         cpu_s,
         threads,
         started,
     };
-    Ok(report::assemble(&plan, tallies, timing))
+    Ok(outcome::assemble(&plan, tallies, timing))
 }
 
 /// A connection that never ran: one `connection` error with the reason.

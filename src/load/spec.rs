@@ -33,7 +33,7 @@ pub enum Pace {
 }
 
 /// The gaps between intended send times in an open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrival {
     /// Evenly spaced.
@@ -42,8 +42,20 @@ pub enum Arrival {
     Poisson,
 }
 
+impl Arrival {
+    pub const ALL: [Arrival; 2] = [Arrival::Uniform, Arrival::Poisson];
+
+    /// As written after `--arrival` and in the JSON spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Uniform => "uniform",
+            Arrival::Poisson => "poisson",
+        }
+    }
+}
+
 /// Which command every request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cmd {
     /// Run a kernel on the server; every result is checked against the kernel's formula.
@@ -51,6 +63,18 @@ pub enum Cmd {
     Compute,
     /// No work: measures the protocol and transport alone.
     Ping,
+}
+
+impl Cmd {
+    pub const ALL: [Cmd; 2] = [Cmd::Compute, Cmd::Ping];
+
+    /// The protocol's `cmd` value, as written after `--cmd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmd::Compute => "compute",
+            Cmd::Ping => "ping",
+        }
+    }
 }
 
 /// Everything a load run needs, validated by [`LoadSpec::validate`] before anything is sent.
@@ -154,6 +178,12 @@ impl LoadSpec {
     /// Checks every field, with messages that say what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.connections >= 1, "need at least 1 connection");
+        ensure!(
+            self.connections <= super::ids::MAX_CONNECTIONS,
+            "at most {} connections per driver (each needs its own range of request ids); \
+             run several drivers for more",
+            super::ids::MAX_CONNECTIONS
+        );
         ensure!(self.depth >= 1, "depth must be at least 1");
         match self.stop {
             Stop::Requests(r) => ensure!(r >= 1, "need at least 1 request per connection"),

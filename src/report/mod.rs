@@ -32,7 +32,6 @@ pub mod verdict;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 
@@ -64,27 +63,6 @@ impl Default for ReportOptions {
             equivalence: DEFAULT_EQUIVALENCE,
         }
     }
-}
-
-/// `threadcenter-bench report`: render a sweep's CSV as a self-contained HTML file.
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    /// The sweep's results.csv.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Where to write the HTML report.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Machine metadata to show; defaults to env.json beside the input, if it exists.
-    #[arg(long)]
-    pub env: Option<PathBuf>,
-}
-
-/// Runs the `report` subcommand.
-pub fn run_cli(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    write_report(&args.input, args.env.as_deref(), &args.out)?;
-    println!("wrote {}", args.out.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Every comparison in these rows (valid rows only), in verdicts.csv order.

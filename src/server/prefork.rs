@@ -8,13 +8,11 @@
 //! `threadcenter-bench serve --prefork-child`, waits until each is listening, then supervises:
 //! a child that dies is replaced; SIGTERM is passed on and the children drain.
 
+use super::child::{ServerCommand, StderrTo};
 use crate::backend::{micros, run_caught, Backend, BoxFuture, Completion, Done, Failure, Job};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Runs each job at once on the calling thread: inside a prefork child that is the thread that
@@ -60,6 +58,11 @@ pub fn reuseport_listener(addr: SocketAddr, listen: bool) -> anyhow::Result<std:
     Ok(socket.into())
 }
 
+/// How long a prefork child may take to say `listening on` (a `table` preload included).
+const CHILD_START_LIMIT: Duration = Duration::from_secs(60);
+/// Children drain within their own drain time; this bound only guards against a stuck one.
+const CHILD_STOP_LIMIT: Duration = Duration::from_secs(15);
+
 /// The parent's side: start W children on `addr` (already bound by `holder`), report
 /// readiness through `ready`, supervise until `shutdown`, then pass the signal on and wait.
 pub async fn supervise(
@@ -70,9 +73,19 @@ pub async fn supervise(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program to start children")?;
+    let spawn_child = || {
+        ServerCommand::serve(&exe)
+            .arg("--prefork-child")
+            .args(["--host", &addr.ip().to_string()])
+            .args(["--port", &addr.port().to_string()])
+            .args(&child_args)
+            .named("prefork child")
+            .stderr(StderrTo::Inherit)
+            .start_async(CHILD_START_LIMIT)
+    };
     let mut children = Vec::with_capacity(workers);
     for _ in 0..workers {
-        children.push(spawn_child(&exe, addr, &child_args).await?);
+        children.push(spawn_child().await?);
     }
     ready();
     let mut failures = 0u32;
@@ -85,7 +98,7 @@ pub async fn supervise(
         for slot in children.iter_mut() {
             if let Ok(Some(status)) = slot.try_wait() {
                 tracing::warn!("prefork child exited ({status}); starting a replacement");
-                match spawn_child(&exe, addr, &child_args).await {
+                match spawn_child().await {
                     Ok(c) => {
                         *slot = c;
                         failures = 0;
@@ -100,57 +113,12 @@ pub async fn supervise(
             }
         }
     }
+    // Every child hears the signal before the first is waited for, so they drain together.
     for c in &children {
-        if let Some(pid) = c.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        let _ = c.signal(nix::sys::signal::Signal::SIGTERM);
     }
-    for mut c in children {
-        // Children drain within their own drain time; this bound only guards against a stuck one.
-        if tokio::time::timeout(Duration::from_secs(15), c.wait())
-            .await
-            .is_err()
-        {
-            let _ = c.kill().await;
-        }
+    for c in children {
+        c.reap_async(CHILD_STOP_LIMIT).await;
     }
     Ok(())
-}
-
-async fn spawn_child(
-    exe: &std::path::Path,
-    addr: SocketAddr,
-    args: &[String],
-) -> anyhow::Result<Child> {
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .arg("--prefork-child")
-        .arg("--host")
-        .arg(addr.ip().to_string())
-        .arg("--port")
-        .arg(addr.port().to_string())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start a prefork child")?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("prefork child without stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .context("prefork child not listening after 60 s")??;
-    match line {
-        Some(l) if l.starts_with("listening on ") => Ok(child),
-        other => {
-            let _ = child.kill().await;
-            anyhow::bail!("prefork child failed to start (said {other:?})")
-        }
-    }
 }

@@ -5,15 +5,12 @@ use super::grid::Workload;
 use crate::backend::BackendKind;
 use crate::kernel::Kernel;
 use crate::load::{self, LoadReport, LoadSpec, Pace, Stop};
+use crate::machine::{sample_tree, tlb_shootdowns};
 use crate::record::Row;
-use crate::sysinfo_util::{sample_tree, tlb_shootdowns};
-use anyhow::{bail, Context};
+use crate::server::child::{ServerChild, ServerCommand};
+use anyhow::Context;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// What to measure in one cell.
 #[derive(Debug, Clone)]
@@ -41,102 +38,17 @@ pub struct Cell {
 const START_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
-/// A server child that is killed if the cell ends early.
-struct ServerProc {
-    child: Child,
-    pid: i32,
-    addr: std::net::SocketAddr,
-    stderr: Arc<parking_lot::Mutex<String>>,
-}
-
-impl ServerProc {
-    async fn start(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerProc, Duration)> {
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--port", "0", "--backend", cell.backend.name()])
-            .args(["--workers", &cell.workers.to_string()]);
-        if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
-            cmd.args(["--preload", "table"]);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let pid = child.id().context("server exited at once")? as i32;
-        let stderr = Arc::new(parking_lot::Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = stderr.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut s = sink.lock();
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    // Keep the tail: it holds the reason a server failed.
-                    if s.len() > 8192 {
-                        let cut = s.len() - 4096;
-                        let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-                        s.drain(..cut);
-                    }
-                }
-            });
-        }
-        let stdout = child.stdout.take().context("server without stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(START_LIMIT, lines.next_line()).await {
-            Ok(Ok(Some(l))) => l,
-            Ok(_) => {
-                let _ = child.wait().await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                bail!("server exited before listening: {}", stderr.lock().trim());
-            }
-            Err(_) => bail!("server not listening after {START_LIMIT:?}"),
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("server said {line:?} instead of `listening on ADDR`"))?;
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok((
-            ServerProc {
-                child,
-                pid,
-                addr,
-                stderr,
-            },
-            started.elapsed(),
-        ))
+/// Starts the cell's server and measures how long it took to say where it listens.
+async fn start_server(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerChild, Duration)> {
+    let mut cmd = ServerCommand::serve(exe)
+        .args(["--port", "0", "--backend", cell.backend.name()])
+        .args(["--workers", &cell.workers.to_string()]);
+    if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
+        cmd = cmd.args(["--preload", "table"]);
     }
-
-    /// SIGTERM, then wait; Ok(()) only for a clean exit with status 0.
-    async fn stop(mut self) -> Result<(), String> {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        match tokio::time::timeout(STOP_LIMIT, self.child.wait()).await {
-            Ok(Ok(s)) if s.success() => Ok(()),
-            Ok(Ok(s)) => Err(format!(
-                "server exited uncleanly ({s}): {}",
-                last_line(&self.stderr.lock())
-            )),
-            Ok(Err(e)) => Err(format!("cannot wait for the server: {e}")),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                Err(format!("server still running {STOP_LIMIT:?} after SIGTERM"))
-            }
-        }
-    }
-}
-
-fn last_line(s: &str) -> &str {
-    s.trim().lines().last().unwrap_or("")
+    let started = Instant::now();
+    let server = cmd.start_async(START_LIMIT).await?;
+    Ok((server, started.elapsed()))
 }
 
 /// Runs one cell end to end. Never fails: a cell that cannot be measured becomes an invalid
@@ -151,10 +63,10 @@ pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> Row {
 }
 
 async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow::Result<()> {
-    let (server, start_time) = ServerProc::start(exe, cell).await?;
+    let (server, start_time) = start_server(exe, cell).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
     let mut spec = LoadSpec {
-        addr: server.addr,
+        addr: server.addr(),
         connections: cell.connections,
         depth: cell.depth,
         stop: Stop::Duration(cell.warmup),
@@ -173,11 +85,11 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
     }
     spec.stop = Stop::Duration(cell.duration);
     let tlb0 = tlb_shootdowns();
-    let before = sample_tree(server.pid);
+    let before = sample_tree(server.pid());
     let report = load::run(&spec).await;
-    let after = sample_tree(server.pid);
+    let after = sample_tree(server.pid());
     let tlb1 = tlb_shootdowns();
-    let stopped = server.stop().await;
+    let stopped = server.stop_async(STOP_LIMIT).await.clean();
     let report = report.context("load failed")?;
     let used = after.since(&before);
     fill(row, &report, cell, cores);
@@ -293,55 +205,4 @@ fn empty_row(cell: &Cell, cores: usize) -> Row {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     }
-}
-
-/// Finds `n` for a kernel so that one job takes about `target_us` on one thread of this
-/// machine, and measures the single-job time at that `n` (median of several runs).
-///
-/// Jobs are timed in this thread's CPU time, not wall time: on a busy machine a job that is
-/// preempted would otherwise look longer than it is, and calibrate to too small an `n`. The
-/// `sleep` kernel does no CPU work, so it is sized directly.
-pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -> (u64, f64) {
-    kernel.prepare();
-    let time = |n: u64| {
-        if kernel == Kernel::Sleep {
-            let t = Instant::now();
-            std::hint::black_box(kernel.run(n));
-            return t.elapsed().as_secs_f64() * 1e6;
-        }
-        let t = thread_cpu_us();
-        std::hint::black_box(kernel.run(n));
-        thread_cpu_us() - t
-    };
-    let n = match (given_n, target_us) {
-        (Some(n), _) => n,
-        (None, Some(target)) if kernel == Kernel::Sleep => target.round().max(1.0) as u64,
-        (None, Some(target)) => {
-            // Grow n until one run is long enough to time well, then scale linearly.
-            let mut n = 16u64;
-            let mut t = time(n);
-            while t < 2000.0 && n < kernel.max_n() / 4 {
-                n *= 4;
-                t = time(n);
-            }
-            ((n as f64 * target / t).round() as u64).clamp(1, kernel.max_n())
-        }
-        (None, None) => 1,
-    };
-    let mut samples: Vec<f64> = Vec::new();
-    let budget = Instant::now();
-    while samples.len() < 5
-        || (samples.len() < 200 && budget.elapsed() < Duration::from_millis(100))
-    {
-        samples.push(time(n));
-    }
-    samples.sort_by(f64::total_cmp);
-    (n, samples[samples.len() / 2])
-}
-
-/// CPU time of the calling thread, µs.
-fn thread_cpu_us() -> f64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
-        .unwrap_or(0.0)
 }

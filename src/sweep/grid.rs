@@ -102,12 +102,16 @@ mod secs {
     }
 }
 
+/// The mechanism kernels that the standard and full presets both measure, first and in this
+/// order; each preset adds its own extras after them.
+const MECHANISMS: [&str; 6] = ["fib", "alloc", "fault", "tlb", "shared", "gil"];
+
 /// The named presets. Each repeats every cell at least 5 times: the verdicts' Welch intervals
 /// need 3 repetitions to find a 1.5x difference at 5 % noise (tests/simulation.rs measures
 /// it), and more narrow the interval on a noisy machine and leave room for a repetition lost
 /// to an invalid cell. Cells are kept short instead: on a shared machine the noise comes from
 /// bursts of other work, which more repetitions average out and longer ones do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// Under 2 minutes on 2 cores: `fib` and `gil` at 10 µs and 2 ms, 2 workers, 6 repetitions
     /// of 0.6 s. Enough to show one place processes win (gil) and one where they do not (fib).
@@ -155,16 +159,7 @@ impl Grid {
                 connections: vec![8],
                 depths: vec![1],
                 sizes: vec![us(50.0), us(500.0), us(5000.0)],
-                kernels: w(&[
-                    "fib",
-                    "alloc",
-                    "fault",
-                    "tlb",
-                    "shared",
-                    "gil",
-                    "sleep",
-                    "fib:9+tlb:1",
-                ]),
+                kernels: w(&[&MECHANISMS[..], &["sleep", "fib:9+tlb:1"]].concat()),
                 repeat: 5,
                 duration: Duration::from_millis(900),
                 warmup: Duration::from_millis(200),
@@ -182,17 +177,7 @@ impl Grid {
                     connections: vec![2 * cores as u32],
                     depths: vec![1],
                     sizes: vec![us(20.0), us(200.0), us(2000.0)],
-                    kernels: w(&[
-                        "fib",
-                        "alloc",
-                        "fault",
-                        "tlb",
-                        "shared",
-                        "gil",
-                        "table",
-                        "sleep",
-                        "fib:15+tlb:1",
-                    ]),
+                    kernels: w(&[&MECHANISMS[..], &["table", "sleep", "fib:15+tlb:1"]].concat()),
                     repeat: 5,
                     duration: Duration::from_secs(2),
                     warmup: Duration::from_millis(400),

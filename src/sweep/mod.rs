@@ -9,182 +9,65 @@
 pub mod cell;
 pub mod grid;
 
-use crate::backend::BackendKind;
+use crate::kernel;
 use crate::record::{read_csv, CellKey, Row};
 use anyhow::{bail, ensure, Context};
-use grid::{parse_list, Grid, Preset, SizeSpec, Workload};
+use grid::{Grid, SizeSpec, Workload};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::time::Duration;
 
-#[derive(Debug, clap::Args)]
-pub struct SweepArgs {
+/// How a sweep runs, apart from its grid.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
     /// Folder for results.csv, env.json and report.html.
-    #[arg(long)]
     pub out: PathBuf,
-    /// The small grid: under 2 minutes on 2 cores (the README's main job).
-    #[arg(long, conflicts_with_all = ["standard", "full"])]
-    pub quick: bool,
-    /// The standard grid: about 30 minutes on 2 cores.
-    #[arg(long, conflicts_with = "full")]
-    pub standard: bool,
-    /// The full grid for many-core machines (the default when no preset is named).
-    #[arg(long)]
-    pub full: bool,
-    /// Backends, comma-separated: process, rayon, tokio, prefork.
-    #[arg(long)]
-    pub backends: Option<String>,
-    /// Worker counts, comma-separated.
-    #[arg(long)]
-    pub workers: Option<String>,
-    /// Connection counts, comma-separated.
-    #[arg(long)]
-    pub connections: Option<String>,
-    /// Pipelining depths, comma-separated.
-    #[arg(long)]
-    pub depth: Option<String>,
-    /// Sizes: work sizes (500000) or target service times (50us, 1ms), comma-separated.
-    #[arg(long)]
-    pub sizes: Option<String>,
-    /// Kernels, comma-separated; a mix is written with `+`: fib:9+tlb:1.
-    #[arg(long)]
-    pub kernels: Option<String>,
-    /// Repetitions of every cell.
-    #[arg(long)]
-    pub repeat: Option<u32>,
-    /// Measured time per cell.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
-    pub duration: Option<Duration>,
-    /// Unrecorded load before each cell's measurement.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
-    pub warmup: Option<Duration>,
-    /// Seed for the cell order and the load's choices.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Keep the cells already in DIR/results.csv and run only the missing ones.
-    #[arg(long, conflicts_with = "force")]
+    /// Keep the cells already in `out`'s results.csv and run only the missing ones.
     pub resume: bool,
-    /// Replace a different sweep already in DIR.
-    #[arg(long)]
+    /// Replace a different sweep already in `out`.
     pub force: bool,
-    /// Threads for the load driver; default 1 up to 8 cores, then one per 8 cores (at most 4),
-    /// so a many-core server is not measured through a saturated driver.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub driver_threads: Option<u16>,
-    /// Stop after this many cells (to test --resume; the CSV keeps what ran).
-    #[arg(long, hide = true)]
+    /// Stop after this many cells; the CSV keeps what ran.
     pub max_cells: Option<usize>,
+    /// Threads for the load driver. `None`: 1 up to 8 cores, then one per 8 cores (at most 4),
+    /// so a many-core server is not measured through a saturated driver.
+    pub driver_threads: Option<usize>,
 }
 
-impl SweepArgs {
-    /// The grid: the preset, with any list flags replacing its lists.
-    pub fn grid(&self, cores: usize) -> anyhow::Result<Grid> {
-        let preset = if self.quick {
-            Preset::Quick
-        } else if self.standard {
-            Preset::Standard
-        } else {
-            Preset::Full
-        };
-        let mut g = Grid::preset(preset, cores);
-        let num = |flag: &str, s: &str| -> anyhow::Result<Vec<u32>> {
-            parse_list(flag, s, |p| {
-                p.parse::<u32>()
-                    .map_err(|_| anyhow::anyhow!("{p:?} is not a whole number"))
-            })
-        };
-        if let Some(s) = &self.backends {
-            g.backends = parse_list("--backends", s, |p| {
-                BackendKind::parse(p).with_context(|| {
-                    format!("unknown backend {p:?}; known: process, rayon, tokio, prefork")
-                })
-            })?;
-        }
-        if let Some(s) = &self.workers {
-            g.workers = num("--workers", s)?;
-        }
-        if let Some(s) = &self.connections {
-            g.connections = num("--connections", s)?;
-        }
-        if let Some(s) = &self.depth {
-            g.depths = num("--depth", s)?;
-        }
-        if let Some(s) = &self.sizes {
-            g.sizes = parse_list("--sizes", s, SizeSpec::parse)?;
-        }
-        if let Some(s) = &self.kernels {
-            g.kernels = parse_list("--kernels", s, Workload::parse)?;
-        }
-        if let Some(r) = self.repeat {
-            g.repeat = r;
-        }
-        if let Some(d) = self.duration {
-            g.duration = d;
-        }
-        if let Some(w) = self.warmup {
-            g.warmup = w;
-        }
-        if let Some(s) = self.seed {
-            g.seed = s;
-        }
-        g.validate()?;
-        Ok(g)
-    }
-}
-
-pub fn run_cli(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let cores = crate::cli::cores();
-    let grid = args.grid(cores)?;
-    let threads = args
+/// Runs the grid into `options.out` on a runtime of its own, then writes the report.
+pub fn run(grid: &Grid, options: &SweepOptions) -> anyhow::Result<SweepResult> {
+    let cores = crate::machine::cores();
+    let threads = options
         .driver_threads
-        .map_or_else(|| cores.div_ceil(8).clamp(1, 4), |t| t as usize);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-    };
-    let outcome = runtime.block_on(run(&args, &grid, cores))?;
-    eprintln!(
-        "wrote {} rows ({} invalid) to {}",
-        outcome.rows,
-        outcome.invalid,
-        args.out.join("results.csv").display()
-    );
-    for line in &outcome.headline {
-        println!("{line}");
-    }
-    println!("report: {}", args.out.join("report.html").display());
-    Ok(ExitCode::SUCCESS)
+        .unwrap_or_else(|| cores.div_ceil(8).clamp(1, 4));
+    let runtime = crate::runtime::build(crate::runtime::Threads::count(threads))?;
+    runtime.block_on(run_cells(grid, options, cores))
 }
 
-pub struct Outcome {
+/// What a finished sweep wrote: rows in results.csv and the headline lines.
+pub struct SweepResult {
     pub rows: usize,
     pub invalid: usize,
     pub headline: Vec<String>,
 }
 
-/// Runs the grid into `args.out`.
-pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<Outcome> {
-    let out = &args.out;
+async fn run_cells(
+    grid: &Grid,
+    options: &SweepOptions,
+    cores: usize,
+) -> anyhow::Result<SweepResult> {
+    let out = &options.out;
     let csv_path = out.join("results.csv");
     let env_path = out.join("env.json");
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (done, calibration) = prepare_folder(args, grid, &csv_path, &env_path)?;
+    let (done, calibration) = prepare_folder(options, grid, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
     let plan = plan(grid, &calibration);
     let todo: Vec<&cell::Cell> = plan
         .iter()
         .filter(|c| !done.contains(&key_of(c)))
-        .take(args.max_cells.unwrap_or(usize::MAX))
+        .take(options.max_cells.unwrap_or(usize::MAX))
         .collect();
 
     let resuming = csv_path.exists() && !done.is_empty();
@@ -225,7 +108,7 @@ pub async fn run(args: &SweepArgs, grid: &Grid, cores: usize) -> anyhow::Result<
 
     let rows = read_csv(&csv_path)?;
     crate::report::write_report(&csv_path, Some(&env_path), &out.join("report.html"))?;
-    Ok(Outcome {
+    Ok(SweepResult {
         rows: rows.len(),
         invalid: rows.iter().filter(|r| !r.valid).count(),
         headline: headline(&rows),
@@ -255,7 +138,7 @@ fn progress_bar(len: u64, grid: &Grid) -> indicatif::ProgressBar {
 /// A folder holding a different sweep is refused unless `--force`; nothing is overwritten
 /// before that check.
 fn prepare_folder(
-    args: &SweepArgs,
+    options: &SweepOptions,
     grid: &Grid,
     csv_path: &Path,
     env_path: &Path,
@@ -269,7 +152,7 @@ fn prepare_folder(
     };
     let has_csv = csv_path.exists();
     let mut done = HashSet::new();
-    if args.force {
+    if options.force {
         for p in [csv_path, env_path] {
             if p.exists() {
                 std::fs::remove_file(p)
@@ -281,7 +164,7 @@ fn prepare_folder(
             .as_ref()
             .and_then(|e| serde_json::from_value::<Grid>(e["grid"].clone()).ok())
             .is_some_and(|g| &g == grid);
-        if !args.resume {
+        if !options.resume {
             bail!(
                 "{} already holds a sweep; use --resume to finish it or --force to replace it",
                 csv_path.parent().unwrap_or(csv_path).display()
@@ -299,14 +182,14 @@ fn prepare_folder(
     // A resumed sweep reuses the first run's calibration, so its cells have the same sizes.
     let kept: Option<Calibration> = existing_env
         .as_ref()
-        .filter(|_| !args.force)
+        .filter(|_| !options.force)
         .and_then(|e| serde_json::from_value(e["calibration"].clone()).ok());
     if let Some(c) = kept {
         return Ok((done, c));
     }
     let calibration = calibrate(grid);
     {
-        let mut env = crate::sysinfo_util::machine();
+        let mut env = serde_json::to_value(crate::machine::Environment::here())?;
         env["started_at"] = serde_json::json!(humantime::format_rfc3339_seconds(
             std::time::SystemTime::now()
         )
@@ -350,7 +233,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                 SizeSpec::N(n) => (Some(n), None),
                 SizeSpec::TargetUs(t) => (None, Some(t)),
             };
-            let (n, single_us) = cell::calibrate(w.main_kernel(), target, given);
+            let (n, single_us) = kernel::calibrate(w.main_kernel(), target, given);
             // In a mix, every kernel gets its own n for the same service time: one `tlb` round
             // costs as much as thousands of `fib` steps.
             let mix_sizes = match target {
@@ -361,7 +244,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                         if *k == w.main_kernel() {
                             n
                         } else {
-                            cell::calibrate(*k, target, None).0
+                            kernel::calibrate(*k, target, None).0
                         }
                     })
                     .collect(),

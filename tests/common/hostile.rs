@@ -7,7 +7,6 @@
 
 use super::{wait_for, Client, Server, BIN};
 use serde_json::json;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use threadcenter::kernel::Kernel;
+use threadcenter::server::child::{ServerCommand, StderrTo};
 
 /// True when `THREADCENTER_FULL=1`: the full-scale numbers instead of CI's.
 pub fn full_scale() -> bool {
@@ -97,19 +97,14 @@ impl Launch {
         self
     }
 
-    /// The server process, started but not yet known to be listening.
-    pub fn spawn(&self) -> Child {
+    /// The `serve` command line, with its environment and limits, without its stdio.
+    fn command(&self) -> Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--port", "0", "--backend", &self.backend])
             .args(["--workers", &self.workers.to_string()])
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped());
-        match &self.stderr {
-            Some(p) => cmd.stderr(std::fs::File::create(p).expect("create stderr file")),
-            None => cmd.stderr(Stdio::inherit()),
-        };
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(limit) = self.nofile {
             let lim = libc::rlimit {
                 rlim_cur: limit,
@@ -125,24 +120,32 @@ impl Launch {
                 });
             }
         }
+        cmd
+    }
+
+    /// The server process, started but not yet known to be listening: for servers that are
+    /// meant to fail before they listen.
+    pub fn spawn(&self) -> Child {
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped());
+        match &self.stderr {
+            Some(p) => cmd.stderr(std::fs::File::create(p).expect("create stderr file")),
+            None => cmd.stderr(Stdio::inherit()),
+        };
         cmd.spawn().expect("start server")
     }
 
     /// The server, once it prints `listening on ADDR`.
     pub fn start(&self) -> Server {
-        let mut child = self.spawn();
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("server stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{}: unexpected first line {line:?}", self.backend);
+        let stderr = match &self.stderr {
+            Some(p) => StderrTo::File(p.clone()),
+            None => StderrTo::Inherit,
         };
-        let addr = addr.parse().expect("listening address");
-        Server { child, addr }
+        Server::launch(
+            ServerCommand::new(self.command())
+                .named(format!("{} server", self.backend))
+                .stderr(stderr),
+        )
     }
 }
 
@@ -373,6 +376,28 @@ impl Steady {
             failures
         });
         Steady { stop, ok, handle }
+    }
+
+    /// Starts one and waits until it is served, so that what it sees later is the attack's
+    /// doing.
+    pub fn serving(addr: SocketAddr, what: &str) -> Steady {
+        let steady = Steady::start(addr);
+        steady.assert_served(what);
+        steady
+    }
+
+    /// Asserts that three more rounds succeed within 30 s: the server still serves this client.
+    pub fn assert_served(&self, what: &str) {
+        assert!(self.wait_progress(3, Duration::from_secs(30)), "{what}");
+    }
+
+    /// Stops the client and asserts that every reply it got was right.
+    pub fn assert_clean(self, what: &str) {
+        let failures = self.finish();
+        assert!(
+            failures.is_empty(),
+            "{what}: steady client saw {failures:?}"
+        );
     }
 
     /// Rounds answered correctly so far.

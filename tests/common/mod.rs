@@ -2,45 +2,46 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use threadcenter::server::child::{Exit, ServerChild, ServerCommand, StderrTo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_threadcenter-bench");
 pub const BACKENDS: [&str; 4] = ["process", "rayon", "tokio", "prefork"];
 
+/// How long a test server may take to say `listening on ADDR`: generous, because tests start
+/// many at once on two cores.
+pub const START_LIMIT: Duration = Duration::from_secs(90);
+
 /// A `threadcenter-bench serve` child, SIGKILLed on drop if still running.
 pub struct Server {
-    pub child: Child,
+    pub child: ServerChild,
     pub addr: SocketAddr,
 }
 
 impl Server {
     pub fn start(backend: &str, workers: u32, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--port", "0", "--backend", backend])
-            .args(["--workers", &workers.to_string()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr }
+        Server::launch(
+            ServerCommand::serve(BIN)
+                .args(["--port", "0", "--backend", backend])
+                .args(["--workers", &workers.to_string()])
+                .args(extra)
+                .stderr(StderrTo::Inherit),
+        )
+    }
+
+    /// Starts `cmd` and waits for it to listen; panics with the reason if it does not.
+    pub fn launch(cmd: ServerCommand) -> Server {
+        let child = cmd.start(START_LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+        Server {
+            addr: child.addr(),
+            child,
+        }
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.pid()
     }
 
     pub fn connect(&self) -> Client {
@@ -48,25 +49,23 @@ impl Server {
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+        self.child.signal(sig).unwrap();
     }
 
     /// SIGTERM, then the exit status (panics after `within`).
     pub fn stop(self, within: Duration) -> std::process::ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        self.wait(within)
+        match self.child.stop(within).exit {
+            Exit::Exited(status) => status,
+            other => panic!("server did not exit: {other:?}"),
+        }
     }
 
     /// The exit status, once the server exits (panics after `within`).
     pub fn wait(mut self, within: Duration) -> std::process::ExitStatus {
-        wait_for(within, || self.child.try_wait().unwrap()).expect("server did not exit")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child
+            .wait(within)
+            .unwrap()
+            .expect("server did not exit")
     }
 }
 
@@ -185,6 +184,29 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Waits up to `within` for each of `pids` to be gone (exited, or a zombie nobody will run
+/// again); panics with `survived(pid)` for the first that is not.
+pub fn assert_gone(
+    pids: impl IntoIterator<Item = i32>,
+    within: Duration,
+    survived: impl Fn(i32) -> String,
+) {
+    for pid in pids {
+        let gone = wait_for(within, || (!alive(pid)).then_some(()));
+        assert!(gone.is_some(), "{}", survived(pid));
+    }
+}
+
+/// The server's `w` worker processes (its direct children; a fixture worker may have its own),
+/// once that many are running.
+pub fn workers_of(server: &Server, w: usize) -> Vec<i32> {
+    wait_for(Duration::from_secs(10), || {
+        let live = children(server.pid()).0;
+        (live.len() == w).then_some(live)
+    })
+    .unwrap_or_else(|| panic!("expected {w} workers: {:?}", hostile::tree(server.pid())))
 }
 
 pub fn json_u64(v: &Value, key: &str) -> u64 {

@@ -117,9 +117,14 @@ pub async fn connect_and_watch(
             })
         })
         .collect();
-    let mut out = Vec::with_capacity(count);
+    join_all(tasks, "watch task").await
+}
+
+/// Each task's output, in order; panics naming `what` if one of them panicked.
+pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
-        out.push(t.await.expect("watch task"));
+        out.push(t.await.expect(what));
     }
     out
 }

@@ -10,15 +10,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use threadcenter::kernel::Kernel;
 
-/// The server's worker processes: its direct children (a fixture worker may have its own).
-fn workers_of(server: &Server, w: usize) -> Vec<i32> {
-    wait_for(Duration::from_secs(10), || {
-        let live = children(server.pid()).0;
-        (live.len() == w).then_some(live)
-    })
-    .unwrap_or_else(|| panic!("expected {w} workers: {:?}", tree(server.pid())))
-}
-
 /// Waits until the pool is back to `w` live, running (not stopped) workers, none of them in
 /// `gone`, with no zombie left.
 fn healed(server: &Server, w: usize, gone: &[i32]) {
@@ -253,10 +244,7 @@ fn a_worker_that_cannot_start_makes_the_server_exit_with_a_clear_message() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("failed to start 3 times"), "{err}");
     assert_eq!(bad.starts(), vec!["ok", "ok", "fail", "fail", "fail"]);
-    for p in family {
-        assert!(
-            wait_for(Duration::from_secs(5), || (!alive(p)).then_some(())).is_some(),
-            "process {p} outlived the server"
-        );
-    }
+    assert_gone(family, Duration::from_secs(5), |p| {
+        format!("process {p} outlived the server")
+    });
 }

@@ -59,15 +59,20 @@ fn idle_cpu(pid: i32, window: Duration) -> f64 {
     tree_cpu_secs(pid) - before
 }
 
-/// A fresh client is served again (refusals may lag a closed slot by a moment).
-fn served_again(server: &Server) -> bool {
-    wait_for(Duration::from_secs(10), || {
+/// Once the flood is gone: a fresh client is served again (refusals may lag a closed slot by a
+/// moment) and the server holds no more than `before`.
+fn assert_recovered(server: &Server, before: Held, backend: &str) {
+    let served_again = wait_for(Duration::from_secs(10), || {
         let mut c = server.connect();
         c.send(&json!({"id": "again", "cmd": "ping"}));
         let r = c.recv()?;
         (r["pong"] == json!(true)).then_some(())
-    })
-    .is_some()
+    });
+    assert!(
+        served_again.is_some(),
+        "{backend}: not serving after the flood"
+    );
+    Held::wait_back_to(before, server.pid(), Duration::from_secs(10), backend);
 }
 
 #[test]
@@ -98,11 +103,7 @@ fn a_connection_flood_is_refused_without_spinning_and_new_clients_are_served_aft
         }
         drop(held);
         drop(served);
-        assert!(
-            served_again(&server),
-            "{backend}: not serving after the flood"
-        );
-        Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
+        assert_recovered(&server, before, backend);
     });
 }
 
@@ -145,11 +146,7 @@ fn with_a_tiny_open_file_limit_the_flood_is_refused_and_the_server_recovers() {
         drop(seen);
         drop(rt);
         drop(served);
-        assert!(
-            served_again(&server),
-            "{backend}: not serving after the flood"
-        );
-        Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
+        assert_recovered(&server, before, backend);
         let status = server.stop(Duration::from_secs(15));
         assert_eq!(status.code(), Some(0), "{backend}");
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -210,11 +210,8 @@ fn a_client_that_never_reads_its_replies_is_dropped_after_the_idle_timeout() {
         };
         assert!(sent > 0, "{backend}: {ended}");
         // Its slot and everything queued for it are released; others were served throughout.
-        assert!(
-            steady.wait_progress(3, Duration::from_secs(30)),
-            "{backend}"
-        );
-        assert!(steady.finish().is_empty(), "{backend}");
+        steady.assert_served(backend);
+        steady.assert_clean(backend);
         drop(stream);
         Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
     });

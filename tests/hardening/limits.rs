@@ -22,11 +22,7 @@ fn oversize_length_prefixes_are_refused_at_once_without_allocating() {
         let server = Launch::new(backend, 2, &["--max-connections", &max_conn]).start();
         let pid = server.pid();
         warm_up(&server, 2);
-        let steady = Steady::start(server.addr);
-        assert!(
-            steady.wait_progress(3, Duration::from_secs(30)),
-            "{backend}"
-        );
+        let steady = Steady::serving(server.addr, backend);
         let before = Held::of(pid);
         let base_rss = tree_rss_kib(pid);
         let peak = RssPeak::start(pid);
@@ -43,11 +39,7 @@ fn oversize_length_prefixes_are_refused_at_once_without_allocating() {
                     tokio::spawn(send_and_watch(addr, bytes, Duration::from_secs(10)))
                 })
                 .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.expect("attacker"));
-            }
-            out
+            join_all(tasks, "attacker").await
         });
         let peak_rss = peak.finish();
         for (i, s) in seen.iter().enumerate() {
@@ -75,15 +67,8 @@ fn oversize_length_prefixes_are_refused_at_once_without_allocating() {
             peak_rss.saturating_sub(base_rss) < 32 * MIB,
             "{backend}: RSS grew from {base_rss} KiB to {peak_rss} KiB"
         );
-        assert!(
-            steady.wait_progress(3, Duration::from_secs(30)),
-            "{backend}"
-        );
-        let failures = steady.finish();
-        assert!(
-            failures.is_empty(),
-            "{backend}: steady client saw {failures:?}"
-        );
+        steady.assert_served(backend);
+        steady.assert_clean(backend);
         Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
     });
 }
@@ -115,11 +100,7 @@ fn stalled_frames_just_under_the_limit_hold_only_what_arrived_until_the_frame_de
         .start();
         let pid = server.pid();
         warm_up(&server, 2);
-        let steady = Steady::start(server.addr);
-        assert!(
-            steady.wait_progress(3, Duration::from_secs(30)),
-            "{backend}"
-        );
+        let steady = Steady::serving(server.addr, backend);
         let before = Held::of(pid);
         let (base_rss, base_vm) = (tree_rss_kib(pid), tree_vm_kib(pid));
         let peak = RssPeak::start(pid);
@@ -140,11 +121,7 @@ fn stalled_frames_just_under_the_limit_hold_only_what_arrived_until_the_frame_de
             // Mid-stall, everything has arrived and nothing is closed yet.
             tokio::time::sleep(deadline / 2).await;
             vm_probe.store(tree_vm_kib(pid), std::sync::atomic::Ordering::Relaxed);
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.expect("attacker"));
-            }
-            out
+            join_all(tasks, "attacker").await
         });
         let peak_rss = peak.finish();
         for (i, s) in seen.iter().enumerate() {
@@ -179,11 +156,7 @@ fn stalled_frames_just_under_the_limit_hold_only_what_arrived_until_the_frame_de
             vm.saturating_sub(base_vm) < vm_bound,
             "{backend}: address space grew from {base_vm} KiB to {vm} KiB mid-stall"
         );
-        let failures = steady.finish();
-        assert!(
-            failures.is_empty(),
-            "{backend}: steady client saw {failures:?}"
-        );
+        steady.assert_clean(backend);
         Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
     });
 }
@@ -219,11 +192,7 @@ fn slowloris_is_closed_at_the_frame_deadline_and_silence_at_the_idle_timeout() {
                 .map(|_| tokio::spawn(trickle(addr, request.clone(), every)))
                 .collect();
             let quiet = connect_and_watch(addr, silent, silent, Duration::from_secs(20)).await;
-            let mut out = Vec::new();
-            for t in trick {
-                out.push(t.await.expect("trickler"));
-            }
-            (out, quiet)
+            (join_all(trick, "trickler").await, quiet)
         });
         for (s, written) in &trickled {
             assert_ne!(s.end, End::StillOpen, "{backend}: trickler never closed");
@@ -248,11 +217,7 @@ fn slowloris_is_closed_at_the_frame_deadline_and_silence_at_the_idle_timeout() {
                 s.after
             );
         }
-        let failures = steady.finish();
-        assert!(
-            failures.is_empty(),
-            "{backend}: steady client saw {failures:?}"
-        );
+        steady.assert_clean(backend);
         Held::wait_back_to(before, pid, Duration::from_secs(10), backend);
         drop(server);
 

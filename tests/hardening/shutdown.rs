@@ -156,12 +156,9 @@ fn a_second_signal_exits_at_once() {
             signalled.elapsed()
         );
         assert_eq!(status.code(), Some(130), "{backend}");
-        for p in family {
-            assert!(
-                wait_for(Duration::from_secs(5), || (!alive(p)).then_some(())).is_some(),
-                "{backend}: process {p} outlived the server"
-            );
-        }
+        assert_gone(family, Duration::from_secs(5), |p| {
+            format!("{backend}: process {p} outlived the server")
+        });
     });
 }
 
@@ -179,11 +176,8 @@ fn a_killed_server_leaves_no_process_behind() {
         .expect("children");
         server.signal(Signal::SIGKILL);
         drop(server);
-        for p in family {
-            assert!(
-                wait_for(Duration::from_secs(5), || (!alive(p)).then_some(())).is_some(),
-                "{backend}: process {p} survived its killed server"
-            );
-        }
+        assert_gone(family, Duration::from_secs(5), |p| {
+            format!("{backend}: process {p} survived its killed server")
+        });
     });
 }

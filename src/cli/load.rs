@@ -1,12 +1,11 @@
-//! The `load` and `merge` subcommands: flags turned into a validated [`LoadSpec`], the run on
-//! its own runtime, the printed summary and the files asked for.
+//! `threadcenter-bench load`: flags turned into a validated [`LoadSpec`], the run on its own
+//! runtime, the printed summary and the files asked for.
 
-use super::histlog;
-use super::print;
-use super::report::LoadReport;
-use super::spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
-use super::stats::Summary;
+use super::{one_of, summary};
 use crate::kernel::Kernel;
+use crate::load::{self, histlog, Arrival, Cmd, LoadReport, LoadSpec, Pace, Stop};
+use crate::runtime::{self, Threads};
+use crate::units::{parse_duration, parse_positive_duration};
 use anyhow::Context;
 use serde::Serialize;
 use std::net::ToSocketAddrs;
@@ -49,7 +48,7 @@ pub struct LoadArgs {
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Gaps between the open loop's intended send times [default: poisson].
-    #[arg(long, value_enum, requires = "rate")]
+    #[arg(long, requires = "rate", value_parser = one_of(Arrival::ALL, Arrival::name, arrival_help))]
     pub arrival: Option<Arrival>,
     /// Work size `n` of every compute request.
     #[arg(long, default_value_t = 500_000)]
@@ -64,7 +63,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     pub hist_log: Option<PathBuf>,
     /// What each request asks for.
-    #[arg(long, value_enum, default_value_t = Cmd::Compute)]
+    #[arg(long, default_value = Cmd::Compute.name(), value_parser = one_of(Cmd::ALL, Cmd::name, cmd_help))]
     pub cmd: Cmd,
     /// Wait this long for each reply (and to connect) before counting a timeout.
     #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
@@ -95,15 +94,22 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
+fn arrival_help(a: Arrival) -> Option<&'static str> {
+    Some(match a {
+        Arrival::Uniform => "Evenly spaced",
+        Arrival::Poisson => {
+            "Exponential gaps: independent arrivals, as from many unrelated clients"
+        }
+    })
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be longer than 0".to_string()),
-        d => Ok(d),
-    }
+fn cmd_help(c: Cmd) -> Option<&'static str> {
+    Some(match c {
+        Cmd::Compute => {
+            "Run a kernel on the server; every result is checked against the kernel's formula"
+        }
+        Cmd::Ping => "No work: measures the protocol and transport alone",
+    })
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -157,27 +163,19 @@ impl LoadArgs {
 }
 
 /// Runs `load`: builds its own runtime, prints the summary, writes the files asked for.
-pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let spec = args.to_spec()?;
-    let runtime = match args.driver_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-    }
-    .context("cannot start the driver's runtime")?;
-    let report = runtime.block_on(super::run(&spec))?;
-    print!("{}", print::summary(&spec, &report));
+    let runtime = runtime::build(Threads::count(usize::from(args.driver_threads)))
+        .context("cannot start the driver's runtime")?;
+    let report = runtime.block_on(load::run(&spec))?;
+    print!("{}", summary::summary(&spec, &report));
     if let Some(path) = &args.json {
-        write_json(
+        super::write_json(
             path,
             &JsonReport {
                 spec: &spec,
                 report: &report,
-                environment: Environment::here(),
+                environment: crate::machine::Environment::here(),
             },
         )?;
     }
@@ -196,36 +194,7 @@ pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
 struct JsonReport<'a> {
     spec: &'a LoadSpec,
     report: &'a LoadReport,
-    environment: Environment,
-}
-
-/// Where the numbers were measured.
-#[derive(Serialize)]
-pub struct Environment {
-    pub hostname: String,
-    pub cores: usize,
-    pub os: String,
-    pub crate_version: &'static str,
-}
-
-impl Environment {
-    pub fn here() -> Environment {
-        let os = sysinfo::System::long_os_version()
-            .or_else(sysinfo::System::name)
-            .unwrap_or_else(|| std::env::consts::OS.to_string());
-        Environment {
-            hostname: sysinfo::System::host_name().unwrap_or_else(|| "unknown".to_string()),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            os,
-            crate_version: env!("CARGO_PKG_VERSION"),
-        }
-    }
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    let mut text = serde_json::to_string_pretty(value).context("cannot encode the JSON report")?;
-    text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    environment: crate::machine::Environment,
 }
 
 fn write_hist_log(path: &Path, spec: &LoadSpec, report: &LoadReport) -> anyhow::Result<()> {
@@ -236,53 +205,4 @@ fn write_hist_log(path: &Path, spec: &LoadSpec, report: &LoadReport) -> anyhow::
     histlog::write_log(&mut out, &report.intervals, report.started, &comment)
         .with_context(|| format!("cannot write {}", path.display()))?;
     std::io::Write::flush(&mut out).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// `threadcenter-bench merge`: adds the latency histograms of interval logs written by
-/// `load --hist-log` (or any HdrHistogram tool) and prints the percentiles of the union.
-#[derive(Debug, clap::Args)]
-pub struct MergeArgs {
-    /// Interval log files.
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Write the merged summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
-
-/// What `merge --json` writes.
-#[derive(Serialize)]
-struct MergeReport<'a> {
-    files: &'a [PathBuf],
-    intervals: usize,
-    latency: Summary,
-}
-
-pub fn merge_cli(args: MergeArgs) -> anyhow::Result<ExitCode> {
-    let (hist, intervals) = histlog::merge_files(&args.files)?;
-    let latency = Summary::of(&hist);
-    println!(
-        "merged {} interval{} from {} file{}: {} samples",
-        intervals,
-        if intervals == 1 { "" } else { "s" },
-        args.files.len(),
-        if args.files.len() == 1 { "" } else { "s" },
-        latency.count
-    );
-    println!("  latency      {}", print::percentiles(&latency));
-    if let Some(path) = &args.json {
-        write_json(
-            path,
-            &MergeReport {
-                files: &args.files,
-                intervals,
-                latency,
-            },
-        )?;
-    }
-    if latency.count == 0 {
-        eprintln!("merge: the logs hold no samples");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }

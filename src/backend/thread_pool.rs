@@ -1,5 +1,6 @@
-//! Bookkeeping shared by the two thread backends: admission against a bounded queue, one
-//! running-job slot per worker thread that a watchdog scans for timeouts, and draining.
+//! The thread-pool core, shared by the two thread backends: admission against a bounded
+//! queue, one running-job slot per worker thread that a watchdog scans for timeouts, and
+//! draining.
 //!
 //! A thread cannot be killed, so a job that runs past the timeout gets its `timeout` reply from
 //! the watchdog and keeps its thread until it ends on its own; its late result is dropped.

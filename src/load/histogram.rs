@@ -175,14 +175,6 @@ impl Recorder {
     }
 }
 
-/// This process's CPU time so far (user + system, all threads), in seconds.
-pub fn process_cpu_seconds() -> Option<f64> {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    Some(secs(u.user_time()) + secs(u.system_time()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,16 +221,5 @@ mod tests {
         assert_eq!(r.per_entry[1].len(), 2);
         assert_eq!(r.per_entry[0].len(), 0);
         assert_eq!(r.latency.len(), 2);
-    }
-
-    #[test]
-    fn process_cpu_time_is_readable_and_grows() {
-        let before = process_cpu_seconds().unwrap();
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        assert!(process_cpu_seconds().unwrap() > before);
     }
 }

@@ -1,4 +1,6 @@
-//! Machine metadata for `env.json`, and resource accounting for a server and its workers.
+//! The machine the numbers come from: what it is (cores, CPU model, kernel, memory, the build),
+//! recorded once as an [`Environment`] in the sweep's `env.json` and the driver's `--json`, and
+//! what processes on it used.
 //!
 //! Counters come from /proc (via `procfs`): CPU time, minor faults and context switches per
 //! process, summed over the server's whole process tree, and the machine-wide TLB-shootdown
@@ -107,42 +109,75 @@ fn parse_tlb_row(text: &str) -> Option<u64> {
     Some(counts.sum())
 }
 
-/// CPU seconds (user + system) this process has used so far.
-pub fn self_cpu_s() -> f64 {
-    let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) else {
-        return 0.0;
-    };
-    let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    tv(usage.user_time()) + tv(usage.system_time())
+/// This process's CPU time so far (user + system, all threads), in seconds.
+pub fn process_cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(u.user_time()) + secs(u.system_time()))
 }
 
-/// What `env.json` says about the machine and the build.
-pub fn machine() -> serde_json::Value {
-    use sysinfo::System;
-    let mut sys = System::new();
-    sys.refresh_cpu_all();
-    sys.refresh_memory();
-    let cpu_model = sys
-        .cpus()
-        .first()
-        .map(|c| c.brand().trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    serde_json::json!({
-        "hostname": System::host_name(),
-        "cpu_model": cpu_model,
-        "cores": crate::cli::cores(),
-        "physical_cores": sys.physical_core_count(),
-        "memory_bytes": sys.total_memory(),
-        "kernel": System::kernel_version(),
-        "os": System::long_os_version(),
-        "arch": std::env::consts::ARCH,
-        "rustc": command_line("rustc", &["--version"]),
-        "crate_version": env!("CARGO_PKG_VERSION"),
-        "git_revision": command_line("git", &["rev-parse", "--short", "HEAD"]),
-        "git_dirty": command_line("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
-        "tlb_interrupts_exposed": tlb_shootdowns().is_some(),
-    })
+/// The CPUs this process may run on: the default worker count, and what the sweep sizes its
+/// grid and its driver by.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Where the numbers were measured: the machine and the build. The sweep's `env.json` holds
+/// these fields (plus the grid it ran) and the driver's `--json` holds them as `environment`,
+/// so runs from either can be tied to the same CPU, kernel and commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub hostname: Option<String>,
+    pub cpu_model: String,
+    /// CPUs this process may use (see [`cores`]).
+    pub cores: usize,
+    pub physical_cores: Option<usize>,
+    pub memory_bytes: u64,
+    /// The operating system's kernel version.
+    pub kernel: Option<String>,
+    pub os: String,
+    pub arch: &'static str,
+    /// `rustc --version` where a compiler is on PATH.
+    pub rustc: Option<String>,
+    pub crate_version: &'static str,
+    /// The commit of the working directory, where it is a git checkout.
+    pub git_revision: Option<String>,
+    pub git_dirty: Option<bool>,
+    /// Whether [`tlb_shootdowns`] can be read here: without it the CSV's column stays empty.
+    pub tlb_interrupts_exposed: bool,
+}
+
+impl Environment {
+    pub fn here() -> Environment {
+        use sysinfo::System;
+        let mut sys = System::new();
+        sys.refresh_cpu_all();
+        sys.refresh_memory();
+        let cpu_model = sys
+            .cpus()
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        Environment {
+            hostname: System::host_name(),
+            cpu_model,
+            cores: cores(),
+            physical_cores: sys.physical_core_count(),
+            memory_bytes: sys.total_memory(),
+            kernel: System::kernel_version(),
+            os: System::long_os_version()
+                .or_else(System::name)
+                .unwrap_or_else(|| std::env::consts::OS.to_string()),
+            arch: std::env::consts::ARCH,
+            rustc: command_line("rustc", &["--version"]),
+            crate_version: env!("CARGO_PKG_VERSION"),
+            git_revision: command_line("git", &["rev-parse", "--short", "HEAD"]),
+            git_dirty: command_line("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+            tlb_interrupts_exposed: tlb_shootdowns().is_some(),
+        }
+    }
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
@@ -192,34 +227,57 @@ mod tests {
 
     #[test]
     fn context_switches_of_every_thread_are_counted() {
-        use std::sync::mpsc;
-        let me = std::process::id() as i32;
-        let before = sample_tree(me);
-        let (slept, release) = (mpsc::channel(), mpsc::channel::<()>());
-        // A thread that blocks 50 times switches out voluntarily at least 50 times; it stays
-        // alive while sampled, since an exited thread's counters leave /proc with it.
-        let worker = std::thread::spawn(move || {
-            for _ in 0..50 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            slept.0.send(()).unwrap();
-            let _ = release.1.recv();
-        });
-        slept.1.recv().unwrap();
-        let during = sample_tree(me);
-        release.0.send(()).unwrap();
-        worker.join().unwrap();
+        use std::io::{BufRead, Write};
+        // A child process of its own, so no other test's threads come and go inside the
+        // sampled tree: its second thread blocks 50 times (at least 50 voluntary switches),
+        // then stays alive while sampled, since an exited thread's counters leave /proc with
+        // it. Its main thread only waits.
+        let script = "import sys, threading, time\n\
+                      go = threading.Event()\n\
+                      def work():\n    \
+                          for _ in range(50): time.sleep(0.001)\n    \
+                          print('slept', flush=True)\n    \
+                          go.wait()\n\
+                      t = threading.Thread(target=work); t.start()\n\
+                      sys.stdin.read(); go.set(); t.join()\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let pid = child.id() as i32;
+        let before = sample_tree(pid);
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "slept");
+        let during = sample_tree(pid);
+        let _ = child.stdin.take().unwrap().write_all(b"");
+        child.wait().unwrap();
         assert!(
             during.vcsw >= before.vcsw + 50,
-            "{} -> {}: worker threads' switches missing",
+            "{} -> {}: the worker thread's switches are missing",
             before.vcsw,
             during.vcsw
         );
     }
 
     #[test]
+    fn process_cpu_time_is_readable_and_grows() {
+        let before = process_cpu_seconds().unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds().unwrap() > before);
+    }
+
+    #[test]
     fn machine_metadata_has_the_fields_env_json_promises() {
-        let m = machine();
+        let m = serde_json::to_value(Environment::here()).unwrap();
         for key in [
             "cpu_model",
             "cores",

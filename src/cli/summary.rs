@@ -1,8 +1,6 @@
-//! The human summary of a load run or a merge.
+//! The printed summary of a load run or a merge.
 
-use super::report::LoadReport;
-use super::spec::{LoadSpec, Pace};
-use super::stats::Summary;
+use crate::load::{LoadReport, LoadSpec, Pace, Summary};
 use std::fmt::Write;
 
 /// A microsecond figure in the unit that keeps it readable.

@@ -3,8 +3,8 @@
 
 use super::conn::{Plan, Tally};
 use super::histlog::EncodedInterval;
+use super::histogram::Summary;
 use super::spec::{Cmd, Pace};
-use super::stats::Summary;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,109 +1,9 @@
-//! The wire protocol: requests, replies, error codes and limits.
-//!
-//! A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
-//! object (see `docs/PROTOCOL.md`). This module knows nothing about sockets: it turns a frame's
-//! payload into a [`Request`] (or an [`ErrorReply`] that says precisely what was wrong with it)
-//! and turns replies back into payload bytes. Framing itself lives in [`crate::connection`].
+//! Requests: a frame's payload parsed into a [`Request`], or into the [`ErrorReply`] that says
+//! precisely what was wrong with it.
 
-use serde::{Deserialize, Serialize};
+use super::{ErrorCode, ErrorReply, Id, DEFAULT_N, MAX_ID_LEN};
+use serde::Deserialize;
 use serde_json::Value;
-use std::fmt;
-
-/// Default work size for `compute` without `n`, as in the original Python server.
-pub const DEFAULT_N: u64 = 1_000_000;
-/// Longest accepted string id, in bytes.
-pub const MAX_ID_LEN: usize = 256;
-/// Default largest frame payload, in bytes.
-pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
-
-/// A request id, echoed back verbatim: a short string or a non-negative integer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Id {
-    Num(u64),
-    Str(String),
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Id::Num(n) => write!(f, "{n}"),
-            Id::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Every error code a reply can carry (contract: these exact strings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    FrameTooLarge,
-    BadJson,
-    BadRequest,
-    UnknownCmd,
-    UnknownKernel,
-    NOutOfRange,
-    IdTooLong,
-    DuplicateId,
-    TooManyConnections,
-    Overloaded,
-    Timeout,
-    WorkerCrashed,
-    JobPanicked,
-    ShuttingDown,
-    InternalError,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
-        ErrorCode::FrameTooLarge,
-        ErrorCode::BadJson,
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownCmd,
-        ErrorCode::UnknownKernel,
-        ErrorCode::NOutOfRange,
-        ErrorCode::IdTooLong,
-        ErrorCode::DuplicateId,
-        ErrorCode::TooManyConnections,
-        ErrorCode::Overloaded,
-        ErrorCode::Timeout,
-        ErrorCode::WorkerCrashed,
-        ErrorCode::JobPanicked,
-        ErrorCode::ShuttingDown,
-        ErrorCode::InternalError,
-    ];
-
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::FrameTooLarge => "frame_too_large",
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownCmd => "unknown_cmd",
-            ErrorCode::UnknownKernel => "unknown_kernel",
-            ErrorCode::NOutOfRange => "n_out_of_range",
-            ErrorCode::IdTooLong => "id_too_long",
-            ErrorCode::DuplicateId => "duplicate_id",
-            ErrorCode::TooManyConnections => "too_many_connections",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::WorkerCrashed => "worker_crashed",
-            ErrorCode::JobPanicked => "job_panicked",
-            ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::InternalError => "internal_error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ErrorCode> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a well-formed request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,102 +23,6 @@ pub struct Request {
     pub cmd: Command,
     /// Add server-side timings to the reply.
     pub timing: bool,
-}
-
-/// A request that could not be served: the reply to send instead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    pub id: Option<Id>,
-    pub error: ErrorCode,
-    pub detail: String,
-}
-
-impl ErrorReply {
-    pub fn new(id: Option<Id>, error: ErrorCode, detail: impl Into<String>) -> Self {
-        ErrorReply {
-            id,
-            error,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// Server-side timings of one request (SPEC §2.1), in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct Timings {
-    /// Waiting for a worker: from submission until the kernel started.
-    pub queue_us: f64,
-    /// Inside the kernel.
-    pub compute_us: f64,
-    /// From the request frame fully read to the reply encoded.
-    pub server_us: f64,
-}
-
-/// Every reply the server sends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Result {
-        id: Id,
-        result: u64,
-        t: Option<Timings>,
-    },
-    Pong {
-        id: Id,
-        t: Option<Timings>,
-    },
-    Error(ErrorReply),
-}
-
-#[derive(Serialize)]
-struct ResultOut<'a> {
-    id: &'a Id,
-    result: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    t: Option<&'a Timings>,
-}
-
-#[derive(Serialize)]
-struct PongOut<'a> {
-    id: &'a Id,
-    ok: bool,
-    pong: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    t: Option<&'a Timings>,
-}
-
-impl Reply {
-    /// Appends the reply's JSON payload (no length prefix) to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // Serializing these plain structs into a Vec cannot fail.
-        let r = match self {
-            Reply::Result { id, result, t } => serde_json::to_writer(
-                &mut *out,
-                &ResultOut {
-                    id,
-                    result: *result,
-                    t: t.as_ref(),
-                },
-            ),
-            Reply::Pong { id, t } => serde_json::to_writer(
-                &mut *out,
-                &PongOut {
-                    id,
-                    ok: true,
-                    pong: true,
-                    t: t.as_ref(),
-                },
-            ),
-            Reply::Error(e) => serde_json::to_writer(&mut *out, e),
-        };
-        debug_assert!(r.is_ok());
-    }
-
-    pub fn id(&self) -> Option<&Id> {
-        match self {
-            Reply::Result { id, .. } | Reply::Pong { id, .. } => Some(id),
-            Reply::Error(e) => e.id.as_ref(),
-        }
-    }
 }
 
 /// The fast path: a request whose fields all have the expected types.
@@ -430,37 +234,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A reply as a client sees it, parsed leniently: the original Python server echoes every id
-/// back as a string and sends no timings, so both are optional here.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ClientReply {
-    #[serde(default)]
-    pub id: Option<Value>,
-    #[serde(default)]
-    pub result: Option<u64>,
-    #[serde(default)]
-    pub ok: Option<bool>,
-    #[serde(default)]
-    pub pong: Option<bool>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub detail: Option<String>,
-    #[serde(default)]
-    pub t: Option<Timings>,
-}
-
-impl ClientReply {
-    /// The id as a string, however the server encoded it (`7` and `"7"` both give "7").
-    pub fn id_string(&self) -> Option<String> {
-        match self.id.as_ref()? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,35 +309,5 @@ mod tests {
         let e = err(r#"{"id": 1, "cmd": "compute", "n": 5, "n": 6}"#);
         assert_eq!((e.error, e.id), (ErrorCode::BadRequest, Some(Id::Num(1))));
         assert!(e.detail.contains("duplicate"), "{}", e.detail);
-    }
-
-    #[test]
-    fn replies_have_the_original_shapes() {
-        let mut out = Vec::new();
-        Reply::Pong {
-            id: Id::Str("u".into()),
-            t: None,
-        }
-        .encode_into(&mut out);
-        assert_eq!(out, br#"{"id":"u","ok":true,"pong":true}"#);
-        out.clear();
-        Reply::Result {
-            id: Id::Num(3),
-            result: 869502129,
-            t: None,
-        }
-        .encode_into(&mut out);
-        assert_eq!(out, br#"{"id":3,"result":869502129}"#);
-        out.clear();
-        Reply::Error(ErrorReply::new(None, ErrorCode::BadJson, "x")).encode_into(&mut out);
-        assert_eq!(out, br#"{"id":null,"error":"bad_json","detail":"x"}"#);
-    }
-
-    #[test]
-    fn every_error_code_round_trips_through_its_name() {
-        for c in ErrorCode::ALL {
-            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
-        }
     }
 }

@@ -1,0 +1,190 @@
+//! Feeding one worker: jobs written ahead into its pipe, replies matched in order, the running
+//! job's timeout.
+
+use super::worker::Worker;
+use super::{Pending, Shared};
+use crate::backend::pipe::{PipeJob, PipeReply};
+use crate::backend::{dropped_unstarted, Done, Failure};
+use crate::connection::ReadLimits;
+use crate::protocol::ErrorCode;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+/// Work written ahead into a worker's pipe when its jobs are short: enough to cover the pipe
+/// round trip (30–55 µs in virtual machines) several times over, so the worker never waits
+/// for the supervisor, yet short enough that a job stuck behind it waits no longer than
+/// that when another worker frees up.
+const WRITE_AHEAD_BUDGET_NS: u64 = 100_000;
+/// The worker's own cost per job beyond the kernel (a pipe read, two clock reads, a pipe
+/// write), added to each job's compute time when estimating how many fit the budget.
+const PER_JOB_OVERHEAD_NS: u64 = 5_000;
+/// Most jobs written ahead into one pipe, however short they are.
+const MAX_WRITE_AHEAD: usize = 64;
+
+/// Why a worker's run ended.
+pub(super) enum Ended {
+    /// The queue is closed and empty and nothing is in flight.
+    Drained,
+    /// The worker died or broke the pipe protocol.
+    Crashed(String),
+    /// The executing job ran past the timeout.
+    TimedOut,
+    /// Drain time is over.
+    Aborted,
+}
+
+/// Feeds one worker until it ends, for whatever reason.
+pub(super) async fn serve(
+    w: &mut Worker,
+    in_flight: &mut VecDeque<Pending>,
+    carry: &mut VecDeque<Pending>,
+    shared: &Shared,
+) -> Ended {
+    let mut out = Vec::with_capacity(256);
+    // When the oldest job in flight started executing (the worker runs them in order).
+    let mut running_since = Instant::now();
+    let mut queue_closed = false;
+    // Recent jobs' cost on this worker (ns), which sets how many to write ahead.
+    let mut job_ns: Option<u64> = None;
+    let mut depth = shared.worker_queue;
+    // Write ahead only while no other worker is idle.
+    let room = |in_flight: &VecDeque<Pending>, depth: usize| {
+        in_flight.is_empty()
+            || (in_flight.len() < depth && shared.idle.load(Ordering::Acquire) == 0)
+    };
+    // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
+    // lazily, when it fires early for a job that finished: moving it on every reply would
+    // cost a timer-wheel update per job.
+    let timer = tokio::time::sleep_until(running_since + shared.timeout);
+    tokio::pin!(timer);
+    let abort = shared.abort.cancelled();
+    tokio::pin!(abort);
+    loop {
+        // Top up the pipe: carried-over jobs first, then whatever is already queued. Each reply
+        // is followed by its own top-up write: batching the top-ups of several replies into one
+        // write saves syscalls but lets the worker run dry (3x fewer tiny jobs per second in
+        // `throughput/process`).
+        while room(in_flight, depth) {
+            let next = match carry.pop_front() {
+                Some(p) => p,
+                None => match shared.queue.try_recv() {
+                    Ok(p) => p,
+                    Err(async_channel::TryRecvError::Closed) => {
+                        queue_closed = true;
+                        break;
+                    }
+                    Err(async_channel::TryRecvError::Empty) => break,
+                },
+            };
+            if next.job.is_abandoned() {
+                (next.done)(Err(dropped_unstarted()));
+                continue;
+            }
+            if in_flight.is_empty() {
+                running_since = Instant::now();
+                shared.idle.fetch_sub(1, Ordering::AcqRel);
+            }
+            PipeJob {
+                kernel: next.job.kernel,
+                n: next.job.n,
+                submitted_ns: next.submitted_ns,
+            }
+            .encode(&mut out);
+            in_flight.push_back(next);
+        }
+        if !out.is_empty() {
+            if let Err(e) = w.stdin.write_all(&out).await {
+                return Ended::Crashed(format!("pipe write failed: {e}"));
+            }
+            out.clear();
+        }
+        if queue_closed && in_flight.is_empty() && carry.is_empty() {
+            return Ended::Drained;
+        }
+        let room = room(in_flight, depth) && !queue_closed;
+        tokio::select! {
+            // Replies first: they free the worker's pipe for more work.
+            biased;
+            frame = w.stdout.read_frame(ReadLimits::NONE) => {
+                let frame = match frame {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Ended::Crashed("worker exited".into()),
+                    Err(e) => return Ended::Crashed(e.to_string()),
+                };
+                let Some(p) = in_flight.pop_front() else {
+                    return Ended::Crashed("worker replied with no job in flight".into());
+                };
+                running_since = Instant::now();
+                match PipeReply::decode(&frame) {
+                    Some(PipeReply::Done { result, started_ns, compute_ns }) => {
+                        let cost = compute_ns.saturating_add(PER_JOB_OVERHEAD_NS);
+                        let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
+                        job_ns = Some(avg);
+                        depth = write_ahead(shared.worker_queue, avg);
+                        (p.done)(Ok(Done {
+                            result,
+                            queue_us: started_ns.saturating_sub(p.submitted_ns) as f64 / 1e3,
+                            compute_us: compute_ns as f64 / 1e3,
+                        }));
+                    }
+                    Some(PipeReply::Panicked(msg)) => {
+                        (p.done)(Err(Failure::new(ErrorCode::JobPanicked, msg)));
+                    }
+                    Some(PipeReply::Ready { .. }) | None => {
+                        in_flight.push_front(p);
+                        return Ended::Crashed("worker wrote garbage on its pipe".into());
+                    }
+                }
+                if in_flight.is_empty() {
+                    shared.idle.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            next = shared.queue.recv(), if room => {
+                match next {
+                    Ok(p) => carry.push_back(p),
+                    Err(_) => queue_closed = true,
+                }
+            }
+            _ = &mut timer, if !in_flight.is_empty() => {
+                let deadline = running_since + shared.timeout;
+                if Instant::now() >= deadline {
+                    return Ended::TimedOut;
+                }
+                timer.as_mut().reset(deadline);
+            }
+            _ = &mut abort => return Ended::Aborted,
+        }
+    }
+}
+
+/// How many jobs to keep in a worker's pipe when each costs about `job_ns`: `worker_queue`
+/// for long jobs, more for short ones, up to [`WRITE_AHEAD_BUDGET_NS`] of work. A
+/// `worker_queue` of 1 turns writing ahead off altogether.
+fn write_ahead(worker_queue: usize, job_ns: u64) -> usize {
+    if worker_queue <= 1 {
+        return 1;
+    }
+    let by_time = (WRITE_AHEAD_BUDGET_NS / job_ns.max(1)) as usize;
+    by_time.clamp(worker_queue, MAX_WRITE_AHEAD.max(worker_queue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_ahead_covers_the_budget_for_short_jobs_only() {
+        // Off stays off.
+        assert_eq!(write_ahead(1, 1), 1);
+        // Long jobs: the configured depth.
+        assert_eq!(write_ahead(2, 1_000_000), 2);
+        assert_eq!(write_ahead(2, WRITE_AHEAD_BUDGET_NS), 2);
+        // Short jobs: as many as fit the budget, never more than the cap.
+        assert_eq!(write_ahead(2, 5_000), 20);
+        assert_eq!(write_ahead(2, 0), MAX_WRITE_AHEAD);
+        // An explicit depth above the cap is honoured.
+        assert_eq!(write_ahead(100, 1), 100);
+    }
+}

@@ -1,0 +1,151 @@
+//! `threadcenter-bench sweep`: a preset grid with any list flags replacing its lists, run into
+//! a results folder.
+
+use crate::backend::BackendKind;
+use crate::sweep::grid::{parse_list, Grid, Preset, SizeSpec, Workload};
+use crate::sweep::{self, SweepOptions};
+use crate::units::parse_duration;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Folder for results.csv, env.json and report.html.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The small grid: under 2 minutes on 2 cores (the README's main job).
+    #[arg(long, conflicts_with_all = ["standard", "full"])]
+    pub quick: bool,
+    /// The standard grid: about 30 minutes on 2 cores.
+    #[arg(long, conflicts_with = "full")]
+    pub standard: bool,
+    /// The full grid for many-core machines (the default when no preset is named).
+    #[arg(long)]
+    pub full: bool,
+    /// Backends, comma-separated: process, rayon, tokio, prefork.
+    #[arg(long)]
+    pub backends: Option<String>,
+    /// Worker counts, comma-separated.
+    #[arg(long)]
+    pub workers: Option<String>,
+    /// Connection counts, comma-separated.
+    #[arg(long)]
+    pub connections: Option<String>,
+    /// Pipelining depths, comma-separated.
+    #[arg(long)]
+    pub depth: Option<String>,
+    /// Sizes: work sizes (500000) or target service times (50us, 1ms), comma-separated.
+    #[arg(long)]
+    pub sizes: Option<String>,
+    /// Kernels, comma-separated; a mix is written with `+`: fib:9+tlb:1.
+    #[arg(long)]
+    pub kernels: Option<String>,
+    /// Repetitions of every cell.
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Measured time per cell.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Unrecorded load before each cell's measurement.
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Seed for the cell order and the load's choices.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the cells already in DIR/results.csv and run only the missing ones.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Replace a different sweep already in DIR.
+    #[arg(long)]
+    pub force: bool,
+    /// Threads for the load driver; default 1 up to 8 cores, then one per 8 cores (at most 4),
+    /// so a many-core server is not measured through a saturated driver.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub driver_threads: Option<u16>,
+    /// Stop after this many cells (to test --resume; the CSV keeps what ran).
+    #[arg(long, hide = true)]
+    pub max_cells: Option<usize>,
+}
+
+impl SweepArgs {
+    /// The grid: the preset, with any list flags replacing its lists.
+    pub fn grid(&self, cores: usize) -> anyhow::Result<Grid> {
+        let preset = if self.quick {
+            Preset::Quick
+        } else if self.standard {
+            Preset::Standard
+        } else {
+            Preset::Full
+        };
+        let mut g = Grid::preset(preset, cores);
+        let num = |flag: &str, s: &str| -> anyhow::Result<Vec<u32>> {
+            parse_list(flag, s, |p| {
+                p.parse::<u32>()
+                    .map_err(|_| anyhow::anyhow!("{p:?} is not a whole number"))
+            })
+        };
+        if let Some(s) = &self.backends {
+            g.backends = parse_list("--backends", s, |p| {
+                BackendKind::parse(p).with_context(|| {
+                    let known = BackendKind::ALL.map(BackendKind::name).join(", ");
+                    format!("unknown backend {p:?}; known: {known}")
+                })
+            })?;
+        }
+        if let Some(s) = &self.workers {
+            g.workers = num("--workers", s)?;
+        }
+        if let Some(s) = &self.connections {
+            g.connections = num("--connections", s)?;
+        }
+        if let Some(s) = &self.depth {
+            g.depths = num("--depth", s)?;
+        }
+        if let Some(s) = &self.sizes {
+            g.sizes = parse_list("--sizes", s, SizeSpec::parse)?;
+        }
+        if let Some(s) = &self.kernels {
+            g.kernels = parse_list("--kernels", s, Workload::parse)?;
+        }
+        if let Some(r) = self.repeat {
+            g.repeat = r;
+        }
+        if let Some(d) = self.duration {
+            g.duration = d;
+        }
+        if let Some(w) = self.warmup {
+            g.warmup = w;
+        }
+        if let Some(s) = self.seed {
+            g.seed = s;
+        }
+        g.validate()?;
+        Ok(g)
+    }
+}
+
+/// Runs the sweep, then says where its rows and report went and prints the headline.
+pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let grid = args.grid(crate::machine::cores())?;
+    let options = SweepOptions {
+        out: args.out,
+        resume: args.resume,
+        force: args.force,
+        max_cells: args.max_cells,
+        driver_threads: args.driver_threads.map(usize::from),
+    };
+    let result = sweep::run(&grid, &options)?;
+    eprintln!(
+        "wrote {} rows ({} invalid) to {}",
+        result.rows,
+        result.invalid,
+        options.out.join("results.csv").display()
+    );
+    for line in &result.headline {
+        println!("{line}");
+    }
+    println!("report: {}", options.out.join("report.html").display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,58 @@
+//! Calibration: the work size `n` at which one job of a kernel takes a given service time on
+//! one thread of this machine, and the measured single-job time at that size. Kernels and
+//! machines differ by orders of magnitude per step, so a sweep names sizes by service time and
+//! calibrates them here before it starts.
+
+use super::Kernel;
+use std::time::{Duration, Instant};
+
+/// Finds `n` for a kernel so that one job takes about `target_us` on one thread of this
+/// machine, and measures the single-job time at that `n` (median of several runs).
+///
+/// Jobs are timed in this thread's CPU time, not wall time: on a busy machine a job that is
+/// preempted would otherwise look longer than it is, and calibrate to too small an `n`. The
+/// `sleep` kernel does no CPU work, so it is sized directly.
+pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -> (u64, f64) {
+    kernel.prepare();
+    let time = |n: u64| {
+        if kernel == Kernel::Sleep {
+            let t = Instant::now();
+            std::hint::black_box(kernel.run(n));
+            return t.elapsed().as_secs_f64() * 1e6;
+        }
+        let t = thread_cpu_us();
+        std::hint::black_box(kernel.run(n));
+        thread_cpu_us() - t
+    };
+    let n = match (given_n, target_us) {
+        (Some(n), _) => n,
+        (None, Some(target)) if kernel == Kernel::Sleep => target.round().max(1.0) as u64,
+        (None, Some(target)) => {
+            // Grow n until one run is long enough to time well, then scale linearly.
+            let mut n = 16u64;
+            let mut t = time(n);
+            while t < 2000.0 && n < kernel.max_n() / 4 {
+                n *= 4;
+                t = time(n);
+            }
+            ((n as f64 * target / t).round() as u64).clamp(1, kernel.max_n())
+        }
+        (None, None) => 1,
+    };
+    let mut samples: Vec<f64> = Vec::new();
+    let budget = Instant::now();
+    while samples.len() < 5
+        || (samples.len() < 200 && budget.elapsed() < Duration::from_millis(100))
+    {
+        samples.push(time(n));
+    }
+    samples.sort_by(f64::total_cmp);
+    (n, samples[samples.len() / 2])
+}
+
+/// CPU time of the calling thread, µs.
+fn thread_cpu_us() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
+        .unwrap_or(0.0)
+}
