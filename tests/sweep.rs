@@ -51,7 +51,7 @@ fn cells(path: &Path) -> BTreeSet<(String, String, u32, u64, u32)> {
 fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = sweep(&out, &[]);
+    let o = sweep(&out, &["--equivalence", "7%"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
@@ -91,6 +91,8 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
     ] {
         assert!(env.get(key).is_some(), "env.json lacks {key}");
     }
+    // The sweep's margin is recorded, so `report` below re-renders with it, not the default.
+    assert_eq!(env["equivalence"].as_f64(), Some(0.07));
 
     // verdicts.csv beside the report: process ÷ rayon and ÷ the best thread, per grid point,
     // each with one of the four verdicts.
@@ -103,6 +105,10 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
 
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "charts are inline SVG");
+    assert!(
+        html.contains("±7 %"),
+        "the methods text names the sweep's margin"
+    );
     assert!(html.contains("fib"));
     // `report` regenerates an identical file from the CSV.
     let again = dir.path().join("again.html");

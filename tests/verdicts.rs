@@ -181,3 +181,19 @@ fn prefork_gets_its_own_comparisons() {
         ]
     );
 }
+
+#[test]
+fn the_margin_is_the_one_asked_for_else_the_sweeps_else_five_percent() {
+    let env = serde_json::json!({"equivalence": 0.1});
+    assert_eq!(ReportOptions::default().margin(None), DEFAULT_EQUIVALENCE);
+    assert_eq!(ReportOptions::default().margin(Some(&env)), 0.1);
+    let asked = ReportOptions {
+        equivalence: Some(0.02),
+    };
+    assert_eq!(asked.margin(Some(&env)), 0.02);
+    let odd = serde_json::json!({"equivalence": "wide"});
+    assert_eq!(
+        ReportOptions::default().margin(Some(&odd)),
+        DEFAULT_EQUIVALENCE
+    );
+}

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// `threadcenter-bench report`: render a sweep's CSV as a self-contained HTML file.
+/// `threadcenter-bench report`: render a sweep's CSV as a self-contained HTML file, with
+/// verdicts.csv beside it.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The sweep's results.csv.
@@ -15,11 +16,18 @@ pub struct ReportArgs {
     /// Machine metadata to show; defaults to env.json beside the input, if it exists.
     #[arg(long)]
     pub env: Option<PathBuf>,
+    /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is
+    /// `equivalent`. Default: the sweep's own margin from env.json, else 5%.
+    #[arg(long, value_name = "PCT", value_parser = super::sweep::parse_margin)]
+    pub equivalence: Option<f64>,
 }
 
 /// Runs the `report` subcommand.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    crate::report::write_report(&args.input, args.env.as_deref(), &args.out)?;
+    let options = crate::report::ReportOptions {
+        equivalence: args.equivalence,
+    };
+    crate::report::write_report_with(&args.input, args.env.as_deref(), &args.out, &options)?;
     println!("wrote {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -64,6 +64,10 @@ pub struct SweepArgs {
     /// so a many-core server is not measured through a saturated driver.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub driver_threads: Option<u16>,
+    /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is
+    /// `equivalent` (recorded in env.json, so `report` re-renders with it).
+    #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_margin)]
+    pub equivalence: f64,
     /// Stop after this many cells (to test --resume; the CSV keeps what ran).
     #[arg(long, hide = true)]
     pub max_cells: Option<usize>,
@@ -126,6 +130,11 @@ impl SweepArgs {
     }
 }
 
+/// `5%` or `5` as a fraction, with the library's message on a bad value.
+pub(super) fn parse_margin(s: &str) -> Result<f64, String> {
+    crate::report::parse_equivalence(s).map_err(|e| format!("{e:#}"))
+}
+
 /// Runs the sweep, then says where its rows and report went and prints the headline.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let grid = args.grid(crate::machine::cores())?;
@@ -135,6 +144,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         max_cells: args.max_cells,
         driver_threads: args.driver_threads.map(usize::from),
+        equivalence: Some(args.equivalence),
     };
     let result = sweep::run(&grid, &options)?;
     eprintln!(

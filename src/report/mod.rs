@@ -51,17 +51,21 @@ const SIMULATION_SEED: u64 = 0x7c3d_a11e;
 const SIMULATED_REP_COUNTS: usize = 4;
 
 /// What the report is computed with, beyond the rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReportOptions {
-    /// Equivalence margin as a fraction (0.05: ±5 %, the band [1/1.05, 1.05]).
-    pub equivalence: f64,
+    /// Equivalence margin as a fraction (0.05: ±5 %, the band [1/1.05, 1.05]). `None`: the
+    /// margin the sweep recorded in env.json, else [`DEFAULT_EQUIVALENCE`].
+    pub equivalence: Option<f64>,
 }
 
-impl Default for ReportOptions {
-    fn default() -> Self {
-        ReportOptions {
-            equivalence: DEFAULT_EQUIVALENCE,
-        }
+impl ReportOptions {
+    /// The margin in force: the one asked for, else the sweep's own (env.json's
+    /// `equivalence`), else the default, so re-rendering a sweep keeps its verdicts.
+    pub fn margin(&self, env: Option<&serde_json::Value>) -> f64 {
+        self.equivalence
+            .or_else(|| env.and_then(|e| e["equivalence"].as_f64()))
+            .filter(|m| m.is_finite() && *m > 0.0 && *m < 1.0)
+            .unwrap_or(DEFAULT_EQUIVALENCE)
     }
 }
 
@@ -78,8 +82,9 @@ pub fn render(
     options: &ReportOptions,
 ) -> anyhow::Result<String> {
     let data = data::Dataset::new(rows);
-    let comparisons = compare::comparisons(&data, options.equivalence);
-    page(&data, &comparisons, env, options)
+    let margin = options.margin(env);
+    let comparisons = compare::comparisons(&data, margin);
+    page(&data, &comparisons, env, margin)
 }
 
 /// The repetition counts worth simulating: each comparison's smaller side, two or more, the
@@ -106,18 +111,18 @@ fn page(
     data: &data::Dataset<'_>,
     comparisons: &[Comparison],
     env: Option<&serde_json::Value>,
-    options: &ReportOptions,
+    margin: f64,
 ) -> anyhow::Result<String> {
     let sims: Vec<simulate::Simulation> = rep_counts(comparisons)
         .into_iter()
-        .map(|n| simulate::simulate(n, SIMULATED_POINTS, options.equivalence, SIMULATION_SEED))
+        .map(|n| simulate::simulate(n, SIMULATED_POINTS, margin, SIMULATION_SEED))
         .collect();
     let fits = figures::fit_all(data);
     let mut slots = BTreeMap::new();
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("overview", overview_section(data, comparisons));
-    slots.insert("methods", overview::methods(options.equivalence, &sims));
+    slots.insert("methods", overview::methods(margin, &sims));
     slots.insert("comparisons", sections::comparisons(data, comparisons));
     slots.insert("measured", measured::measured(data.rows, env));
     slots.insert("charts", figures::charts(data, &fits));
@@ -149,7 +154,7 @@ fn overview_section(data: &data::Dataset<'_>, comparisons: &[Comparison]) -> htm
     out
 }
 
-/// [`write_report_with`] with the default options (a ±5 % equivalence margin).
+/// [`write_report_with`] with the default options (the sweep's equivalence margin, else ±5 %).
 pub fn write_report(csv: &Path, env: Option<&Path>, out: &Path) -> anyhow::Result<()> {
     write_report_with(csv, env, out, &ReportOptions::default())
 }
@@ -184,8 +189,9 @@ pub fn write_report_with(
         None => None,
     };
     let data = data::Dataset::new(&rows);
-    let comparisons = compare::comparisons(&data, options.equivalence);
-    let page = page(&data, &comparisons, env_value.as_ref(), options)
+    let margin = options.margin(env_value.as_ref());
+    let comparisons = compare::comparisons(&data, margin);
+    let page = page(&data, &comparisons, env_value.as_ref(), margin)
         .with_context(|| format!("cannot render a report from {}", csv.display()))?;
     compare::write_csv(&verdicts_path(out), &comparisons)?;
     write_atomic(out, page.as_bytes())

@@ -223,7 +223,8 @@ pub fn methods(margin: f64, sims: &[Simulation]) -> Html {
          either side. Welch rather than a bootstrap: with 2 to 5 repetitions a percentile \
          bootstrap sees only a handful of distinct resamples and its nominal 95 % interval \
          covers far less often.",
-        m = margin * 100.0
+        // Rounded to 0.1 %: 0.07 × 100 is 7.000000000000001 in binary floating point.
+        m = (margin * 1000.0).round() / 10.0
     ));
     if sims.is_empty() {
         out.push(para(

@@ -32,6 +32,16 @@ pub struct SweepOptions {
     /// Threads for the load driver. `None`: 1 up to 8 cores, then one per 8 cores (at most 4),
     /// so a many-core server is not measured through a saturated driver.
     pub driver_threads: Option<usize>,
+    /// Equivalence margin of the verdicts as a fraction; `None`: ±5 %. Recorded in env.json,
+    /// so a later `report` gives the same verdicts.
+    pub equivalence: Option<f64>,
+}
+
+impl SweepOptions {
+    fn margin(&self) -> f64 {
+        self.equivalence
+            .unwrap_or(crate::report::DEFAULT_EQUIVALENCE)
+    }
 }
 
 /// Runs the grid into `options.out` on a runtime of its own, then writes the report.
@@ -107,11 +117,19 @@ async fn run_cells(
     drop(writer);
 
     let rows = read_csv(&csv_path)?;
-    crate::report::write_report(&csv_path, Some(&env_path), &out.join("report.html"))?;
+    let report = crate::report::ReportOptions {
+        equivalence: Some(options.margin()),
+    };
+    crate::report::write_report_with(
+        &csv_path,
+        Some(&env_path),
+        &out.join("report.html"),
+        &report,
+    )?;
     Ok(SweepResult {
         rows: rows.len(),
         invalid: rows.iter().filter(|r| !r.valid).count(),
-        headline: headline(&rows),
+        headline: headline(&rows, options.margin()),
     })
 }
 
@@ -198,6 +216,7 @@ fn prepare_folder(
         env["seed"] = serde_json::json!(grid.seed);
         env["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
         env["calibration"] = serde_json::to_value(&calibration)?;
+        env["equivalence"] = serde_json::json!(options.margin());
         let tmp = env_path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;
@@ -324,8 +343,8 @@ pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
 
 /// One line per grid point and process-side backend: its throughput ÷ the best thread
 /// backend's, the 95 % interval and the verdict, as verdicts.csv has them (default margin).
-fn headline(rows: &[Row]) -> Vec<String> {
-    let comparisons = crate::report::verdicts(rows, crate::report::DEFAULT_EQUIVALENCE);
+fn headline(rows: &[Row], equivalence: f64) -> Vec<String> {
+    let comparisons = crate::report::verdicts(rows, equivalence);
     comparisons
         .iter()
         .filter(|c| c.is_best_thread())
