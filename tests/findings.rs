@@ -1,0 +1,65 @@
+//! The findings tables in README.md are generated from the committed runs' verdicts.csv by
+//! `scripts/findings.py`; these tests fail when a table no longer matches its data, and show
+//! that a hand edit is caught.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn findings(args: &[&str], file: &Path) -> Output {
+    Command::new("python3")
+        .arg(root().join("scripts/findings.py"))
+        .args(args)
+        .arg(file)
+        .current_dir(root())
+        .output()
+        .expect("python3 must be on PATH")
+}
+
+#[test]
+fn readme_findings_match_the_committed_runs() {
+    let out = findings(&["--check"], &root().join("README.md"));
+    assert!(
+        out.status.success(),
+        "README.md's findings differ from the committed runs; run \
+         `python3 scripts/findings.py --write README.md`:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_hand_edited_figure_is_caught_and_write_restores_it() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("<!-- findings: ").expect("README.md has a findings table");
+    let row = start + readme[start..].find("| `").expect("a table row");
+    // Change the first digit in the first row's first cell.
+    let digit = row + readme[row..].find(|c: char| c.is_ascii_digit()).unwrap();
+    let old = readme.as_bytes()[digit];
+    let new = if old == b'9' { '1' } else { (old + 1) as char };
+    let mut edited = readme.clone();
+    edited.replace_range(digit..digit + 1, &new.to_string());
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("README.md");
+    std::fs::write(&copy, &edited).unwrap();
+    let check = findings(&["--check"], &copy);
+    assert_eq!(check.status.code(), Some(1), "a stale table must fail the check");
+    assert!(String::from_utf8_lossy(&check.stderr).contains("stale"));
+
+    let write = findings(&["--write"], &copy);
+    assert!(write.status.success(), "{}", String::from_utf8_lossy(&write.stderr));
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), readme);
+}
+
+#[test]
+fn a_file_without_markers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.md");
+    std::fs::write(&plain, "# nothing generated here\n").unwrap();
+    let out = findings(&["--check"], &plain);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no <!-- findings"));
+}
