@@ -33,7 +33,9 @@ fn readme_findings_match_the_committed_runs() {
 #[test]
 fn a_hand_edited_figure_is_caught_and_write_restores_it() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let start = readme.find("<!-- findings: ").expect("README.md has a findings table");
+    let start = readme
+        .find("<!-- findings: ")
+        .expect("README.md has a findings table");
     let row = start + readme[start..].find("| `").expect("a table row");
     // Change the first digit in the first row's first cell.
     let digit = row + readme[row..].find(|c: char| c.is_ascii_digit()).unwrap();
@@ -46,11 +48,19 @@ fn a_hand_edited_figure_is_caught_and_write_restores_it() {
     let copy = dir.path().join("README.md");
     std::fs::write(&copy, &edited).unwrap();
     let check = findings(&["--check"], &copy);
-    assert_eq!(check.status.code(), Some(1), "a stale table must fail the check");
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "a stale table must fail the check"
+    );
     assert!(String::from_utf8_lossy(&check.stderr).contains("stale"));
 
     let write = findings(&["--write"], &copy);
-    assert!(write.status.success(), "{}", String::from_utf8_lossy(&write.stderr));
+    assert!(
+        write.status.success(),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), readme);
 }
 
