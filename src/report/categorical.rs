@@ -9,7 +9,7 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::charts::{backend_colour, si, side_legend, svg, svg_sized, Mark, FONT};
+use super::charts::{backend_colour, framed, si, side_legend, svg, svg_sized, Mark, FONT};
 use super::verdict::Verdict;
 
 /// One cell of the overview map: a challenger ÷ best-thread ratio and its verdict.
@@ -261,12 +261,8 @@ pub fn latency_split(title: &str, splits: &[Split]) -> Result<String> {
         .collect();
     svg(|root| {
         let plot = side_legend(root, &legend)?;
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(Categories(names.len()), 0.0..ymax)?;
+        let mut chart =
+            framed(&plot, title).build_cartesian_2d(Categories(names.len()), 0.0..ymax)?;
         chart
             .configure_mesh()
             .disable_x_mesh()

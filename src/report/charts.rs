@@ -97,6 +97,20 @@ pub fn side_legend<'a>(
     Ok(plot)
 }
 
+/// The frame every chart shares: its title, margin and label areas.
+pub fn framed<'a, 'b>(
+    plot: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(plot);
+    builder
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    builder
+}
+
 /// The mesh every chart uses: labelled bold lines only; the light sub-grid is noise here.
 fn light_mesh_off() -> ShapeStyle {
     TRANSPARENT.into()
@@ -210,17 +224,12 @@ pub fn throughput(
     }
     svg(|root| {
         let plot = side_legend(root, &legend)?;
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (f64::from(wmin) / 1.3..f64::from(wmax) * 1.3)
-                    .log_scale()
-                    .with_key_points(key_points),
-                0.0..ymax,
-            )?;
+        let mut chart = framed(&plot, title).build_cartesian_2d(
+            (f64::from(wmin) / 1.3..f64::from(wmax) * 1.3)
+                .log_scale()
+                .with_key_points(key_points),
+            0.0..ymax,
+        )?;
         chart
             .configure_mesh()
             .x_desc("workers")
@@ -292,12 +301,8 @@ pub fn latency(
         .collect();
     svg(|root| {
         let plot = side_legend(root, &legend)?;
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..xmax, (ylo..yhi).log_scale())?;
+        let mut chart =
+            framed(&plot, title).build_cartesian_2d(0.0..xmax, (ylo..yhi).log_scale())?;
         chart
             .configure_mesh()
             .x_desc("throughput (requests/s)")
@@ -348,12 +353,8 @@ pub fn efficiency(
     );
     svg(|root| {
         let plot = side_legend(root, &legend)?;
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d((xlo..xhi).log_scale(), 0.0..ymax)?;
+        let mut chart =
+            framed(&plot, title).build_cartesian_2d((xlo..xhi).log_scale(), 0.0..ymax)?;
         chart
             .configure_mesh()
             .x_desc("single-thread job time (µs)")
