@@ -14,6 +14,9 @@ use std::time::{Instant, SystemTime};
 /// time: a driver that is busy 90% of the time delays its own sends and reads, and the latency
 /// it reports is partly its own.
 pub const SATURATION: f64 = 0.9;
+/// A driver thread busier than this share of the run gets a warning: above it, replies wait
+/// for the thread often enough to show up in the tail latencies.
+pub const BUSY_WARNING: f64 = 0.75;
 /// An open loop that delivers less than this share of its schedule reports a shortfall.
 pub const RATE_TOLERANCE: f64 = 0.95;
 
@@ -77,6 +80,12 @@ pub struct LoadReport {
     pub driver_threads: usize,
     /// Client CPU ÷ (run wall time × driver threads) > 0.9: the driver may be the bottleneck.
     pub driver_saturated: bool,
+    /// Share of the run each driver thread spent running tasks (tokio's busy time per runtime
+    /// worker), in runtime worker order. Time in the I/O driver is not in it; the CPU share
+    /// above is.
+    pub driver_busy: Vec<f64>,
+    /// A sentence, when some driver thread was busier than [`BUSY_WARNING`].
+    pub driver_busy_warning: Option<String>,
     /// Open loop: a sentence saying the rate was not achieved, when it was not.
     pub shortfall: Option<String>,
     /// Reasons behind the errors, one line per distinct reason.
@@ -84,6 +93,10 @@ pub struct LoadReport {
     /// The latency histogram (µs), for merging with other runs.
     #[serde(skip)]
     pub hist: Histogram<u64>,
+    /// The run's other histograms (µs) by name, for `--hist-log` and `merge`: see
+    /// `Recorder::parts`.
+    #[serde(skip)]
+    pub parts: BTreeMap<String, Histogram<u64>>,
     /// The latency histogram cut into one-second intervals, for `--hist-log`.
     #[serde(skip)]
     pub intervals: Vec<EncodedInterval>,
@@ -112,7 +125,27 @@ pub(crate) struct Timing {
     pub finished: Instant,
     pub cpu_s: Option<f64>,
     pub threads: usize,
+    /// Busy share of each runtime worker over the run.
+    pub busy: Vec<f64>,
     pub started: SystemTime,
+}
+
+/// The warning for driver threads busier than [`BUSY_WARNING`], if any was.
+pub fn busy_warning(busy: &[f64]) -> Option<String> {
+    let hot: Vec<String> = busy
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b > BUSY_WARNING)
+        .map(|(i, b)| format!("thread {i} {:.0}%", b * 100.0))
+        .collect();
+    (!hot.is_empty()).then(|| {
+        format!(
+            "driver thread{} over {:.0}% busy ({}): the driver may have added to the latencies (give more --driver-threads, or more driver hosts)",
+            if hot.len() == 1 { "" } else { "s" },
+            BUSY_WARNING * 100.0,
+            hot.join(", ")
+        )
+    })
 }
 
 pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadReport {
@@ -175,15 +208,15 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
     let mut rec = plan.recorder.lock();
     let (intervals, log_error) = rec.finish_intervals(t.finished);
     let split = rec.split_summaries();
-    let per_kernel = match spec.cmd {
-        Cmd::Ping => BTreeMap::new(),
-        Cmd::Compute => spec
-            .mix
-            .iter()
-            .zip(&rec.per_entry)
-            .map(|((k, _), h)| (k.name().to_string(), Summary::of(h)))
-            .collect(),
+    let kernels: Vec<&str> = match spec.cmd {
+        Cmd::Ping => Vec::new(),
+        Cmd::Compute => spec.mix.iter().map(|(k, _)| k.name()).collect(),
     };
+    let per_kernel = kernels
+        .iter()
+        .zip(&rec.per_entry)
+        .map(|(k, h)| (k.to_string(), Summary::of(h)))
+        .collect();
     let mut notes: Vec<String> = notes
         .into_iter()
         .map(|(n, c)| {
@@ -224,9 +257,12 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         client_cpu_s: cpu,
         driver_threads: t.threads,
         driver_saturated,
+        driver_busy_warning: busy_warning(&t.busy),
+        driver_busy: t.busy,
         shortfall,
         notes,
         hist: rec.latency.clone(),
+        parts: rec.parts(&kernels),
         intervals,
         started: t.started,
     }
