@@ -216,11 +216,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .or_else(sysinfo::System::host_name)
             .unwrap_or_else(|| "driver".to_string());
-        write_hist_log(
-            path,
-            &HostRecord::of(&host, &spec.describe(), &report),
-            &report,
-        )?;
+        let comments = HostRecord::comments(&host, &spec.describe(), &report)?;
+        write_hist_log(path, &comments, &report)?;
     }
     Ok(if report.ok == 0 || report.wrong_answers() > 0 {
         ExitCode::FAILURE
@@ -238,14 +235,14 @@ struct JsonReport<'a> {
 }
 
 /// Writes the latency log with what `merge` needs: the host's record and its other histograms.
-fn write_hist_log(path: &Path, record: &HostRecord, report: &LoadReport) -> anyhow::Result<()> {
+fn write_hist_log(path: &Path, comments: &[String], report: &LoadReport) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let log = histlog::Log {
         intervals: &report.intervals,
         started: report.started,
-        comments: &record.comments()?,
+        comments,
         parts: &report.parts,
     };
     histlog::write_full(&mut out, &log)

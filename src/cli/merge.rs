@@ -57,8 +57,8 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     );
     let load = hosts
         .first()
-        .map(|h| h.record.load.as_str())
-        .filter(|l| hosts.iter().all(|h| h.record.load == *l) && !l.is_empty())
+        .map(|h| h.load.as_str())
+        .filter(|l| hosts.iter().all(|h| h.load == *l) && !l.is_empty())
         .unwrap_or("(the hosts' loads differ or are not recorded)");
     let header = format!("load: {load}, from {} hosts together", hosts.len());
     print!(
@@ -67,15 +67,15 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  per host:");
     for h in &hosts {
-        println!("    {}", summary::host_line(&h.record.host, &h.report));
+        println!("    {}", summary::host_line(&h.host, &h.report));
     }
     if let Some(path) = &args.json {
         let entries = hosts
             .iter()
             .map(|h| HostEntry {
-                host: &h.record.host,
+                host: &h.host,
                 file: &h.file,
-                load: &h.record.load,
+                load: &h.load,
                 report: &h.report,
             })
             .collect();

@@ -8,7 +8,7 @@
 use super::histlog::{EncodedInterval, IntervalRecorder};
 use crate::protocol::Timings;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ pub fn put(h: &mut Histogram<u64>, v: u64) {
 }
 
 /// Percentiles of one distribution, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Values recorded.
     pub count: u64,

@@ -20,68 +20,30 @@ use std::time::{Duration, SystemTime};
 /// Starts the comment line that holds a driver's [`HostRecord`] as JSON.
 pub const RECORD_PREFIX: &str = "threadcenter-host ";
 
-/// What a driver's log says about its run beside the histograms: the counts a merge sums.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// What a driver's log says about its run beside the histograms: its name, its load, and its
+/// report as `load --json` writes it (the counts a merge sums).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRecord {
     /// The driver's name (`load --label`, by default its host name).
     pub host: String,
     /// The load it sent, as `load` describes it.
     pub load: String,
-    pub ok: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub sent: u64,
-    pub late_sends: u64,
-    pub unsent: u64,
-    pub late_replies: u64,
-    pub duration_s: f64,
-    pub target_rps: Option<f64>,
-    pub achieved_rps: f64,
-    pub warmup_sent: u64,
-    pub warmup_ok: u64,
-    pub warmup_errors: BTreeMap<String, u64>,
-    pub wall_s: f64,
-    pub client_cpu_s: f64,
-    pub driver_threads: usize,
-    pub driver_saturated: bool,
-    pub driver_busy: Vec<f64>,
-    pub shortfall: Option<String>,
-    pub notes: Vec<String>,
+    pub report: LoadReport,
 }
 
 impl HostRecord {
-    /// The record of one driver's run.
-    pub fn of(host: &str, load: &str, r: &LoadReport) -> HostRecord {
-        HostRecord {
-            host: host.to_string(),
-            load: load.to_string(),
-            ok: r.ok,
-            errors: r.errors.clone(),
-            sent: r.sent,
-            late_sends: r.late_sends,
-            unsent: r.unsent,
-            late_replies: r.late_replies,
-            duration_s: r.duration_s,
-            target_rps: r.target_rps,
-            achieved_rps: r.achieved_rps,
-            warmup_sent: r.warmup_sent,
-            warmup_ok: r.warmup_ok,
-            warmup_errors: r.warmup_errors.clone(),
-            wall_s: r.wall_s,
-            client_cpu_s: r.client_cpu_s,
-            driver_threads: r.driver_threads,
-            driver_saturated: r.driver_saturated,
-            driver_busy: r.driver_busy.clone(),
-            shortfall: r.shortfall.clone(),
-            notes: r.notes.clone(),
+    /// The comment lines a driver's log starts with: what wrote it, then the record.
+    pub fn comments(host: &str, load: &str, report: &LoadReport) -> anyhow::Result<Vec<String>> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            host: &'a str,
+            load: &'a str,
+            report: &'a LoadReport,
         }
-    }
-
-    /// The comment lines a driver's log starts with: what wrote it, then this record.
-    pub fn comments(&self) -> anyhow::Result<Vec<String>> {
-        let json = serde_json::to_string(self).context("cannot encode the host record")?;
+        let record = Borrowed { host, load, report };
+        let json = serde_json::to_string(&record).context("cannot encode the host record")?;
         Ok(vec![
-            format!("threadcenter-bench load: {}", self.load),
+            format!("threadcenter-bench load: {load}"),
             format!("{RECORD_PREFIX}{json}"),
         ])
     }
@@ -90,7 +52,8 @@ impl HostRecord {
 /// One driver's log, read back.
 pub struct HostLog {
     pub file: PathBuf,
-    pub record: HostRecord,
+    pub host: String,
+    pub load: String,
     /// Untagged intervals in the file.
     pub intervals: usize,
     /// The report this driver alone made, rebuilt from its log.
@@ -102,35 +65,44 @@ pub struct HostLog {
 pub fn read_host(path: &Path) -> anyhow::Result<HostLog> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let log = histlog::read_full(&text).with_context(|| format!("in {}", path.display()))?;
-    let record = match log
+    let record: Option<HostRecord> = log
         .comments
         .iter()
         .find_map(|c| c.strip_prefix(RECORD_PREFIX))
-    {
-        Some(json) => serde_json::from_str(json)
-            .with_context(|| format!("the host record in {} does not parse", path.display()))?,
-        None => HostRecord {
+        .map(serde_json::from_str)
+        .transpose()
+        .with_context(|| format!("the host record in {} does not parse", path.display()))?;
+    let HostRecord {
+        host,
+        load,
+        mut report,
+    } = record.unwrap_or_else(|| {
+        let mut report = LoadReport::empty();
+        report.ok = log.latency.len();
+        report.sent = log.latency.len();
+        HostRecord {
             host: path
                 .file_stem()
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
-            ok: log.latency.len(),
-            sent: log.latency.len(),
-            ..HostRecord::default()
-        },
-    };
+            load: String::new(),
+            report,
+        }
+    });
     let intervals = log.intervals;
+    with_histograms(&mut report, log);
     Ok(HostLog {
         file: path.to_path_buf(),
-        report: report_of(&record, log),
-        record,
+        host,
+        load,
         intervals,
+        report,
     })
 }
 
 /// The report all `hosts` together made: counts summed, histograms added, the window from the
 /// earliest start to the latest end.
 pub fn combine(hosts: &[HostLog]) -> anyhow::Result<LoadReport> {
-    let mut total = HostRecord::default();
+    let mut total = LoadReport::empty();
     let mut latency = new_histogram();
     let mut parts: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     // A log without a StartTime (from another tool) reads as starting at the epoch; it
@@ -142,32 +114,26 @@ pub fn combine(hosts: &[HostLog]) -> anyhow::Result<LoadReport> {
         .min();
     let mut end = Duration::ZERO;
     for h in hosts {
-        let r = &h.record;
+        let r = &h.report;
         let add = |into: &mut Histogram<u64>, from: &Histogram<u64>| {
             into.add(from)
                 .map_err(|e| anyhow::anyhow!("cannot add {}: {e:?}", h.file.display()))
         };
-        add(&mut latency, &h.report.hist)?;
-        for (name, part) in &h.report.parts {
+        add(&mut latency, &r.hist)?;
+        for (name, part) in &r.parts {
             add(
                 parts.entry(name.clone()).or_insert_with(new_histogram),
                 part,
             )?;
         }
         let offset = first
-            .and_then(|f| h.report.started.duration_since(f).ok())
+            .and_then(|f| r.started.duration_since(f).ok())
             .unwrap_or_default();
         end = end.max(offset + Duration::from_secs_f64(r.duration_s.max(0.0)));
-        sum_into(&mut total, r);
+        sum_into(&mut total, r, &h.host);
     }
-    let loads: Vec<&str> = hosts.iter().map(|h| h.record.load.as_str()).collect();
-    total.host = format!("{} hosts", hosts.len());
-    total.load = if loads.windows(2).all(|w| w[0] == w[1]) {
-        loads.first().copied().unwrap_or_default().to_string()
-    } else {
-        "differing loads".to_string()
-    };
     total.duration_s = end.as_secs_f64();
+    total.driver_busy_warning = busy_warning(&total.driver_busy);
     let log = LogRead {
         latency,
         intervals: hosts.iter().map(|h| h.intervals).sum(),
@@ -175,11 +141,12 @@ pub fn combine(hosts: &[HostLog]) -> anyhow::Result<LoadReport> {
         started: first,
         comments: Vec::new(),
     };
-    Ok(report_of(&total, log))
+    with_histograms(&mut total, log);
+    Ok(total)
 }
 
 /// Adds one host's counts into `total`; notes and shortfalls keep the host's name.
-fn sum_into(total: &mut HostRecord, r: &HostRecord) {
+fn sum_into(total: &mut LoadReport, r: &LoadReport, host: &str) {
     let add = |into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>| {
         for (k, v) in from {
             *into.entry(k.clone()).or_insert(0) += v;
@@ -206,64 +173,103 @@ fn sum_into(total: &mut HostRecord, r: &HostRecord) {
     total.driver_busy.extend(&r.driver_busy);
     if let Some(s) = &r.shortfall {
         let joined = match total.shortfall.take() {
-            Some(before) => format!("{before}; {}: {s}", r.host),
-            None => format!("{}: {s}", r.host),
+            Some(before) => format!("{before}; {host}: {s}"),
+            None => format!("{host}: {s}"),
         };
         total.shortfall = Some(joined);
     }
-    let host = &r.host;
     total
         .notes
         .extend(r.notes.iter().map(|n| format!("{host}: {n}")));
 }
 
-/// A report from a record and the histograms that go with it.
-fn report_of(r: &HostRecord, log: LogRead) -> LoadReport {
+/// Fills what `report` draws from histograms (its percentiles, the throughput over its
+/// duration) from `log`, and keeps the histograms for a later merge.
+fn with_histograms(r: &mut LoadReport, log: LogRead) {
     let part = |name: &str| log.parts.get(name).map(Summary::of);
-    let per_kernel = log
+    r.per_kernel = log
         .parts
         .iter()
         .filter_map(|(name, h)| Some((name.strip_prefix(KERNEL_TAG)?.to_string(), Summary::of(h))))
         .collect();
-    let throughput_rps = if r.duration_s > 0.0 {
+    r.throughput_rps = if r.duration_s > 0.0 {
         r.ok as f64 / r.duration_s
     } else {
         0.0
     };
-    LoadReport {
-        ok: r.ok,
-        errors: r.errors.clone(),
-        sent: r.sent,
-        late_sends: r.late_sends,
-        unsent: r.unsent,
-        late_replies: r.late_replies,
-        duration_s: r.duration_s,
-        throughput_rps,
-        target_rps: r.target_rps,
-        achieved_rps: r.achieved_rps,
-        latency: Summary::of(&log.latency),
-        service: part("service").unwrap_or_default(),
-        send_lag: r.target_rps.map(|_| part("send_lag").unwrap_or_default()),
-        queue: part("queue"),
-        compute: part("compute"),
-        server: part("server"),
-        transport: part("transport"),
-        network: part("network"),
-        per_kernel,
-        warmup_sent: r.warmup_sent,
-        warmup_ok: r.warmup_ok,
-        warmup_errors: r.warmup_errors.clone(),
-        wall_s: r.wall_s,
-        client_cpu_s: r.client_cpu_s,
-        driver_threads: r.driver_threads,
-        driver_saturated: r.driver_saturated,
-        driver_busy_warning: busy_warning(&r.driver_busy),
-        driver_busy: r.driver_busy.clone(),
-        shortfall: r.shortfall.clone(),
-        notes: r.notes.clone(),
-        hist: log.latency,
-        parts: log.parts,
-        intervals: Vec::new(),
-        started: log.started.unwrap_or(SystemTime::UNIX_EPOCH),
+    r.latency = Summary::of(&log.latency);
+    r.service = part("service").unwrap_or_default();
+    r.send_lag = r.target_rps.map(|_| part("send_lag").unwrap_or_default());
+    r.queue = part("queue");
+    r.compute = part("compute");
+    r.server = part("server");
+    r.transport = part("transport");
+    r.network = part("network");
+    r.hist = log.latency;
+    r.parts = log.parts;
+    r.started = log.started.unwrap_or(SystemTime::UNIX_EPOCH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::histlog::{write_full, Log};
+    use crate::load::histogram::put;
+
+    /// A driver's log: `ok` replies of `latency` µs, measured for `duration_s` from `started`.
+    fn host_log(dir: &Path, host: &str, started: SystemTime, ok: u64, latency: u64) -> HostLog {
+        let mut h = new_histogram();
+        for _ in 0..ok {
+            put(&mut h, latency);
+        }
+        let origin = std::time::Instant::now();
+        let mut rec = crate::load::histlog::IntervalRecorder::new(origin, Duration::from_secs(1));
+        for _ in 0..ok {
+            rec.record(origin, latency);
+        }
+        let (intervals, _) = rec.finish(origin + Duration::from_secs(2));
+        let mut report = LoadReport::empty();
+        report.ok = ok;
+        report.sent = ok + 1;
+        report.errors = BTreeMap::from([("timeout".to_string(), 1)]);
+        report.duration_s = 2.0;
+        report.driver_busy = vec![0.8];
+        let parts = BTreeMap::from([("service".to_string(), h)]);
+        let path = dir.join(format!("{host}.hlog"));
+        let mut out = Vec::new();
+        let log = Log {
+            intervals: &intervals,
+            started,
+            comments: &HostRecord::comments(host, "the same load", &report).unwrap(),
+            parts: &parts,
+        };
+        write_full(&mut out, &log).unwrap();
+        std::fs::write(&path, out).unwrap();
+        read_host(&path).unwrap()
+    }
+
+    #[test]
+    fn hosts_add_up_over_the_window_from_first_start_to_last_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let b = host_log(dir.path(), "b", t0 + Duration::from_secs(1), 100, 900);
+        assert_eq!((a.host.as_str(), a.load.as_str()), ("a", "the same load"));
+        assert_eq!(a.report.ok, 300);
+        assert_eq!(a.report.started, t0);
+        let total = combine(&[a, b]).unwrap();
+        assert_eq!((total.ok, total.sent), (400, 402));
+        assert_eq!(total.errors["timeout"], 2);
+        assert!(
+            (total.duration_s - 3.0).abs() < 1e-9,
+            "{}",
+            total.duration_s
+        );
+        assert!((total.throughput_rps - 400.0 / 3.0).abs() < 1e-6);
+        assert_eq!(total.latency.count, 400);
+        assert_eq!(total.service.count, 400);
+        assert_eq!(total.latency.p50_us, 100.0);
+        assert_eq!(total.driver_busy, [0.8, 0.8]);
+        assert!(total.driver_busy_warning.is_some());
     }
 }

@@ -6,7 +6,7 @@ use super::histlog::EncodedInterval;
 use super::histogram::Summary;
 use super::spec::{Cmd, Pace};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
@@ -21,77 +21,110 @@ pub const BUSY_WARNING: f64 = 0.75;
 pub const RATE_TOLERANCE: f64 = 0.95;
 
 /// Everything a load run measured. Latencies are in microseconds.
-#[derive(Debug, Clone, Serialize)]
+///
+/// It reads back from JSON (as `merge` reads each host's record), every field defaulting to
+/// zero or empty, so a record from an older driver still reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Verified correct replies to measured requests.
+    #[serde(default)]
     pub ok: u64,
     /// Failed requests by kind: the server's error codes, plus `mismatch`, `timeout`,
     /// `connection`, `bad_reply`, `unmatched_id` (and `unknown_error` for codes outside the
     /// contract).
+    #[serde(default)]
     pub errors: BTreeMap<String, u64>,
     /// Measured requests sent.
+    #[serde(default)]
     pub sent: u64,
     /// Measured requests sent more than 1 ms after their intended time (open loop).
+    #[serde(default)]
     pub late_sends: u64,
     /// Open loop with a duration: scheduled requests that were never sent, because the window
     /// stayed full until the run ended.
+    #[serde(default)]
     pub unsent: u64,
     /// Replies that came after their request was already counted as a timeout.
+    #[serde(default)]
     pub late_replies: u64,
     /// From the start of measuring to the last measured send or reply.
+    #[serde(default)]
     pub duration_s: f64,
     /// Verified replies per second.
+    #[serde(default)]
     pub throughput_rps: f64,
     /// Open loop: the rate asked for.
+    #[serde(default)]
     pub target_rps: Option<f64>,
     /// Requests per second that went out. In an open loop: measured requests sent over the
     /// run's duration, or (count-bounded) over the longer of the schedule's span and the span
     /// the sends took.
+    #[serde(default)]
     pub achieved_rps: f64,
     /// From the intended send time to the reply (the send time, in a closed loop).
+    #[serde(default)]
     pub latency: Summary,
     /// From the actual send to the reply.
+    #[serde(default)]
     pub service: Summary,
     /// Open loop: from the intended to the actual send. Its floor is the driver's timer
     /// resolution (tokio's is 1 ms); above that, requests waited for a free slot.
+    #[serde(default)]
     pub send_lag: Option<Summary>,
     /// Server timings, present when the server sent them: waiting for a worker.
+    #[serde(default)]
     pub queue: Option<Summary>,
     /// Inside the kernel.
+    #[serde(default)]
     pub compute: Option<Summary>,
     /// From request read to reply encoded.
+    #[serde(default)]
     pub server: Option<Summary>,
     /// Server time outside queue and kernel: dispatch and IPC (server − queue − compute).
+    #[serde(default)]
     pub transport: Option<Summary>,
     /// Service time outside the server: sockets, network stack and this driver
     /// (service − server).
+    #[serde(default)]
     pub network: Option<Summary>,
     /// Latency per kernel of the mix.
+    #[serde(default)]
     pub per_kernel: BTreeMap<String, Summary>,
     /// Warmup requests sent, answered correctly, and failed by kind (not in the numbers above).
+    #[serde(default)]
     pub warmup_sent: u64,
+    #[serde(default)]
     pub warmup_ok: u64,
+    #[serde(default)]
     pub warmup_errors: BTreeMap<String, u64>,
     /// Wall time of the whole run: warmup, measuring and waiting for the last replies.
+    #[serde(default)]
     pub wall_s: f64,
     /// CPU time (user + system) this process used during the run.
+    #[serde(default)]
     pub client_cpu_s: f64,
     /// Threads of the runtime that drove the load.
+    #[serde(default)]
     pub driver_threads: usize,
     /// Client CPU ÷ (run wall time × driver threads) > 0.9: the driver may be the bottleneck.
+    #[serde(default)]
     pub driver_saturated: bool,
     /// Share of the run each driver thread spent running tasks (tokio's busy time per runtime
     /// worker), in runtime worker order. Time in the I/O driver is not in it; the CPU share
     /// above is.
+    #[serde(default)]
     pub driver_busy: Vec<f64>,
     /// A sentence, when some driver thread was busier than [`BUSY_WARNING`].
+    #[serde(default)]
     pub driver_busy_warning: Option<String>,
     /// Open loop: a sentence saying the rate was not achieved, when it was not.
+    #[serde(default)]
     pub shortfall: Option<String>,
     /// Reasons behind the errors, one line per distinct reason.
+    #[serde(default)]
     pub notes: Vec<String>,
     /// The latency histogram (µs), for merging with other runs.
-    #[serde(skip)]
+    #[serde(skip, default = "super::histogram::new_histogram")]
     pub hist: Histogram<u64>,
     /// The run's other histograms (µs) by name, for `--hist-log` and `merge`: see
     /// `Recorder::parts`.
@@ -101,11 +134,20 @@ pub struct LoadReport {
     #[serde(skip)]
     pub intervals: Vec<EncodedInterval>,
     /// Wall-clock time when measuring started.
-    #[serde(skip)]
+    #[serde(skip, default = "epoch")]
     pub started: SystemTime,
 }
 
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
 impl LoadReport {
+    /// A report of nothing: every count zero, every summary empty.
+    pub fn empty() -> LoadReport {
+        serde_json::from_str("{}").expect("every field of a report has a default")
+    }
+
     /// Failed measured requests of every kind.
     pub fn total_errors(&self) -> u64 {
         self.errors.values().sum()
@@ -314,4 +356,18 @@ fn open_loop_rate(plan: &Plan, total: &Tally, rate: f64, saturated: bool) -> (f6
         total.unsent
     );
     (achieved, Some(shortfall))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_warning;
+
+    #[test]
+    fn only_threads_over_three_quarters_busy_are_named() {
+        assert_eq!(busy_warning(&[]), None);
+        assert_eq!(busy_warning(&[0.2, 0.75]), None);
+        let w = busy_warning(&[0.2, 0.9, 0.76]).unwrap();
+        assert!(w.contains("thread 1 90%, thread 2 76%"), "{w}");
+        assert!(w.starts_with("driver threads over 75% busy"), "{w}");
+    }
 }

@@ -6,10 +6,11 @@
 
 use super::spec::{LoadSpec, Pace};
 
-/// Replies per second one driver thread is planned for: about half the ceiling measured in
-/// docs/PERFORMANCE.md, so a planned thread stays under the 75 % busy warning with room for
-/// bursts (Poisson arrivals bunch up).
-pub const REPLIES_PER_THREAD: f64 = 50_000.0;
+/// Replies per second one driver thread is planned for: half the ceiling measured in
+/// docs/PERFORMANCE.md (about 510 k pings/s on one thread), so a planned thread stays under the
+/// 75 % busy warning with room for bursts (Poisson arrivals bunch up) and for compute replies,
+/// which cost more to verify than pongs.
+pub const REPLIES_PER_THREAD: f64 = 250_000.0;
 
 /// Requests in flight one thread is planned for in a closed loop. A closed loop's rate is set
 /// by the server, not the driver, so the window is the only measure of offered load known in
