@@ -36,8 +36,10 @@ fn count(v: &Value) -> u64 {
 async fn three_drivers_started_together_merge_into_the_sum_of_their_parts() {
     let (_server, addr) = real_server("rayon", 2);
     let dir = tempfile::tempdir().unwrap();
-    let start = SystemTime::now() + Duration::from_secs(3);
-    let start_at = humantime::format_rfc3339_millis(start).to_string();
+    let start_at =
+        humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(3)).to_string();
+    // The instant the drivers read, to the millisecond (logs record starts to the millisecond).
+    let start = humantime::parse_rfc3339(&start_at).unwrap();
     let files = |ext: &str| -> Vec<PathBuf> {
         (0..3)
             .map(|i| dir.path().join(format!("driver-{i}.{ext}")))
