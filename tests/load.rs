@@ -6,6 +6,8 @@
 mod binary;
 #[path = "load/faulty.rs"]
 mod faulty;
+#[path = "load/multihost.rs"]
+mod multihost;
 #[path = "load/servers.rs"]
 mod servers;
 

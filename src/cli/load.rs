@@ -3,6 +3,7 @@
 
 use super::{one_of, summary};
 use crate::kernel::Kernel;
+use crate::load::merge::HostRecord;
 use crate::load::{self, histlog, Arrival, Cmd, LoadReport, LoadSpec, Pace, Stop};
 use crate::runtime::{self, Threads};
 use crate::units::{parse_duration, parse_positive_duration};
@@ -11,7 +12,7 @@ use serde::Serialize;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// `threadcenter-bench load`: defaults mirror the original Python client (4 connections,
 /// 5 requests each, `fib(500000)`, one request in flight per connection).
@@ -74,10 +75,36 @@ pub struct LoadArgs {
     /// Don't ask the server for its timings.
     #[arg(long)]
     pub no_timing: bool,
-    /// Threads driving the load; one is enough unless the summary warns that the driver was
-    /// saturated.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub driver_threads: u16,
+    /// Threads driving the load [default: from the cores and the offered load: the open
+    /// loop's rate, or the closed loop's connections × depth].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub driver_threads: Option<u16>,
+    /// Connect first, then start sending at this wall-clock time, so drivers on several hosts
+    /// start together: UTC as 2026-11-27T18:00:00Z, or +10s from now.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<SystemTime>,
+    /// This driver's name in its --hist-log, for `merge` [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+}
+
+/// A `--start-at` value: an RFC 3339 UTC time or `+DURATION` from now, refused when past.
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    let now = SystemTime::now();
+    let at = match s.strip_prefix('+') {
+        Some(after) => now + parse_positive_duration(after)?,
+        None => humantime::parse_rfc3339_weak(s).map_err(|e| {
+            format!("{e}: give a UTC time such as 2026-11-27T18:00:00Z, or +10s from now")
+        })?,
+    };
+    match now.duration_since(at) {
+        Ok(ago) => Err(format!(
+            "{s} is in the past ({} ago; the time here is {}): give a time to come, such as +10s",
+            humantime::format_duration(Duration::from_secs(ago.as_secs())),
+            humantime::format_rfc3339_seconds(now)
+        )),
+        Err(_) => Ok(at),
+    }
 }
 
 const EXIT_STATUS: &str = "Exit status: 0 when at least one reply verified and none was wrong; \
@@ -165,9 +192,13 @@ impl LoadArgs {
 /// Runs `load`: builds its own runtime, prints the summary, writes the files asked for.
 pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let spec = args.to_spec()?;
-    let runtime = runtime::build(Threads::count(usize::from(args.driver_threads)))
-        .context("cannot start the driver's runtime")?;
-    let report = runtime.block_on(load::run(&spec))?;
+    let threads = args.driver_threads.map_or_else(
+        || load::threads::driver_threads(crate::machine::cores(), &spec),
+        usize::from,
+    );
+    let runtime =
+        runtime::build(Threads::count(threads)).context("cannot start the driver's runtime")?;
+    let report = runtime.block_on(load::run_at(&spec, args.start_at))?;
     print!("{}", summary::summary(&spec, &report));
     if let Some(path) = &args.json {
         super::write_json(
@@ -180,7 +211,13 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     if let Some(path) = &args.hist_log {
-        write_hist_log(path, &spec, &report)?;
+        let host = args
+            .label
+            .clone()
+            .or_else(sysinfo::System::host_name)
+            .unwrap_or_else(|| "driver".to_string());
+        let comments = HostRecord::comments(&host, &spec.describe(), &report)?;
+        write_hist_log(path, &comments, &report)?;
     }
     Ok(if report.ok == 0 || report.wrong_answers() > 0 {
         ExitCode::FAILURE
@@ -197,12 +234,18 @@ struct JsonReport<'a> {
     environment: crate::machine::Environment,
 }
 
-fn write_hist_log(path: &Path, spec: &LoadSpec, report: &LoadReport) -> anyhow::Result<()> {
+/// Writes the latency log with what `merge` needs: the host's record and its other histograms.
+fn write_hist_log(path: &Path, comments: &[String], report: &LoadReport) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let comment = format!("threadcenter-bench load: {}", spec.describe());
-    histlog::write_log(&mut out, &report.intervals, report.started, &comment)
+    let log = histlog::Log {
+        intervals: &report.intervals,
+        started: report.started,
+        comments,
+        parts: &report.parts,
+    };
+    histlog::write_full(&mut out, &log)
         .with_context(|| format!("cannot write {}", path.display()))?;
     std::io::Write::flush(&mut out).with_context(|| format!("cannot write {}", path.display()))
 }

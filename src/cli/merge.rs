@@ -1,20 +1,22 @@
-//! `threadcenter-bench merge`: interval logs from several load processes or hosts, added into
-//! the summary one driver would print.
+//! `threadcenter-bench merge`: the interval logs of several load processes or hosts, added into
+//! the summary one driver would print, with each host's own line beside the total.
 
 use super::summary;
-use crate::load::{histlog, Summary};
+use crate::load::merge::{self, HostLog};
+use crate::load::LoadReport;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// `threadcenter-bench merge`: adds the latency histograms of interval logs written by
-/// `load --hist-log` (or any HdrHistogram tool) and prints the percentiles of the union.
+/// `threadcenter-bench merge`: adds the logs written by `load --hist-log` (or the latency
+/// intervals of any HdrHistogram log): requests and errors summed, percentiles of the union.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     /// Interval log files.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Write the merged summary as JSON to this file.
+    /// Write the merged report (the shape of `load --json`'s `report`) and each host's as JSON
+    /// to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }
@@ -24,32 +26,70 @@ pub struct MergeArgs {
 struct MergeReport<'a> {
     files: &'a [PathBuf],
     intervals: usize,
-    latency: Summary,
+    report: &'a LoadReport,
+    hosts: Vec<HostEntry<'a>>,
+}
+
+/// One host's part of `merge --json`.
+#[derive(Serialize)]
+struct HostEntry<'a> {
+    host: &'a str,
+    file: &'a Path,
+    load: &'a str,
+    report: &'a LoadReport,
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
-    let (hist, intervals) = histlog::merge_files(&args.files)?;
-    let latency = Summary::of(&hist);
+    let hosts: Vec<HostLog> = args
+        .files
+        .iter()
+        .map(|f| merge::read_host(f))
+        .collect::<anyhow::Result<_>>()?;
+    let total = merge::combine(&hosts)?;
+    let intervals: usize = hosts.iter().map(|h| h.intervals).sum();
     println!(
         "merged {} interval{} from {} file{}: {} samples",
         intervals,
         if intervals == 1 { "" } else { "s" },
         args.files.len(),
         if args.files.len() == 1 { "" } else { "s" },
-        latency.count
+        total.latency.count
     );
-    println!("  latency      {}", summary::percentiles(&latency));
+    let load = hosts
+        .first()
+        .map(|h| h.load.as_str())
+        .filter(|l| hosts.iter().all(|h| h.load == *l) && !l.is_empty())
+        .unwrap_or("(the hosts' loads differ or are not recorded)");
+    let header = format!("load: {load}, from {} hosts together", hosts.len());
+    print!(
+        "{}",
+        summary::body(&header, total.target_rps.is_some(), &total)
+    );
+    println!("  per host:");
+    for h in &hosts {
+        println!("    {}", summary::host_line(&h.host, &h.report));
+    }
     if let Some(path) = &args.json {
+        let entries = hosts
+            .iter()
+            .map(|h| HostEntry {
+                host: &h.host,
+                file: &h.file,
+                load: &h.load,
+                report: &h.report,
+            })
+            .collect();
         super::write_json(
             path,
             &MergeReport {
                 files: &args.files,
                 intervals,
-                latency,
+                report: &total,
+                hosts: entries,
             },
         )?;
     }
-    if latency.count == 0 {
+    if total.latency.count == 0 {
         eprintln!("merge: the logs hold no samples");
         return Ok(ExitCode::FAILURE);
     }

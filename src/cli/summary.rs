@@ -37,8 +37,25 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
 
 /// The whole summary, warnings last.
 pub(crate) fn summary(spec: &LoadSpec, r: &LoadReport) -> String {
+    let open = matches!(spec.pace, Pace::Open { .. });
+    body(&format!("load: {}", spec.describe()), open, r)
+}
+
+/// One driver's line in a merge: its counts, rate and latency.
+pub(crate) fn host_line(name: &str, r: &LoadReport) -> String {
+    format!(
+        "{name:<12} {:>8} ok {:>6} failed {:>10.1} req/s   {}",
+        r.ok,
+        r.total_errors(),
+        r.throughput_rps,
+        percentiles(&r.latency)
+    )
+}
+
+/// The summary under `header`; `open` says whether latency counts from intended send times.
+pub(crate) fn body(header: &str, open: bool, r: &LoadReport) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "load: {}", spec.describe());
+    let _ = writeln!(o, "{header}");
     let _ = writeln!(
         o,
         "  requests     {} ok, {} failed, {} sent in {:.3} s",
@@ -58,12 +75,13 @@ pub(crate) fn summary(spec: &LoadSpec, r: &LoadReport) -> String {
     if !r.errors.is_empty() {
         let _ = writeln!(o, "  errors       {}", counts(&r.errors));
     }
-    let origin = match spec.pace {
-        Pace::Closed => "from send",
-        Pace::Open { .. } => "from intended send",
+    let origin = if open {
+        "from intended send"
+    } else {
+        "from send"
     };
     let _ = writeln!(o, "  latency      {}   ({origin})", percentiles(&r.latency));
-    if matches!(spec.pace, Pace::Open { .. }) {
+    if open {
         let _ = writeln!(
             o,
             "  service      {}   (from actual send)",
@@ -131,6 +149,18 @@ pub(crate) fn summary(spec: &LoadSpec, r: &LoadReport) -> String {
         r.driver_threads,
         if r.driver_threads == 1 { "" } else { "s" }
     );
+    if !r.driver_busy.is_empty() {
+        let busy: Vec<String> = r
+            .driver_busy
+            .iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  driver busy  {} (each driver thread's share of the run spent running tasks)",
+            busy.join(", ")
+        );
+    }
     for note in &r.notes {
         let _ = writeln!(o, "  note: {note}");
     }
@@ -142,6 +172,9 @@ pub(crate) fn summary(spec: &LoadSpec, r: &LoadReport) -> String {
             o,
             "warning: the driver used over 90% of its threads' time; it may have been the bottleneck (try --driver-threads, or run the driver on other cores)"
         );
+    }
+    if let Some(w) = &r.driver_busy_warning {
+        let _ = writeln!(o, "warning: {w}");
     }
     if r.ok == 0 {
         let _ = writeln!(o, "warning: no correct reply: nothing valid was measured");

@@ -12,10 +12,11 @@ use super::histogram::{new_histogram, put};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry,
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
 };
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -126,21 +127,72 @@ pub fn write_log(
     started: SystemTime,
     comment: &str,
 ) -> anyhow::Result<()> {
+    let log = Log {
+        intervals,
+        started,
+        comments: &[comment.to_string()],
+        parts: &BTreeMap::new(),
+    };
+    write_full(out, &log)
+}
+
+/// Everything a driver's log holds.
+pub struct Log<'a> {
+    /// The latency, one untagged histogram per interval.
+    pub intervals: &'a [EncodedInterval],
+    /// Wall-clock start of the measured window.
+    pub started: SystemTime,
+    /// Comment lines, without their `#`; the first says what wrote the log.
+    pub comments: &'a [String],
+    /// Whole-run histograms, each written as one interval tagged with its name and spanning
+    /// the run: tools that read only untagged intervals see the latency alone.
+    pub parts: &'a BTreeMap<String, Histogram<u64>>,
+}
+
+/// Writes `log` as an HdrHistogram interval log.
+pub fn write_full(out: &mut impl Write, log: &Log) -> anyhow::Result<()> {
     let mut serializer = V2DeflateSerializer::new();
-    let mut writer = IntervalLogWriterBuilder::new()
-        .add_comment(comment)
+    let mut builder = IntervalLogWriterBuilder::new();
+    for comment in log.comments {
+        builder.add_comment(comment);
+    }
+    let mut writer = builder
         .add_comment("values are latencies in microseconds, from the intended send time")
-        .with_start_time(started)
-        .with_base_time(started)
+        .with_start_time(log.started)
+        .with_base_time(log.started)
         .begin_log_with(out, &mut serializer)
         .context("cannot write the latency log header")?;
-    for interval in intervals {
+    for interval in log.intervals {
         let h = interval.decode()?;
         writer
             .write_histogram(&h, interval.start, interval.length, None)
             .map_err(|e| anyhow::anyhow!("cannot write a latency log interval: {e}"))?;
     }
+    let span = log
+        .intervals
+        .last()
+        .map_or(Duration::ZERO, |i| i.start + i.length);
+    for (name, h) in log.parts {
+        let tag = Tag::new(name).with_context(|| format!("{name:?} cannot be a log tag"))?;
+        writer
+            .write_histogram(h, Duration::ZERO, span, Some(tag))
+            .map_err(|e| anyhow::anyhow!("cannot write the {name} histogram: {e}"))?;
+    }
     Ok(())
+}
+
+/// What [`read_full`] found in one log.
+pub struct LogRead {
+    /// The untagged intervals added up.
+    pub latency: Histogram<u64>,
+    /// Untagged intervals read.
+    pub intervals: usize,
+    /// Tagged intervals added up per tag.
+    pub parts: BTreeMap<String, Histogram<u64>>,
+    /// The log's StartTime, when it has one.
+    pub started: Option<SystemTime>,
+    /// Comment lines, without their `#`.
+    pub comments: Vec<String>,
 }
 
 /// Reads every untagged interval of one interval log into one histogram.
@@ -148,19 +200,36 @@ pub fn write_log(
 /// Tagged intervals belong to some other series (the log format allows several per file), so
 /// they are skipped, and a log with nothing untagged is an error rather than an empty result.
 pub fn read_log(text: &[u8]) -> anyhow::Result<(Histogram<u64>, usize)> {
-    let mut sum = new_histogram();
-    let mut intervals = 0;
+    let log = read_full(text)?;
+    Ok((log.latency, log.intervals))
+}
+
+/// Reads one interval log: the untagged intervals as the latency, the tagged ones per tag.
+pub fn read_full(text: &[u8]) -> anyhow::Result<LogRead> {
+    let mut log = LogRead {
+        latency: new_histogram(),
+        intervals: 0,
+        parts: BTreeMap::new(),
+        started: None,
+        comments: String::from_utf8_lossy(text)
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| !l.starts_with('['))
+            .map(str::to_string)
+            .collect(),
+    };
     let mut tagged = 0;
     for entry in IntervalLogIterator::new(text) {
         let entry =
             entry.map_err(|e| anyhow::anyhow!("not an HdrHistogram interval log: {e:?}"))?;
-        let LogEntry::Interval(interval) = entry else {
-            continue;
+        let interval = match entry {
+            LogEntry::Interval(interval) => interval,
+            LogEntry::StartTime(since_epoch) => {
+                log.started = Some(SystemTime::UNIX_EPOCH + since_epoch);
+                continue;
+            }
+            LogEntry::BaseTime(_) => continue,
         };
-        if interval.tag().is_some() {
-            tagged += 1;
-            continue;
-        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(interval.encoded_histogram())
             .with_context(|| {
@@ -172,17 +241,28 @@ pub fn read_log(text: &[u8]) -> anyhow::Result<(Histogram<u64>, usize)> {
         let h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut &bytes[..])
             .map_err(|e| anyhow::anyhow!("interval histogram does not decode: {e:?}"))?;
+        let sum = match interval.tag() {
+            Some(tag) => {
+                tagged += 1;
+                log.parts
+                    .entry(tag.as_str().to_string())
+                    .or_insert_with(new_histogram)
+            }
+            None => {
+                log.intervals += 1;
+                &mut log.latency
+            }
+        };
         sum.add(&h)
             .map_err(|e| anyhow::anyhow!("cannot add an interval histogram: {e:?}"))?;
-        intervals += 1;
     }
-    if intervals == 0 {
+    if log.intervals == 0 {
         if tagged > 0 {
             bail!("the log holds only tagged intervals ({tagged}); merge reads untagged ones");
         }
         bail!("the log holds no intervals");
     }
-    Ok((sum, intervals))
+    Ok(log)
 }
 
 /// Adds the untagged intervals of every file into one histogram; returns it with the number

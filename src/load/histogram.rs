@@ -8,8 +8,12 @@
 use super::histlog::{EncodedInterval, IntervalRecorder};
 use crate::protocol::Timings;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// Prefix of the part holding one kernel's latency.
+pub const KERNEL_TAG: &str = "kernel:";
 
 /// Significant decimal digits every histogram keeps: 0.1% resolution.
 pub const SIGFIG: u8 = 3;
@@ -32,7 +36,7 @@ pub fn put(h: &mut Histogram<u64>, v: u64) {
 }
 
 /// Percentiles of one distribution, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Values recorded.
     pub count: u64,
@@ -167,6 +171,30 @@ impl Recorder {
             transport: s(|sp| &sp.transport),
             network: s(|sp| &sp.network),
         }
+    }
+
+    /// Every whole-run histogram but the latency, by the name a merged log tags it with:
+    /// `service`, `send_lag`, the server's split when timings came, `kernel:NAME` per mix
+    /// entry. `merge` adds these across hosts, so its summary can say all a single run says.
+    pub fn parts(&self, kernels: &[&str]) -> BTreeMap<String, Histogram<u64>> {
+        let mut parts = BTreeMap::new();
+        parts.insert("service".to_string(), self.service.clone());
+        parts.insert("send_lag".to_string(), self.send_lag.clone());
+        if let Some(sp) = &self.split {
+            for (name, h) in [
+                ("queue", &sp.queue),
+                ("compute", &sp.compute),
+                ("server", &sp.server),
+                ("transport", &sp.transport),
+                ("network", &sp.network),
+            ] {
+                parts.insert(name.to_string(), h.clone());
+            }
+        }
+        for (name, h) in kernels.iter().zip(&self.per_entry) {
+            parts.insert(format!("{KERNEL_TAG}{name}"), h.clone());
+        }
+        parts
     }
 
     /// Closes the latency log at `end`.

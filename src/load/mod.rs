@@ -16,15 +16,19 @@
 //! - [`histogram`]: the run's HdrHistograms and the percentile summaries drawn from them.
 //! - `timer`: sub-millisecond wake-ups for the open loop's sends.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
+//! - [`threads`]: how many threads the driver needs for a load.
+//! - [`merge`]: several hosts' logs added into one report.
 //! - [`outcome`]: what a run measured ([`LoadReport`]) and whether to trust it.
 
 mod conn;
 pub mod histlog;
 pub mod histogram;
 pub mod ids;
+pub mod merge;
 pub mod outcome;
 mod schedule;
 pub mod spec;
+pub mod threads;
 mod timer;
 pub mod verify;
 
@@ -49,6 +53,15 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// could be opened. Everything else (refused requests, wrong results, dropped connections,
 /// timeouts) is counted in the report, by kind.
 pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    run_at(spec, None).await
+}
+
+/// Like [`run`], but when `start_at` is given the driver connects and prepares first, then
+/// sends its first request at that wall-clock instant, so drivers on several hosts (with
+/// synchronised clocks) load the server together and their logs add up to one run. A start
+/// time that has passed by the time the connections are open is an error: a late driver
+/// would measure a different load from its peers'.
+pub async fn run_at(spec: &LoadSpec, start_at: Option<SystemTime>) -> anyhow::Result<LoadReport> {
     spec.validate()?;
     let expected = {
         let spec = spec.clone();
@@ -63,7 +76,12 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         }
     }
 
-    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    if let Some(at) = start_at {
+        wait_until(at).await?;
+    }
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let threads = metrics.num_workers();
+    let busy_before = busy_times(&metrics);
     let cpu_before = crate::machine::process_cpu_seconds();
     let start = Instant::now();
     let measure_start = start + spec.warmup;
@@ -111,13 +129,48 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
     }
     let finished = Instant::now();
     let cpu_s = cpu_before.and_then(|b| crate::machine::process_cpu_seconds().map(|a| a - b));
+    let wall = finished.saturating_duration_since(start).as_secs_f64();
+    let busy = busy_times(&metrics)
+        .iter()
+        .zip(&busy_before)
+        .map(|(after, before)| {
+            if wall > 0.0 {
+                (after.saturating_sub(*before).as_secs_f64() / wall).min(1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let timing = outcome::Timing {
         finished,
         cpu_s,
         threads,
+        busy,
         started,
     };
     Ok(outcome::assemble(&plan, tallies, timing))
+}
+
+/// How long each runtime worker has spent running tasks so far.
+fn busy_times(metrics: &tokio::runtime::RuntimeMetrics) -> Vec<Duration> {
+    (0..metrics.num_workers())
+        .map(|w| metrics.worker_total_busy_duration(w))
+        .collect()
+}
+
+/// Sleeps until the wall-clock instant `at`, or fails when it has already passed.
+async fn wait_until(at: SystemTime) -> anyhow::Result<()> {
+    match at.duration_since(SystemTime::now()) {
+        Ok(wait) => {
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Err(late) => anyhow::bail!(
+            "the start time {} passed {} ago, before the driver was ready (connections open, expected results computed); give a later start time",
+            humantime::format_rfc3339_millis(at),
+            humantime::format_duration(Duration::from_millis(late.duration().as_millis() as u64))
+        ),
+    }
 }
 
 /// A connection that never ran: one `connection` error with the reason.

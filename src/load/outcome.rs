@@ -6,7 +6,7 @@ use super::histlog::EncodedInterval;
 use super::histogram::Summary;
 use super::spec::{Cmd, Pace};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
@@ -14,85 +14,140 @@ use std::time::{Instant, SystemTime};
 /// time: a driver that is busy 90% of the time delays its own sends and reads, and the latency
 /// it reports is partly its own.
 pub const SATURATION: f64 = 0.9;
+/// A driver thread busier than this share of the run gets a warning: above it, replies wait
+/// for the thread often enough to show up in the tail latencies.
+pub const BUSY_WARNING: f64 = 0.75;
 /// An open loop that delivers less than this share of its schedule reports a shortfall.
 pub const RATE_TOLERANCE: f64 = 0.95;
 
 /// Everything a load run measured. Latencies are in microseconds.
-#[derive(Debug, Clone, Serialize)]
+///
+/// It reads back from JSON (as `merge` reads each host's record), every field defaulting to
+/// zero or empty, so a record from an older driver still reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Verified correct replies to measured requests.
+    #[serde(default)]
     pub ok: u64,
     /// Failed requests by kind: the server's error codes, plus `mismatch`, `timeout`,
     /// `connection`, `bad_reply`, `unmatched_id` (and `unknown_error` for codes outside the
     /// contract).
+    #[serde(default)]
     pub errors: BTreeMap<String, u64>,
     /// Measured requests sent.
+    #[serde(default)]
     pub sent: u64,
     /// Measured requests sent more than 1 ms after their intended time (open loop).
+    #[serde(default)]
     pub late_sends: u64,
     /// Open loop with a duration: scheduled requests that were never sent, because the window
     /// stayed full until the run ended.
+    #[serde(default)]
     pub unsent: u64,
     /// Replies that came after their request was already counted as a timeout.
+    #[serde(default)]
     pub late_replies: u64,
     /// From the start of measuring to the last measured send or reply.
+    #[serde(default)]
     pub duration_s: f64,
     /// Verified replies per second.
+    #[serde(default)]
     pub throughput_rps: f64,
     /// Open loop: the rate asked for.
+    #[serde(default)]
     pub target_rps: Option<f64>,
     /// Requests per second that went out. In an open loop: measured requests sent over the
     /// run's duration, or (count-bounded) over the longer of the schedule's span and the span
     /// the sends took.
+    #[serde(default)]
     pub achieved_rps: f64,
     /// From the intended send time to the reply (the send time, in a closed loop).
+    #[serde(default)]
     pub latency: Summary,
     /// From the actual send to the reply.
+    #[serde(default)]
     pub service: Summary,
     /// Open loop: from the intended to the actual send. Its floor is the driver's timer
     /// resolution (tokio's is 1 ms); above that, requests waited for a free slot.
+    #[serde(default)]
     pub send_lag: Option<Summary>,
     /// Server timings, present when the server sent them: waiting for a worker.
+    #[serde(default)]
     pub queue: Option<Summary>,
     /// Inside the kernel.
+    #[serde(default)]
     pub compute: Option<Summary>,
     /// From request read to reply encoded.
+    #[serde(default)]
     pub server: Option<Summary>,
     /// Server time outside queue and kernel: dispatch and IPC (server − queue − compute).
+    #[serde(default)]
     pub transport: Option<Summary>,
     /// Service time outside the server: sockets, network stack and this driver
     /// (service − server).
+    #[serde(default)]
     pub network: Option<Summary>,
     /// Latency per kernel of the mix.
+    #[serde(default)]
     pub per_kernel: BTreeMap<String, Summary>,
     /// Warmup requests sent, answered correctly, and failed by kind (not in the numbers above).
+    #[serde(default)]
     pub warmup_sent: u64,
+    #[serde(default)]
     pub warmup_ok: u64,
+    #[serde(default)]
     pub warmup_errors: BTreeMap<String, u64>,
     /// Wall time of the whole run: warmup, measuring and waiting for the last replies.
+    #[serde(default)]
     pub wall_s: f64,
     /// CPU time (user + system) this process used during the run.
+    #[serde(default)]
     pub client_cpu_s: f64,
     /// Threads of the runtime that drove the load.
+    #[serde(default)]
     pub driver_threads: usize,
     /// Client CPU ÷ (run wall time × driver threads) > 0.9: the driver may be the bottleneck.
+    #[serde(default)]
     pub driver_saturated: bool,
+    /// Share of the run each driver thread spent running tasks (tokio's busy time per runtime
+    /// worker), in runtime worker order. Time in the I/O driver is not in it; the CPU share
+    /// above is.
+    #[serde(default)]
+    pub driver_busy: Vec<f64>,
+    /// A sentence, when some driver thread was busier than [`BUSY_WARNING`].
+    #[serde(default)]
+    pub driver_busy_warning: Option<String>,
     /// Open loop: a sentence saying the rate was not achieved, when it was not.
+    #[serde(default)]
     pub shortfall: Option<String>,
     /// Reasons behind the errors, one line per distinct reason.
+    #[serde(default)]
     pub notes: Vec<String>,
     /// The latency histogram (µs), for merging with other runs.
-    #[serde(skip)]
+    #[serde(skip, default = "super::histogram::new_histogram")]
     pub hist: Histogram<u64>,
+    /// The run's other histograms (µs) by name, for `--hist-log` and `merge`: see
+    /// `Recorder::parts`.
+    #[serde(skip)]
+    pub parts: BTreeMap<String, Histogram<u64>>,
     /// The latency histogram cut into one-second intervals, for `--hist-log`.
     #[serde(skip)]
     pub intervals: Vec<EncodedInterval>,
     /// Wall-clock time when measuring started.
-    #[serde(skip)]
+    #[serde(skip, default = "epoch")]
     pub started: SystemTime,
 }
 
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
 impl LoadReport {
+    /// A report of nothing: every count zero, every summary empty.
+    pub fn empty() -> LoadReport {
+        serde_json::from_str("{}").expect("every field of a report has a default")
+    }
+
     /// Failed measured requests of every kind.
     pub fn total_errors(&self) -> u64 {
         self.errors.values().sum()
@@ -112,7 +167,27 @@ pub(crate) struct Timing {
     pub finished: Instant,
     pub cpu_s: Option<f64>,
     pub threads: usize,
+    /// Busy share of each runtime worker over the run.
+    pub busy: Vec<f64>,
     pub started: SystemTime,
+}
+
+/// The warning for driver threads busier than [`BUSY_WARNING`], if any was.
+pub fn busy_warning(busy: &[f64]) -> Option<String> {
+    let hot: Vec<String> = busy
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b > BUSY_WARNING)
+        .map(|(i, b)| format!("thread {i} {:.0}%", b * 100.0))
+        .collect();
+    (!hot.is_empty()).then(|| {
+        format!(
+            "driver thread{} over {:.0}% busy ({}): the driver may have added to the latencies (give more --driver-threads, or more driver hosts)",
+            if hot.len() == 1 { "" } else { "s" },
+            BUSY_WARNING * 100.0,
+            hot.join(", ")
+        )
+    })
 }
 
 pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadReport {
@@ -175,15 +250,15 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
     let mut rec = plan.recorder.lock();
     let (intervals, log_error) = rec.finish_intervals(t.finished);
     let split = rec.split_summaries();
-    let per_kernel = match spec.cmd {
-        Cmd::Ping => BTreeMap::new(),
-        Cmd::Compute => spec
-            .mix
-            .iter()
-            .zip(&rec.per_entry)
-            .map(|((k, _), h)| (k.name().to_string(), Summary::of(h)))
-            .collect(),
+    let kernels: Vec<&str> = match spec.cmd {
+        Cmd::Ping => Vec::new(),
+        Cmd::Compute => spec.mix.iter().map(|(k, _)| k.name()).collect(),
     };
+    let per_kernel = kernels
+        .iter()
+        .zip(&rec.per_entry)
+        .map(|(k, h)| (k.to_string(), Summary::of(h)))
+        .collect();
     let mut notes: Vec<String> = notes
         .into_iter()
         .map(|(n, c)| {
@@ -224,9 +299,12 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         client_cpu_s: cpu,
         driver_threads: t.threads,
         driver_saturated,
+        driver_busy_warning: busy_warning(&t.busy),
+        driver_busy: t.busy,
         shortfall,
         notes,
         hist: rec.latency.clone(),
+        parts: rec.parts(&kernels),
         intervals,
         started: t.started,
     }
@@ -278,4 +356,18 @@ fn open_loop_rate(plan: &Plan, total: &Tally, rate: f64, saturated: bool) -> (f6
         total.unsent
     );
     (achieved, Some(shortfall))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_warning;
+
+    #[test]
+    fn only_threads_over_three_quarters_busy_are_named() {
+        assert_eq!(busy_warning(&[]), None);
+        assert_eq!(busy_warning(&[0.2, 0.75]), None);
+        let w = busy_warning(&[0.2, 0.9, 0.76]).unwrap();
+        assert!(w.contains("thread 1 90%, thread 2 76%"), "{w}");
+        assert!(w.starts_with("driver threads over 75% busy"), "{w}");
+    }
 }

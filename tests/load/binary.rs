@@ -98,6 +98,39 @@ async fn load_binary_writes_a_readable_interval_log() {
 }
 
 #[tokio::test]
+async fn load_records_each_driver_threads_busy_share() {
+    let addr = ping_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "--cmd",
+            "ping",
+            "--requests",
+            "200",
+            "--driver-threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("driver busy"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let busy = v["report"]["driver_busy"].as_array().unwrap();
+    assert_eq!(busy.len(), 2, "{busy:?}");
+    assert!(
+        busy.iter()
+            .all(|b| (0.0..=1.0).contains(&b.as_f64().unwrap())),
+        "{busy:?}"
+    );
+    assert!(v["report"].get("driver_busy_warning").is_some());
+}
+
+#[tokio::test]
 async fn nonsense_flags_are_refused_with_reasons() {
     for (args, says) in [
         (&["--connections", "0"][..], "connections"),

@@ -1,0 +1,144 @@
+//! Many drivers, one result: three `load` processes started together with `--start-at`
+//! against one real server, their `--hist-log`s merged by `merge`.
+
+use super::{load_bin, load_bin_at, real_server, BIN};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use threadcenter::load::histlog;
+use threadcenter::load::histogram::new_histogram;
+use threadcenter::load::Summary;
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Asserts two latency summaries equal: every percentile exactly, the mean to within the last
+/// digits a JSON round trip may change.
+fn assert_same_latency(a: &Value, b: &Summary, what: &str) {
+    let a: Summary = serde_json::from_value(a.clone()).unwrap();
+    let exact = |s: &Summary| (s.count, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us);
+    assert_eq!(exact(&a), exact(b), "{what}");
+    assert!(
+        (a.mean_us - b.mean_us).abs() <= 1e-9 * b.mean_us.abs(),
+        "{what}: mean {} against {}",
+        a.mean_us,
+        b.mean_us
+    );
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
+#[tokio::test]
+async fn three_drivers_started_together_merge_into_the_sum_of_their_parts() {
+    let (_server, addr) = real_server("rayon", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let start_at =
+        humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(3)).to_string();
+    // The instant the drivers read, to the millisecond (logs record starts to the millisecond).
+    let start = humantime::parse_rfc3339(&start_at).unwrap();
+    let files = |ext: &str| -> Vec<PathBuf> {
+        (0..3)
+            .map(|i| dir.path().join(format!("driver-{i}.{ext}")))
+            .collect()
+    };
+    let (logs, jsons) = (files("hlog"), files("json"));
+    let driver = |i: usize| {
+        let label = format!("driver-{i}");
+        let (log, json) = (logs[i].clone(), jsons[i].clone());
+        let start_at = start_at.clone();
+        async move {
+            let args = [
+                "-c",
+                "2",
+                "-d",
+                "2",
+                "--size",
+                "2000",
+                "--duration",
+                "1s",
+                "--start-at",
+                &start_at,
+                "--label",
+                &label,
+                "--hist-log",
+                log.to_str().unwrap(),
+                "--json",
+                json.to_str().unwrap(),
+            ];
+            load_bin_at(addr, &args).await
+        }
+    };
+    let runs = tokio::join!(driver(0), driver(1), driver(2));
+    for (ok, stdout, stderr) in [runs.0, runs.1, runs.2] {
+        assert!(ok, "{stdout}\n{stderr}");
+    }
+
+    let merged_json = dir.path().join("merged.json");
+    let out = tokio::process::Command::new(BIN)
+        .arg("merge")
+        .args(&logs)
+        .arg("--json")
+        .arg(&merged_json)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let merged = read_json(&merged_json);
+    let total = &merged["report"];
+
+    let parts: Vec<Value> = jsons
+        .iter()
+        .map(|j| read_json(j)["report"].clone())
+        .collect();
+    for field in ["ok", "sent", "late_replies", "warmup_sent"] {
+        let sum: u64 = parts.iter().map(|p| count(&p[field])).sum();
+        assert_eq!(count(&total[field]), sum, "{field}");
+    }
+    let errors = |r: &Value| -> u64 { r["errors"].as_object().unwrap().values().map(count).sum() };
+    assert_eq!(errors(total), parts.iter().map(errors).sum::<u64>());
+    assert!(count(&total["ok"]) > 0);
+
+    // Percentiles of one histogram holding every sample of the three logs.
+    let mut all = new_histogram();
+    for (log, part) in logs.iter().zip(&parts) {
+        let read = histlog::read_full(&std::fs::read(log).unwrap()).unwrap();
+        assert_eq!(read.latency.len(), count(&part["ok"]), "{log:?}");
+        let started = read.started.expect("the log has a StartTime");
+        assert!(started >= start, "{log:?} started before --start-at");
+        all.add(&read.latency).unwrap();
+    }
+    assert_same_latency(&total["latency"], &Summary::of(&all), "merged");
+
+    // Each host's own line and entry, beside the total.
+    let hosts = merged["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3);
+    for (i, (host, part)) in hosts.iter().zip(&parts).enumerate() {
+        assert_eq!(host["host"], format!("driver-{i}"));
+        assert_eq!(host["report"]["ok"], part["ok"]);
+        let part: Summary = serde_json::from_value(part["latency"].clone()).unwrap();
+        assert_same_latency(&host["report"]["latency"], &part, &format!("driver-{i}"));
+        assert!(stdout.contains(&format!("driver-{i}")), "{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("{} ok", count(&total["ok"]))),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_time_in_the_past_or_unreadable_is_refused() {
+    for (at, says) in [
+        ("2020-01-01T00:00:00Z", "in the past"),
+        ("tomorrow", "2026-11-27T18:00:00Z"),
+        ("+soon", "500ms"),
+    ] {
+        let (ok, _, stderr) = load_bin(&["--start-at", at]).await;
+        assert!(!ok, "{at} accepted");
+        assert!(stderr.contains(says), "{at}: {stderr}");
+    }
+}
