@@ -176,6 +176,7 @@ fn shard_auto_without_a_scheduler_or_with_a_bad_shard_is_refused() {
     // Three shards of two grid points: the third has nothing to run.
     let o = sweep(&out, &["--shard", "3/3"], &[]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("holds no grid points"));
+    assert!(!out.exists(), "a refused shard left a folder");
 }
 
 /// Shard 1 from Slurm variables, shard 2 from Kubernetes ones; merged, their verdicts are

@@ -72,18 +72,14 @@ async fn run_cells(
     let out = &options.out;
     let csv_path = out.join("results.csv");
     let env_path = out.join("env.json");
+    if let Some(s) = options.shard {
+        s.check_points(grid.cells_per_rep() / grid.backends.len())?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let (done, calibration) = prepare_folder(options, grid, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
     let plan = plan(grid, &calibration, options.shard);
-    if let Some(s) = options.shard {
-        ensure!(
-            !plan.is_empty(),
-            "shard {s} holds no grid points: the grid has only {} (use fewer shards)",
-            grid.cells_per_rep() / grid.backends.len()
-        );
-    }
     let todo: Vec<&cell::Cell> = plan
         .iter()
         .filter(|c| !done.contains(&key_of(c)))

@@ -66,6 +66,17 @@ impl Shard {
         Ok((shard, Some(found)))
     }
 
+    /// Refuses a shard that would hold none of `points` grid points (more shards than points),
+    /// before anything is written, so its folder does not look like an unfinished run.
+    pub fn check_points(&self, points: usize) -> anyhow::Result<()> {
+        ensure!(
+            self.index as usize <= points,
+            "shard {self} holds no grid points: the grid has only {points} (use at most \
+             {points} shards)"
+        );
+        Ok(())
+    }
+
     /// Whether the grid point at `point` (its index in [`point_index`] order) is in this shard.
     pub fn holds(&self, point: usize) -> bool {
         point % self.count as usize == (self.index - 1) as usize
