@@ -7,7 +7,7 @@ mod common;
 
 use common::BIN;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use threadcenter::record::read_csv;
 use threadcenter::sweep::grid::{Grid, Preset, SizeSpec};
@@ -38,6 +38,7 @@ const TINY: &[&str] = &[
 fn sweep(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("sweep")
+        .arg("--exact")
         .arg("--out")
         .arg(out)
         .args(TINY)
@@ -51,20 +52,6 @@ fn sweep(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied()).output().expect("run sweep")
-}
-
-/// The folder a sweep wrote into: `out` itself, or the one run folder made inside it.
-fn run_folder(out: &Path) -> PathBuf {
-    if out.join("env.json").is_file() {
-        return out.to_path_buf();
-    }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("env.json").is_file())
-        .collect();
-    assert_eq!(dirs.len(), 1, "one run folder in {}", out.display());
-    dirs.pop().unwrap()
 }
 
 fn report(inputs: &[&Path], out: &Path) -> Output {
@@ -203,7 +190,6 @@ fn two_shards_merge_into_the_report_of_the_whole_grid() {
         err.contains("shard 2/2 from a Kubernetes Indexed Job"),
         "{err}"
     );
-    let (one, two) = (run_folder(&one), run_folder(&two));
     assert_eq!(
         env_of(&one)["shard"],
         serde_json::json!({"index": 1, "count": 2})

@@ -1,11 +1,11 @@
 //! The sweep end to end on a tiny grid: real server processes, the CSV, env.json, the report,
-//! `report` regenerating it, `--resume`, and refusals.
+//! `report` regenerating it, `--resume`, refusals, and run folders inside a results root.
 
 mod common;
 
 use common::BIN;
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use threadcenter::record::{read_csv, REQUIRED_COLUMNS};
 
@@ -28,7 +28,13 @@ const TINY: &[&str] = &[
     "50ms",
 ];
 
+/// A tiny sweep into `out` itself (`--exact`).
 fn sweep(out: &Path, extra: &[&str]) -> Output {
+    sweep_root(out, &[&["--exact"], extra].concat())
+}
+
+/// A tiny sweep with `out` as a results root: it makes (or resumes) a run folder inside.
+fn sweep_root(out: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .arg("sweep")
         .arg("--out")
@@ -217,7 +223,7 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mix");
     let o = Command::new(BIN)
-        .args(["sweep", "--out"])
+        .args(["sweep", "--exact", "--out"])
         .arg(&out)
         .args([
             "--backends",
@@ -252,4 +258,85 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
     assert_eq!(rows.len(), 1);
     assert!(rows[0].valid, "{:?}", rows[0]);
     assert_eq!(rows[0].kernel, "fib:3,sleep:1");
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The run folder a sweep printed on stdout (`run folder: DIR` or `resuming run folder: DIR`).
+fn printed_folder(o: &Output) -> PathBuf {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("run folder: "))
+        .unwrap_or_else(|| panic!("no run folder printed: {out}"));
+    PathBuf::from(line.1)
+}
+
+#[test]
+fn a_results_root_gets_dated_run_folders_and_its_committed_runs_stay_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    // A committed run already in the root, as results/ holds them.
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/2026-11-26-epyc-2c");
+    let old = root.join("2026-11-26-epyc-2c");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["env.json", "results.csv", "verdicts.csv", "report.html"] {
+        std::fs::copy(committed.join(f), old.join(f)).unwrap();
+    }
+    let before = snapshot(&old);
+
+    // Interrupted after 3 of 8 cells: a new dated folder, not the old run.
+    let first = printed_folder(&sweep_root(&root, &["--max-cells", "3"]));
+    assert_eq!(first.parent(), Some(root.as_path()));
+    let name = first.file_name().unwrap().to_str().unwrap();
+    let (date, rest) = name.split_at(10);
+    assert!(
+        date.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 {
+            c == '-'
+        } else {
+            c.is_ascii_digit()
+        }),
+        "{name}"
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        rest.starts_with('-') && rest.ends_with(&format!("-{cores}c")),
+        "{name}"
+    );
+    assert!(rest
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 3);
+
+    // --resume on the root continues that run, not the finished committed one.
+    let o = sweep_root(&root, &["--resume"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("resuming"));
+    assert_eq!(printed_folder(&o), first);
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 8);
+
+    // The name is now a finished run: the next sweep gets a suffix.
+    let second = printed_folder(&sweep_root(&root, &["--max-cells", "1"]));
+    assert_eq!(second, root.join(format!("{name}-2")));
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 8);
+
+    assert_eq!(snapshot(&old), before, "the committed run was touched");
+    let folders = std::fs::read_dir(&root).unwrap().count();
+    assert_eq!(folders, 3);
 }

@@ -2,6 +2,7 @@
 //! a results folder.
 
 use crate::backend::BackendKind;
+use crate::sweep::folder::{self, Landing};
 use crate::sweep::grid::{parse_list, Grid, Preset, SizeSpec, Workload};
 use crate::sweep::shard::Shard;
 use crate::sweep::{self, SweepOptions};
@@ -13,8 +14,10 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// Folder for results.csv, env.json and report.html.
-    #[arg(long)]
+    /// Results root: the sweep makes its own run folder inside it,
+    /// DIR/<date>-<host>-<cores>c[-<preset>]/ (printed), for results.csv, env.json and
+    /// report.html. A DIR holding env.json is a run folder and is used as it is.
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// The small grid: under 2 minutes on 2 cores (the README's main job).
     #[arg(long, conflicts_with_all = ["standard", "full"])]
@@ -55,12 +58,16 @@ pub struct SweepArgs {
     /// Seed for the cell order and the load's choices.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Keep the cells already in DIR/results.csv and run only the missing ones.
+    /// Continue the newest unfinished run in DIR (or DIR itself when it is a run folder):
+    /// keep the cells already in its results.csv and run only the missing ones.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
-    /// Replace a different sweep already in DIR.
+    /// Replace a different sweep already in the run folder the sweep lands on.
     #[arg(long)]
     pub force: bool,
+    /// Use DIR itself as the run folder, with no dated folder inside it.
+    #[arg(long)]
+    pub exact: bool,
     /// Threads for the load driver; default 1 up to 8 cores, then one per 8 cores (at most 4),
     /// so a many-core server is not measured through a saturated driver.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -85,12 +92,10 @@ pub struct SweepArgs {
 impl SweepArgs {
     /// The grid: the preset, with any list flags replacing its lists.
     pub fn grid(&self, cores: usize) -> anyhow::Result<Grid> {
-        let preset = if self.quick {
-            Preset::Quick
-        } else if self.standard {
-            Preset::Standard
-        } else {
-            Preset::Full
+        let preset = match self.preset_named() {
+            Some("quick") => Preset::Quick,
+            Some("standard") => Preset::Standard,
+            _ => Preset::Full,
         };
         let mut g = Grid::preset(preset, cores);
         let num = |flag: &str, s: &str| -> anyhow::Result<Vec<u32>> {
@@ -139,6 +144,20 @@ impl SweepArgs {
     }
 }
 
+impl SweepArgs {
+    /// The preset named on the command line, as the run folder's name ends; `None` when the
+    /// full grid is the default rather than asked for.
+    fn preset_named(&self) -> Option<&'static str> {
+        [
+            (self.quick, "quick"),
+            (self.standard, "standard"),
+            (self.full, "full"),
+        ]
+        .into_iter()
+        .find_map(|(named, name)| named.then_some(name))
+    }
+}
+
 /// `5%` or `5` as a fraction, with the library's message on a bad value.
 pub(super) fn parse_margin(s: &str) -> Result<f64, String> {
     crate::report::parse_equivalence(s).map_err(|e| format!("{e:#}"))
@@ -153,12 +172,24 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             if let Some(line) = found {
                 eprintln!("{line}");
             }
+            // Before a run folder is chosen, so a shard with nothing to run leaves no folder.
+            shard.check_points(grid.cells_per_rep() / grid.backends.len())?;
             Some(shard)
         }
         None => None,
     };
+    let choice = folder::Choice {
+        exact: args.exact,
+        resume: args.resume,
+        preset: args.preset_named(),
+    };
+    let landing = folder::choose(&args.out, &grid, choice)?;
+    match &landing {
+        Landing::Resumed(dir) => println!("resuming run folder: {}", dir.display()),
+        other => println!("run folder: {}", other.dir().display()),
+    }
     let options = SweepOptions {
-        out: args.out,
+        out: landing.dir().to_path_buf(),
         resume: args.resume,
         force: args.force,
         max_cells: args.max_cells,

@@ -7,6 +7,7 @@
 //! configuration instead of biasing whichever ran last.
 
 pub mod cell;
+pub mod folder;
 pub mod grid;
 pub mod shard;
 

@@ -1,0 +1,311 @@
+//! Run folders: where a sweep's files go. `sweep --out DIR` names a results root, and each
+//! sweep gets a folder of its own inside it, `DIR/<date>-<host>-<cores>c[-<preset>]/`, so a
+//! new sweep never writes into a run already there (the committed runs under `results/`
+//! included). A folder holding `env.json` is a run folder: naming one directly, or passing
+//! `--exact`, uses that folder itself. `--resume` on a root continues its newest unfinished
+//! run.
+
+use crate::sweep::grid::Grid;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// How the folder is chosen, as the command line asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Choice<'a> {
+    /// Use the folder named, whatever it holds.
+    pub exact: bool,
+    /// Continue the newest unfinished run in the root.
+    pub resume: bool,
+    /// The preset named on the command line (`quick`, `standard`, `full`), if any: it ends
+    /// the folder's name, so a quick check and a real run are told apart (and ignored apart).
+    pub preset: Option<&'a str>,
+}
+
+/// Where a sweep lands, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Landing {
+    /// The folder named, used as it is: a run folder, or `--exact`.
+    AsGiven(PathBuf),
+    /// The root's newest unfinished run, to be continued (`--resume`).
+    Resumed(PathBuf),
+    /// A new run folder inside the root.
+    New(PathBuf),
+}
+
+impl Landing {
+    pub fn dir(&self) -> &Path {
+        match self {
+            Landing::AsGiven(d) | Landing::Resumed(d) | Landing::New(d) => d,
+        }
+    }
+}
+
+/// Decides the folder for a sweep of `grid` given `--out root`. Reads only: nothing is
+/// created or changed here, so the folder's own checks (`--resume`, `--force`) still come
+/// first in the sweep.
+pub fn choose(root: &Path, grid: &Grid, choice: Choice) -> anyhow::Result<Landing> {
+    let name = run_name(&today(), &host(), crate::machine::cores(), choice.preset);
+    choose_named(root, grid, choice, &name)
+}
+
+fn choose_named(root: &Path, grid: &Grid, choice: Choice, name: &str) -> anyhow::Result<Landing> {
+    if choice.exact || is_run_folder(root) {
+        return Ok(Landing::AsGiven(root.to_path_buf()));
+    }
+    if choice.resume {
+        if let Some(dir) = newest_unfinished(root)? {
+            return Ok(Landing::Resumed(dir));
+        }
+    }
+    Ok(Landing::New(free_folder(root, name, grid)))
+}
+
+/// A run folder is one a sweep has started in: it holds `env.json`.
+pub fn is_run_folder(dir: &Path) -> bool {
+    dir.join("env.json").is_file()
+}
+
+/// `<date>-<host>-<cores>c[-<preset>]`.
+fn run_name(date: &str, host: &str, cores: usize, preset: Option<&str>) -> String {
+    let mut name = format!("{date}-{host}-{cores}c");
+    if let Some(p) = preset {
+        name.push('-');
+        name.push_str(p);
+    }
+    name
+}
+
+/// Today's date, UTC, as YYYY-MM-DD (the first ten characters of RFC 3339).
+fn today() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    now[..10].to_string()
+}
+
+/// This machine's short hostname, sanitised for a folder name.
+fn host() -> String {
+    sanitise_host(&sysinfo::System::host_name().unwrap_or_default())
+}
+
+/// The hostname's first label in `[a-z0-9-]`: lower case, anything else a single `-`, no `-`
+/// at either end; `host` when nothing is left. The first label is enough to tell a cluster's
+/// nodes apart and keeps the name short.
+fn sanitise_host(name: &str) -> String {
+    let first = name.split('.').next().unwrap_or_default();
+    let mut out = String::new();
+    for ch in first.chars().flat_map(char::to_lowercase) {
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            out.push(ch);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-');
+    if out.is_empty() {
+        "host".to_string()
+    } else {
+        out.to_string()
+    }
+}
+
+/// `root/name`, or the first of `name-2`, `name-3`… that is free: absent, empty, or holding an
+/// unfinished run of the same grid (which the sweep then refuses, resumes or replaces as its
+/// flags say). A different run, a finished one or anything else there is left alone.
+fn free_folder(root: &Path, name: &str, grid: &Grid) -> PathBuf {
+    (1..)
+        .map(|i| match i {
+            1 => root.join(name),
+            i => root.join(format!("{name}-{i}")),
+        })
+        .find(|dir| is_free_for(dir, grid))
+        .expect("some suffix is free")
+}
+
+fn is_free_for(dir: &Path, grid: &Grid) -> bool {
+    if !dir.exists() {
+        return true;
+    }
+    if let Ok(mut entries) = std::fs::read_dir(dir) {
+        if entries.next().is_none() {
+            return true;
+        }
+    }
+    Run::read(dir).is_some_and(|run| run.grid.as_ref() == Some(grid) && run.unfinished())
+}
+
+/// What a run folder's env.json and results.csv say about it.
+struct Run {
+    dir: PathBuf,
+    started_at: Option<SystemTime>,
+    grid: Option<Grid>,
+    rows: usize,
+}
+
+impl Run {
+    /// `None` where `dir` is not a run folder or its env.json cannot be read.
+    fn read(dir: &Path) -> Option<Run> {
+        let text = std::fs::read_to_string(dir.join("env.json")).ok()?;
+        let env: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let started_at = env["started_at"]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok());
+        let grid = serde_json::from_value(env["grid"].clone()).ok();
+        let rows = csv::Reader::from_path(dir.join("results.csv"))
+            .map(|mut r| r.records().filter(Result::is_ok).count())
+            .unwrap_or(0);
+        Some(Run {
+            dir: dir.to_path_buf(),
+            started_at,
+            grid,
+            rows,
+        })
+    }
+
+    /// Fewer rows than its grid has cells. A run whose grid cannot be read is never taken as
+    /// unfinished: it is not ours to continue.
+    fn unfinished(&self) -> bool {
+        self.grid
+            .as_ref()
+            .is_some_and(|g| self.rows < g.cells_per_rep() * g.repeat as usize)
+    }
+}
+
+/// The unfinished run in `root` that started last (by env.json's `started_at`; the folder name
+/// breaks ties). `None` when `root` does not exist or holds none.
+fn newest_unfinished(root: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    let newest = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Run::read(&e.path()))
+        .filter(Run::unfinished)
+        .max_by(|a, b| (a.started_at, &a.dir).cmp(&(b.started_at, &b.dir)));
+    Ok(newest.map(|r| r.dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::grid::Preset;
+
+    fn grid() -> Grid {
+        Grid::preset(Preset::Quick, 2)
+    }
+
+    /// A run folder as a sweep leaves it: env.json with `started_at` and the grid, and `rows`
+    /// rows in results.csv.
+    fn run_folder(root: &Path, name: &str, grid: &Grid, started_at: &str, rows: usize) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = serde_json::json!({ "started_at": started_at, "grid": grid });
+        std::fs::write(dir.join("env.json"), env.to_string()).unwrap();
+        let mut csv = String::from("kernel,backend\n");
+        for _ in 0..rows {
+            csv.push_str("fib,rayon\n");
+        }
+        std::fs::write(dir.join("results.csv"), csv).unwrap();
+    }
+
+    fn cells(g: &Grid) -> usize {
+        g.cells_per_rep() * g.repeat as usize
+    }
+
+    const NAME: &str = "2026-11-27-box-2c-quick";
+    const NEW: Choice = Choice {
+        exact: false,
+        resume: false,
+        preset: Some("quick"),
+    };
+    const RESUME: Choice = Choice {
+        resume: true,
+        ..NEW
+    };
+
+    #[test]
+    fn names_are_dated_and_hosts_sanitised() {
+        assert_eq!(
+            run_name("2026-11-27", "box", 16, None),
+            "2026-11-27-box-16c"
+        );
+        assert_eq!(
+            run_name("2026-11-27", "box", 2, Some("quick")),
+            "2026-11-27-box-2c-quick"
+        );
+        assert_eq!(sanitise_host("Node_07.cluster.example"), "node-07");
+        assert_eq!(sanitise_host("--Ünï  host--"), "n-host");
+        assert_eq!(sanitise_host(""), "host");
+        let date = today();
+        assert_eq!(date.len(), 10);
+        assert!(date.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 {
+            c == '-'
+        } else {
+            c.is_ascii_digit()
+        }));
+    }
+
+    #[test]
+    fn a_root_gets_a_new_folder_and_a_run_folder_or_exact_is_used_as_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("results");
+        let g = grid();
+        let land = |dir: &Path, c: Choice| choose_named(dir, &g, c, NAME).unwrap();
+        assert_eq!(land(&root, NEW), Landing::New(root.join(NAME)));
+        let exact = Choice { exact: true, ..NEW };
+        assert_eq!(land(&root, exact), Landing::AsGiven(root.clone()));
+        run_folder(&root, "old", &g, "2026-01-01T00:00:00Z", 3);
+        let old = root.join("old");
+        assert_eq!(land(&old, NEW), Landing::AsGiven(old.clone()));
+        assert_eq!(land(&old, RESUME), Landing::AsGiven(old.clone()));
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_suffix_unless_it_holds_the_same_unfinished_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let g = grid();
+        let land = || choose_named(root, &g, NEW, NAME).unwrap();
+        // Empty: still free.
+        std::fs::create_dir(root.join(NAME)).unwrap();
+        assert_eq!(land(), Landing::New(root.join(NAME)));
+        // The same grid, unfinished: the sweep lands there (and asks for --resume or --force).
+        run_folder(root, NAME, &g, "2026-11-27T10:00:00Z", 1);
+        assert_eq!(land(), Landing::New(root.join(NAME)));
+        // Finished: the next suffix.
+        run_folder(root, NAME, &g, "2026-11-27T10:00:00Z", cells(&g));
+        assert_eq!(land(), Landing::New(root.join(format!("{NAME}-2"))));
+        // A different grid at -2, anything else at -3: -4.
+        let mut other = g.clone();
+        other.repeat += 1;
+        run_folder(
+            root,
+            &format!("{NAME}-2"),
+            &other,
+            "2026-11-27T11:00:00Z",
+            0,
+        );
+        std::fs::create_dir(root.join(format!("{NAME}-3"))).unwrap();
+        std::fs::write(root.join(format!("{NAME}-3/notes.txt")), "mine").unwrap();
+        assert_eq!(land(), Landing::New(root.join(format!("{NAME}-4"))));
+    }
+
+    #[test]
+    fn resume_continues_the_newest_unfinished_run_else_starts_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let g = grid();
+        let land = || choose_named(root, &g, RESUME, NAME).unwrap();
+        assert_eq!(land(), Landing::New(root.join(NAME)));
+        run_folder(root, "a", &g, "2026-11-27T09:00:00Z", 2);
+        run_folder(root, "b", &g, "2026-11-27T12:00:00Z", 1);
+        // Newer, but finished; and a folder without env.json.
+        run_folder(root, "c", &g, "2026-11-27T13:00:00Z", cells(&g));
+        std::fs::create_dir(root.join("d")).unwrap();
+        assert_eq!(land(), Landing::Resumed(root.join("b")));
+        // By start time, not by name.
+        run_folder(root, "a", &g, "2026-11-27T14:00:00Z", 2);
+        assert_eq!(land(), Landing::Resumed(root.join("a")));
+    }
+}
