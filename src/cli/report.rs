@@ -7,13 +7,15 @@ use std::process::ExitCode;
 /// verdicts.csv beside it.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The sweep's results.csv.
-    #[arg(long)]
-    pub input: PathBuf,
+    /// The sweep's results.csv or run folder. Several: shards of one sweep merge into one
+    /// report; runs from different machines are shown side by side, one section per machine.
+    #[arg(long, required = true, num_args = 1.., value_name = "CSV_OR_RUN_FOLDER")]
+    pub input: Vec<PathBuf>,
     /// Where to write the HTML report.
     #[arg(long)]
     pub out: PathBuf,
-    /// Machine metadata to show; defaults to env.json beside the input, if it exists.
+    /// Machine metadata to show; defaults to env.json beside the input, if it exists. One
+    /// input only: several inputs use each one's own env.json.
     #[arg(long)]
     pub env: Option<PathBuf>,
     /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is
@@ -27,7 +29,23 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let options = crate::report::ReportOptions {
         equivalence: args.equivalence,
     };
-    crate::report::write_report_with(&args.input, args.env.as_deref(), &args.out, &options)?;
+    match &args.input[..] {
+        [one] => {
+            let csv = if one.is_dir() {
+                one.join("results.csv")
+            } else {
+                one.clone()
+            };
+            crate::report::write_report_with(&csv, args.env.as_deref(), &args.out, &options)?;
+        }
+        several => {
+            anyhow::ensure!(
+                args.env.is_none(),
+                "--env goes with one --input; with several, each input's own env.json is used"
+            );
+            crate::report::inputs::write_report_inputs(several, &args.out, &options)?;
+        }
+    }
     println!("wrote {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 use crate::backend::BackendKind;
 use crate::sweep::folder::{self, Landing};
 use crate::sweep::grid::{parse_list, Grid, Preset, SizeSpec, Workload};
+use crate::sweep::shard::Shard;
 use crate::sweep::{self, SweepOptions};
 use crate::units::parse_duration;
 use anyhow::Context;
@@ -75,6 +76,14 @@ pub struct SweepArgs {
     /// `equivalent` (recorded in env.json, so `report` re-renders with it).
     #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_margin)]
     pub equivalence: f64,
+    /// Run only the K-th of N slices of the grid points, K counting from 1 (1/4 … 4/4); every
+    /// backend and repetition of a grid point stays in one slice. `auto`: K and N from a Slurm
+    /// array job or a Kubernetes Indexed Job (with --shards).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// The number of shards for `--shard auto` under a Kubernetes Indexed Job (its completions).
+    #[arg(long, value_name = "N", requires = "shard")]
+    pub shards: Option<u32>,
     /// Stop after this many cells (to test --resume; the CSV keeps what ran).
     #[arg(long, hide = true)]
     pub max_cells: Option<usize>,
@@ -157,6 +166,18 @@ pub(super) fn parse_margin(s: &str) -> Result<f64, String> {
 /// Runs the sweep, then says where its rows and report went and prints the headline.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let grid = args.grid(crate::machine::cores())?;
+    let shard = match &args.shard {
+        Some(spec) => {
+            let (shard, found) = Shard::resolve(spec, args.shards, |k| std::env::var(k).ok())?;
+            if let Some(line) = found {
+                eprintln!("{line}");
+            }
+            // Before a run folder is chosen, so a shard with nothing to run leaves no folder.
+            shard.check_points(grid.cells_per_rep() / grid.backends.len())?;
+            Some(shard)
+        }
+        None => None,
+    };
     let choice = folder::Choice {
         exact: args.exact,
         resume: args.resume,
@@ -174,6 +195,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         max_cells: args.max_cells,
         driver_threads: args.driver_threads.map(usize::from),
         equivalence: Some(args.equivalence),
+        shard,
     };
     let result = sweep::run(&grid, &options)?;
     eprintln!(

@@ -21,6 +21,7 @@ pub mod compare;
 pub mod data;
 mod figures;
 mod html;
+pub mod inputs;
 mod measured;
 mod overview;
 mod sections;
@@ -113,23 +114,39 @@ fn page(
     env: Option<&serde_json::Value>,
     margin: f64,
 ) -> anyhow::Result<String> {
+    let mut slots = dataset_slots(data, comparisons, env)?;
+    slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
+    slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
+    slots.insert("methods", methods(comparisons, margin));
+    html::fill(html::TEMPLATE, &slots)
+}
+
+/// The methods paragraph, with the simulated error rates at these comparisons' repetitions.
+fn methods(comparisons: &[Comparison], margin: f64) -> html::Html {
     let sims: Vec<simulate::Simulation> = rep_counts(comparisons)
         .into_iter()
         .map(|n| simulate::simulate(n, SIMULATED_POINTS, margin, SIMULATION_SEED))
         .collect();
+    overview::methods(margin, &sims)
+}
+
+/// The slots that describe one dataset (one machine's rows): all but `version`, `rows` and
+/// `methods`, so a several-machine report can show each machine's beside the others'.
+fn dataset_slots(
+    data: &data::Dataset<'_>,
+    comparisons: &[Comparison],
+    env: Option<&serde_json::Value>,
+) -> anyhow::Result<BTreeMap<&'static str, html::Html>> {
     let fits = figures::fit_all(data);
     let mut slots = BTreeMap::new();
-    slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
-    slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("overview", overview_section(data, comparisons));
-    slots.insert("methods", overview::methods(margin, &sims));
     slots.insert("comparisons", sections::comparisons(data, comparisons));
     slots.insert("measured", measured::measured(data.rows, env));
     slots.insert("charts", figures::charts(data, &fits));
     slots.insert("usl", sections::usl(&fits));
     slots.insert("resources", sections::resources(data.rows));
     slots.insert("data", sections::data(data.rows)?);
-    html::fill(html::TEMPLATE, &slots)
+    Ok(slots)
 }
 
 /// The first screen: the map, the counts per kernel, the verdict list.

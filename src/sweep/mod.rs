@@ -9,6 +9,7 @@
 pub mod cell;
 pub mod folder;
 pub mod grid;
+pub mod shard;
 
 use crate::kernel;
 use crate::record::{read_csv, CellKey, Row};
@@ -36,6 +37,8 @@ pub struct SweepOptions {
     /// Equivalence margin of the verdicts as a fraction; `None`: ±5 %. Recorded in env.json,
     /// so a later `report` gives the same verdicts.
     pub equivalence: Option<f64>,
+    /// Run only this slice of the grid points (recorded in env.json); `None`: all of them.
+    pub shard: Option<shard::Shard>,
 }
 
 impl SweepOptions {
@@ -70,11 +73,14 @@ async fn run_cells(
     let out = &options.out;
     let csv_path = out.join("results.csv");
     let env_path = out.join("env.json");
+    if let Some(s) = options.shard {
+        s.check_points(grid.cells_per_rep() / grid.backends.len())?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let (done, calibration) = prepare_folder(options, grid, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
-    let plan = plan(grid, &calibration);
+    let plan = plan(grid, &calibration, options.shard);
     let todo: Vec<&cell::Cell> = plan
         .iter()
         .filter(|c| !done.contains(&key_of(c)))
@@ -218,6 +224,7 @@ fn prepare_folder(
         env["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
         env["calibration"] = serde_json::to_value(&calibration)?;
         env["equivalence"] = serde_json::json!(options.margin());
+        env["shard"] = serde_json::to_value(options.shard)?;
         let tmp = env_path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;
@@ -297,32 +304,49 @@ fn key_of(c: &cell::Cell) -> CellKey {
 }
 
 /// Every cell of every repetition, in run order: repetitions outermost, cells shuffled within
-/// each with a seed derived from the grid's.
-pub fn plan(grid: &Grid, calibration: &Calibration) -> Vec<cell::Cell> {
+/// each with a seed derived from the grid's. With a shard, only its grid points' cells (every
+/// backend of each); the shuffle is over the same seed, so a shard's order does not depend on
+/// which machine runs it.
+pub fn plan(
+    grid: &Grid,
+    calibration: &Calibration,
+    shard: Option<shard::Shard>,
+) -> Vec<cell::Cell> {
+    let lens = [
+        grid.kernels.len(),
+        grid.sizes.len(),
+        grid.workers.len(),
+        grid.connections.len(),
+        grid.depths.len(),
+    ];
     let mut all = Vec::new();
     for rep in 0..grid.repeat {
         let mut cells = Vec::with_capacity(grid.cells_per_rep());
-        for w in &grid.kernels {
-            for s in &grid.sizes {
+        for (ki, w) in grid.kernels.iter().enumerate() {
+            for (si, s) in grid.sizes.iter().enumerate() {
                 let Some(c) = calibration.get(&calibration_key(w, s)) else {
                     continue;
                 };
-                let (n, target, single) = (c.n, c.target_us, c.single_us);
-                let mix_sizes = c.mix_sizes.clone();
+                // Backends outside workers, as before sharding existed: the same seed gives
+                // the same run order.
                 for &b in &grid.backends {
-                    for &workers in &grid.workers {
-                        for &connections in &grid.connections {
-                            for &depth in &grid.depths {
+                    for (wi, &workers) in grid.workers.iter().enumerate() {
+                        for (ci, &connections) in grid.connections.iter().enumerate() {
+                            for (di, &depth) in grid.depths.iter().enumerate() {
+                                let point = shard::point_index([ki, si, wi, ci, di], lens);
+                                if shard.is_some_and(|sh| !sh.holds(point)) {
+                                    continue;
+                                }
                                 cells.push(cell::Cell {
                                     workload: w.clone(),
                                     backend: b,
                                     workers,
                                     connections,
                                     depth,
-                                    size: n,
-                                    mix_sizes: mix_sizes.clone(),
-                                    target_us: target,
-                                    single_us: single,
+                                    size: c.n,
+                                    mix_sizes: c.mix_sizes.clone(),
+                                    target_us: c.target_us,
+                                    single_us: c.single_us,
                                     repetition: rep,
                                     duration: grid.duration,
                                     warmup: grid.warmup,

@@ -1,0 +1,228 @@
+//! Several inputs to one report: results.csv files or run folders (results.csv + env.json).
+//!
+//! Shards of one sweep (the same grid and seed in env.json) merge into one dataset, as if one
+//! machine had run the whole grid: a grid point and all its backends are in one shard, so no
+//! comparison crosses machines. Whole runs from different machines (hostname, CPU model, core
+//! count) stay apart: the page shows each machine's sections one after the other and
+//! verdicts.csv gains a last column, `machine`, so no ratio is ever taken across machines.
+//! Mixed grids or seeds on one machine, duplicate cells and inputs without env.json are refused,
+//! naming the files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
+use serde_json::Value;
+
+use super::{compare, data, html, Comparison, ReportOptions};
+use crate::record::{self, Row};
+
+/// One input: its rows and its env.json.
+pub struct Input {
+    /// The results.csv read.
+    pub csv: PathBuf,
+    pub env: Value,
+    pub rows: Vec<Row>,
+}
+
+impl Input {
+    /// Reads a run folder (its results.csv and env.json) or a results.csv (and the env.json
+    /// beside it, which a merge needs to know the grid and machine).
+    pub fn load(path: &Path) -> anyhow::Result<Input> {
+        let csv = if path.is_dir() {
+            path.join("results.csv")
+        } else {
+            path.to_path_buf()
+        };
+        let env_path = csv.parent().unwrap_or(Path::new(".")).join("env.json");
+        let text = std::fs::read_to_string(&env_path).with_context(|| {
+            format!(
+                "{} has no readable env.json beside it: several inputs are merged by their grid, \
+                 seed and machine",
+                csv.display()
+            )
+        })?;
+        let env = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", env_path.display()))?;
+        let rows = record::read_csv(&csv)?;
+        Ok(Input { csv, env, rows })
+    }
+
+    /// The machine that ran it: hostname, CPU model and core count.
+    pub fn machine(&self) -> String {
+        let host = self.env["hostname"].as_str().unwrap_or("unknown host");
+        let cpu = self.env["cpu_model"].as_str().unwrap_or("unknown CPU");
+        let cores = self.env["cores"].as_u64().unwrap_or(0);
+        format!("{host} ({cpu}, {cores} cores)")
+    }
+
+    fn sweep(&self) -> (&Value, &Value) {
+        (&self.env["grid"], &self.env["seed"])
+    }
+}
+
+/// Rows from one machine, or from the shards of one sweep, merged.
+pub struct Group {
+    /// `None` when the whole report is one group.
+    pub machine: Option<String>,
+    pub env: Value,
+    pub rows: Vec<Row>,
+}
+
+/// Groups inputs: all shards of one sweep → one group; otherwise one group per machine, each
+/// holding one grid and seed.
+pub fn group(inputs: Vec<Input>) -> anyhow::Result<Vec<Group>> {
+    ensure!(!inputs.is_empty(), "report needs at least one --input");
+    let shards_of_one = inputs.iter().all(|i| {
+        !i.env["shard"].is_null()
+            && i.sweep() == inputs[0].sweep()
+            && i.env["shard"]["count"] == inputs[0].env["shard"]["count"]
+    });
+    let mut by_machine: Vec<(String, Vec<Input>)> = Vec::new();
+    for input in inputs {
+        let key = if shards_of_one {
+            String::new()
+        } else {
+            input.machine()
+        };
+        match by_machine.iter_mut().find(|(m, _)| *m == key) {
+            Some((_, v)) => v.push(input),
+            None => by_machine.push((key, vec![input])),
+        }
+    }
+    let several = by_machine.len() > 1;
+    by_machine
+        .into_iter()
+        .map(|(machine, inputs)| {
+            let (env, rows) = merge(inputs)?;
+            Ok(Group {
+                machine: several.then_some(machine),
+                env,
+                rows,
+            })
+        })
+        .collect()
+}
+
+/// One dataset from inputs of one grid and seed; a cell in two inputs is refused.
+fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>)> {
+    let first = &inputs[0];
+    for other in &inputs[1..] {
+        if other.sweep() != first.sweep() {
+            bail!(
+                "{} and {} are different sweeps (their env.json differ in grid or seed) on the \
+                 same machine; only shards of one sweep merge",
+                first.csv.display(),
+                other.csv.display()
+            );
+        }
+    }
+    let mut seen: HashMap<record::CellKey, &Path> = HashMap::new();
+    for input in &inputs {
+        for row in &input.rows {
+            if let Some(earlier) = seen.insert(row.cell_key(), &input.csv) {
+                bail!(
+                    "the cell {} {} w={} c={} d={} n={} rep {} is in both {} and {}: overlapping \
+                     shards or the same run given twice",
+                    row.kernel,
+                    row.backend,
+                    row.workers,
+                    row.connections,
+                    row.depth,
+                    row.size,
+                    row.repetition,
+                    earlier.display(),
+                    input.csv.display()
+                );
+            }
+        }
+    }
+    let mut env = first.env.clone();
+    if inputs.len() > 1 {
+        // The merged dataset is the whole sweep, not the first input's shard.
+        env["shard"] = Value::Null;
+    }
+    let rows = inputs.into_iter().flat_map(|i| i.rows).collect();
+    Ok((env, rows))
+}
+
+/// `report --input A B …`: the merged (or per-machine) page at `out` and verdicts.csv beside
+/// it, written only after everything is computed.
+pub fn write_report_inputs(
+    paths: &[PathBuf],
+    out: &Path,
+    options: &ReportOptions,
+) -> anyhow::Result<()> {
+    let inputs = paths
+        .iter()
+        .map(|p| Input::load(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let groups = group(inputs)?;
+    let margin = options.margin(Some(&groups[0].env));
+    let datasets: Vec<data::Dataset<'_>> =
+        groups.iter().map(|g| data::Dataset::new(&g.rows)).collect();
+    let comparisons: Vec<Vec<Comparison>> = datasets
+        .iter()
+        .map(|d| compare::comparisons(d, margin))
+        .collect();
+    if let [only] = &groups[..] {
+        let page = super::page(&datasets[0], &comparisons[0], Some(&only.env), margin)?;
+        compare::write_csv(&super::verdicts_path(out), &comparisons[0])?;
+        return super::write_atomic(out, page.as_bytes());
+    }
+    let page = per_machine_page(&groups, &datasets, &comparisons, margin)?;
+    write_verdicts_per_machine(&super::verdicts_path(out), &groups, &comparisons)?;
+    super::write_atomic(out, page.as_bytes())
+}
+
+/// One page, each machine's sections under its own heading, in the order the inputs named them.
+fn per_machine_page(
+    groups: &[Group],
+    datasets: &[data::Dataset<'_>],
+    comparisons: &[Vec<Comparison>],
+    margin: f64,
+) -> anyhow::Result<String> {
+    let mut slots: BTreeMap<&str, html::Html> = BTreeMap::new();
+    for ((g, d), c) in groups.iter().zip(datasets).zip(comparisons) {
+        let label = g.machine.as_deref().unwrap_or("one machine");
+        for (name, section) in super::dataset_slots(d, c, Some(&g.env))? {
+            let slot = slots
+                .entry(name)
+                .or_insert_with(|| html::Html::raw(String::new()));
+            slot.push(html::Html::raw(format!(
+                "<h2 class=\"machine\">Machine: {}</h2>",
+                html::escape(label)
+            )));
+            slot.push(section);
+        }
+    }
+    let rows: usize = groups.iter().map(|g| g.rows.len()).sum();
+    let all: Vec<Comparison> = comparisons.iter().flatten().cloned().collect();
+    slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
+    slots.insert("rows", html::Html::text(&rows.to_string()));
+    slots.insert("methods", super::methods(&all, margin));
+    html::fill(html::TEMPLATE, &slots)
+}
+
+/// verdicts.csv with SPEC §7's columns, in order, then `machine`: the machine the comparison
+/// was measured on. Written only for a several-machine report; one machine's has no such column.
+fn write_verdicts_per_machine(
+    path: &Path,
+    groups: &[Group],
+    comparisons: &[Vec<Comparison>],
+) -> anyhow::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    let mut header: Vec<&str> = compare::COLUMNS.to_vec();
+    header.push("machine");
+    w.write_record(&header)?;
+    for (g, cs) in groups.iter().zip(comparisons) {
+        let machine = g.machine.as_deref().unwrap_or("");
+        for c in cs {
+            w.serialize((c, machine))?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::write_atomic(path, &bytes)
+}
