@@ -86,6 +86,15 @@ pub struct Row {
     pub server_start_ms: f64,
     /// Unix time (seconds) when the cell started.
     pub started_at: u64,
+    /// Seconds from the measured window's end to the last reply: the drain tail, which the
+    /// throughput leaves out. NaN in CSVs written before the column existed.
+    #[serde(default = "not_recorded")]
+    pub tail_s: f64,
+}
+
+/// The value of a measurement a CSV predates.
+fn not_recorded() -> f64 {
+    f64::NAN
 }
 
 /// The columns SPEC §7 requires, in order; every sweep CSV begins with them.
@@ -200,6 +209,15 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_from_before_the_tail_column_reads_it_as_nan() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_sweep.csv");
+        let rows = read_csv(&path).unwrap();
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.tail_s.is_nan()));
+    }
+
+    #[test]
     fn a_csv_without_the_columns_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.csv");
@@ -250,6 +268,7 @@ mod tests {
             achieved_rps: 100.0,
             server_start_ms: 3.0,
             started_at: 1_700_000_000,
+            tail_s: 0.05,
         }
     }
 }

@@ -76,6 +76,10 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
         assert!(r.compute_p50_us > 0.0 && r.single_job_us > 0.0);
         assert!(r.server_cpu_s > 0.0 && r.server_rss_kib > 0);
         assert!(r.efficiency > 0.0);
+        // 50 service times fit the 150 ms window, so it is kept; the valid cell's drain tail
+        // is within a quarter of it.
+        assert!((r.duration_s - 0.15).abs() < 1e-9, "{r:?}");
+        assert!((0.0..=0.25 * r.duration_s).contains(&r.tail_s), "{r:?}");
     }
     // Target sizes were calibrated; a given n is kept as is.
     assert!(rows.iter().any(|r| r.size == 2000 && r.target_us.is_none()));
@@ -258,6 +262,40 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
     assert_eq!(rows.len(), 1);
     assert!(rows[0].valid, "{:?}", rows[0]);
     assert_eq!(rows[0].kernel, "fib:3,sleep:1");
+}
+
+/// A window too short for 50 service times is lengthened, and the CSV says by how much: 6 ms
+/// sleeps need 0.3 s where 0.1 s was asked.
+#[test]
+fn a_window_shorter_than_fifty_service_times_is_lengthened() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("long");
+    let o = Command::new(BIN)
+        .args(["sweep", "--exact", "--out"])
+        .arg(&out)
+        .args([
+            "--backends",
+            "rayon",
+            "--workers",
+            "1",
+            "--connections",
+            "1",
+        ])
+        .args(["--kernels", "sleep", "--sizes", "6ms", "--repeat", "1"])
+        .args(["--duration", "100ms", "--warmup", "0s"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = read_csv(&out.join("results.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert!(r.valid, "{r:?}");
+    // The measured single-job time is a little over 6 ms: the window is 50 of it.
+    assert!(
+        (r.duration_s - 50.0 * r.single_job_us / 1e6).abs() < 1e-6,
+        "{r:?}"
+    );
+    assert!(r.duration_s >= 0.3 && r.duration_s < 0.5, "{r:?}");
 }
 
 /// Every file under `dir` with its bytes, by path relative to `dir`.

@@ -65,6 +65,14 @@ pub(crate) fn body(header: &str, open: bool, r: &LoadReport) -> String {
         r.duration_s
     );
     let _ = writeln!(o, "  throughput   {:.1} req/s", r.throughput_rps);
+    if r.tail_s > 0.0 {
+        let after = r.ok.saturating_sub(r.in_window.unwrap_or(r.ok));
+        let _ = writeln!(
+            o,
+            "  tail         {:.3} s after the window's end ({after} more replies, verified but not in the throughput)",
+            r.tail_s
+        );
+    }
     if let Some(target) = r.target_rps {
         let _ = writeln!(
             o,

@@ -54,6 +54,9 @@ pub(crate) struct Plan {
 pub(crate) struct Tally {
     /// Verified replies to measured requests.
     pub ok: u64,
+    /// Of `ok`, those completed by the end of a duration-bounded window (all of them when the
+    /// run is bounded by a request count): what throughput counts.
+    pub in_window: u64,
     /// Measured requests sent.
     pub sent: u64,
     /// Measured requests sent more than [`LATE`] after their intended time.
@@ -410,6 +413,9 @@ impl DriverConn {
             Verdict::Ok(_) if req.warm => self.tally.warmup_ok += 1,
             Verdict::Ok(timings) => {
                 self.tally.ok += 1;
+                if !matches!(self.plan.end, Some(end) if now > end) {
+                    self.tally.in_window += 1;
+                }
                 self.tally.last_reply = Some(now);
                 self.samples.push(Sample {
                     at: now,

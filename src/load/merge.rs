@@ -153,6 +153,9 @@ fn sum_into(total: &mut LoadReport, r: &LoadReport, host: &str) {
         }
     };
     total.ok += r.ok;
+    // Older records had no window count: all their replies counted, as they did then.
+    total.in_window = Some(total.in_window.unwrap_or(0) + r.in_window.unwrap_or(r.ok));
+    total.tail_s = total.tail_s.max(r.tail_s);
     total.sent += r.sent;
     total.late_sends += r.late_sends;
     total.unsent += r.unsent;
@@ -183,8 +186,8 @@ fn sum_into(total: &mut LoadReport, r: &LoadReport, host: &str) {
         .extend(r.notes.iter().map(|n| format!("{host}: {n}")));
 }
 
-/// Fills what `report` draws from histograms (its percentiles, the throughput over its
-/// duration) from `log`, and keeps the histograms for a later merge.
+/// Fills what `report` draws from histograms (its percentiles, the throughput: replies inside
+/// the windows over their span) from `log`, and keeps the histograms for a later merge.
 fn with_histograms(r: &mut LoadReport, log: LogRead) {
     let part = |name: &str| log.parts.get(name).map(Summary::of);
     r.per_kernel = log
@@ -193,7 +196,7 @@ fn with_histograms(r: &mut LoadReport, log: LogRead) {
         .filter_map(|(name, h)| Some((name.strip_prefix(KERNEL_TAG)?.to_string(), Summary::of(h))))
         .collect();
     r.throughput_rps = if r.duration_s > 0.0 {
-        r.ok as f64 / r.duration_s
+        r.in_window.unwrap_or(r.ok) as f64 / r.duration_s
     } else {
         0.0
     };

@@ -47,12 +47,26 @@ pub struct LoadReport {
     /// Replies that came after their request was already counted as a timeout.
     #[serde(default)]
     pub late_replies: u64,
-    /// From the start of measuring to the last measured send or reply.
+    /// The measured window. Duration-bounded: the `--duration` asked for, from the start of
+    /// measuring. Request-bounded: from the start of measuring (the first measured send) to the
+    /// last measured send or reply.
     #[serde(default)]
     pub duration_s: f64,
-    /// Verified replies per second.
+    /// Verified replies completed inside the window, per second of it. Replies after a
+    /// duration-bounded window's end are still verified (their errors count, and `ok` has
+    /// them) but not counted here: a window that drains its backlog after the end would
+    /// otherwise credit that tail to the load it measured. Request-bounded runs count every
+    /// reply, over first send → last reply.
     #[serde(default)]
     pub throughput_rps: f64,
+    /// Verified replies counted in `throughput_rps`; absent in records from older drivers,
+    /// which counted every reply in `ok`.
+    #[serde(default)]
+    pub in_window: Option<u64>,
+    /// Seconds from a duration-bounded window's end to the last verified reply: the drain
+    /// tail (0 when nothing came after the end, and for request-bounded runs).
+    #[serde(default)]
+    pub tail_s: f64,
     /// Open loop: the rate asked for.
     #[serde(default)]
     pub target_rps: Option<f64>,
@@ -196,6 +210,7 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
     let mut notes: BTreeMap<String, u64> = BTreeMap::new();
     for tally in tallies {
         total.ok += tally.ok;
+        total.in_window += tally.in_window;
         total.sent += tally.sent;
         total.late_sends += tally.late_sends;
         total.unsent += tally.unsent;
@@ -219,9 +234,14 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         i.saturating_duration_since(plan.measure_start)
             .as_secs_f64()
     };
-    let duration_s = match total.last_reply.max(total.last_send) {
-        Some(last) => since_measure(last),
-        None => since_measure(t.finished),
+    let duration_s = match (plan.end, total.last_reply.max(total.last_send)) {
+        (Some(end), _) => since_measure(end),
+        (None, Some(last)) => since_measure(last),
+        (None, None) => since_measure(t.finished),
+    };
+    let tail_s = match (plan.end, total.last_reply) {
+        (Some(end), Some(last)) => last.saturating_duration_since(end).as_secs_f64(),
+        _ => 0.0,
     };
     let per_sec = |n: u64| {
         if duration_s > 0.0 {
@@ -280,7 +300,9 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         unsent: total.unsent,
         late_replies: total.late_replies,
         duration_s,
-        throughput_rps: per_sec(total.ok),
+        throughput_rps: per_sec(total.in_window),
+        in_window: Some(total.in_window),
+        tail_s,
         target_rps,
         achieved_rps,
         latency: Summary::of(&rec.latency),

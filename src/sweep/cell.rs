@@ -37,6 +37,43 @@ pub struct Cell {
 /// included) and to exit after SIGTERM.
 const START_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(20);
+/// The fewest single-job service times a window must hold: each worker then finishes about
+/// this many jobs in it, so the in-flight work at its end is a small part of what it measured.
+pub const MIN_SERVICE_TIMES: f64 = 50.0;
+/// The longest window the sweep lengthens a cell to; a cell that needs more is refused.
+pub const MAX_WINDOW: Duration = Duration::from_secs(60);
+/// A drain tail longer than this share of the window makes the cell invalid (`overrun`): the
+/// server was still working off a backlog the window did not see it finish.
+pub const MAX_TAIL_SHARE: f64 = 0.25;
+
+/// The window the cell is measured over: its duration, lengthened to hold
+/// [`MIN_SERVICE_TIMES`] single-job service times; `Err` (why) when that would exceed
+/// [`MAX_WINDOW`].
+pub fn window(cell: &Cell) -> Result<Duration, String> {
+    let needed = MIN_SERVICE_TIMES * cell.single_us / 1e6;
+    // An unknown (NaN) service time keeps the duration asked for.
+    if needed.is_nan() || needed <= cell.duration.as_secs_f64() {
+        Ok(cell.duration)
+    } else if needed <= MAX_WINDOW.as_secs_f64() {
+        Ok(Duration::from_secs_f64(needed))
+    } else {
+        Err(format!(
+            "window too short: {MIN_SERVICE_TIMES:.0} service times of {:.0} µs need {needed:.1} s, over the {} s limit (give a smaller size)",
+            cell.single_us,
+            MAX_WINDOW.as_secs()
+        ))
+    }
+}
+
+/// Why the cell's drain tail makes it invalid, if it does.
+pub fn overrun(tail_s: f64, window_s: f64) -> Option<String> {
+    (tail_s > MAX_TAIL_SHARE * window_s).then(|| {
+        format!(
+            "overrun: the last reply came {tail_s:.3} s after the {window_s:.3} s window ended (over {:.0}% of it)",
+            MAX_TAIL_SHARE * 100.0
+        )
+    })
+}
 
 /// Starts the cell's server and measures how long it took to say where it listens.
 async fn start_server(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerChild, Duration)> {
@@ -63,6 +100,7 @@ pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> Row {
 }
 
 async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow::Result<()> {
+    let window = window(cell).map_err(anyhow::Error::msg)?;
     let (server, start_time) = start_server(exe, cell).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
     let mut spec = LoadSpec {
@@ -83,7 +121,7 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
         // allocator's first arenas.
         load::run(&spec).await.context("warmup failed")?;
     }
-    spec.stop = Stop::Duration(cell.duration);
+    spec.stop = Stop::Duration(window);
     let tlb0 = tlb_shootdowns();
     let before = sample_tree(server.pid());
     let report = load::run(&spec).await;
@@ -126,6 +164,7 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
             report.client_cpu_s, report.wall_s, report.driver_threads
         ));
     }
+    reasons.extend(overrun(report.tail_s, report.duration_s));
     if let Err(why) = stopped {
         reasons.push(why);
     }
@@ -138,6 +177,7 @@ fn fill(row: &mut Row, r: &LoadReport, cell: &Cell, cores: usize) {
     row.requests = r.ok;
     row.errors = r.total_errors();
     row.duration_s = r.duration_s;
+    row.tail_s = r.tail_s;
     row.throughput_rps = r.throughput_rps;
     row.achieved_rps = r.achieved_rps;
     row.lat_p50_us = r.latency.p50_us;
@@ -204,5 +244,49 @@ fn empty_row(cell: &Cell, cores: usize) -> Row {
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        tail_s: f64::NAN,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::grid::Workload;
+
+    fn cell(single_us: f64, duration: Duration) -> Cell {
+        Cell {
+            workload: Workload::parse("fib").unwrap(),
+            backend: BackendKind::Rayon,
+            workers: 1,
+            connections: 1,
+            depth: 1,
+            size: 1,
+            mix_sizes: Vec::new(),
+            target_us: None,
+            single_us,
+            repetition: 0,
+            duration,
+            warmup: Duration::ZERO,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn a_window_is_lengthened_to_fifty_service_times_or_refused() {
+        let asked = Duration::from_millis(700);
+        assert_eq!(window(&cell(1_000.0, asked)), Ok(asked));
+        assert_eq!(window(&cell(f64::NAN, asked)), Ok(asked));
+        assert_eq!(window(&cell(20_000.0, asked)), Ok(Duration::from_secs(1)));
+        let why = window(&cell(2e6, asked)).unwrap_err();
+        assert!(why.starts_with("window too short"), "{why}");
+        assert!(why.contains("100.0 s"), "{why}");
+    }
+
+    #[test]
+    fn a_tail_over_a_quarter_of_the_window_is_an_overrun() {
+        assert_eq!(overrun(0.0, 1.0), None);
+        assert_eq!(overrun(0.25, 1.0), None);
+        let why = overrun(0.4, 1.0).unwrap();
+        assert!(why.starts_with("overrun: "), "{why}");
     }
 }

@@ -228,3 +228,44 @@ async fn waiting_for_slow_replies_after_the_end_costs_no_cpu() {
     );
     assert!(!r.driver_saturated);
 }
+
+/// A reply that lands after a duration-bounded window is verified but not counted: one
+/// 700 ms sleep at a time in a 1 s window completes once inside it (throughput 1 reply/s, not
+/// 2 replies over the 1.4 s to the last one), and the second reply is the 0.4 s tail. The
+/// figures come from the sleep itself, not from the machine's speed.
+#[tokio::test]
+async fn throughput_counts_only_replies_inside_the_window() {
+    let (_server, addr) = real_server("rayon", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("run.json");
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "--duration",
+            "1s",
+            "-c",
+            "1",
+            "--kernel",
+            "sleep",
+            "--size",
+            "700000",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let r = &saved["report"];
+    assert_eq!(r["ok"], 2, "{r}");
+    assert_eq!(r["in_window"], 1, "{r}");
+    let throughput = r["throughput_rps"].as_f64().unwrap();
+    assert!((throughput - 1.0).abs() < 0.01, "throughput {throughput}");
+    assert!(
+        (r["duration_s"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{r}"
+    );
+    let tail = r["tail_s"].as_f64().unwrap();
+    assert!((0.3..=0.5).contains(&tail), "tail {tail}");
+    assert!(stdout.contains("tail "), "{stdout}");
+}
