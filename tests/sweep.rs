@@ -222,32 +222,35 @@ fn bad_grids_and_foreign_csvs_get_clear_errors() {
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "keep me");
 }
 
+/// A sweep into `out` of one rayon cell at 1 worker, once, without warmup; `args` give the rest.
+fn one_rayon_cell(out: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["sweep", "--exact", "--out"])
+        .arg(out)
+        .args(["--backends", "rayon", "--workers", "1", "--repeat", "1"])
+        .args(["--warmup", "0s"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mix");
-    let o = Command::new(BIN)
-        .args(["sweep", "--exact", "--out"])
-        .arg(&out)
-        .args([
-            "--backends",
-            "rayon",
-            "--workers",
-            "1",
+    let o = one_rayon_cell(
+        &out,
+        &[
             "--connections",
             "2",
-        ])
-        .args([
             "--kernels",
             "fib:3+sleep:1",
             "--sizes",
             "200us",
-            "--repeat",
-            "1",
-        ])
-        .args(["--duration", "200ms", "--warmup", "0s"])
-        .output()
-        .unwrap();
+            "--duration",
+            "200ms",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
@@ -270,21 +273,19 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
 fn a_window_shorter_than_fifty_service_times_is_lengthened() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("long");
-    let o = Command::new(BIN)
-        .args(["sweep", "--exact", "--out"])
-        .arg(&out)
-        .args([
-            "--backends",
-            "rayon",
-            "--workers",
-            "1",
+    let o = one_rayon_cell(
+        &out,
+        &[
             "--connections",
             "1",
-        ])
-        .args(["--kernels", "sleep", "--sizes", "6ms", "--repeat", "1"])
-        .args(["--duration", "100ms", "--warmup", "0s"])
-        .output()
-        .unwrap();
+            "--kernels",
+            "sleep",
+            "--sizes",
+            "6ms",
+            "--duration",
+            "100ms",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = read_csv(&out.join("results.csv")).unwrap();
     assert_eq!(rows.len(), 1);
