@@ -54,8 +54,7 @@ pub(crate) struct Plan {
 pub(crate) struct Tally {
     /// Verified replies to measured requests.
     pub ok: u64,
-    /// Of `ok`, those completed by the end of a duration-bounded window (all of them when the
-    /// run is bounded by a request count): what throughput counts.
+    /// Of `ok`, those inside a duration-bounded window (all, if count-bounded): throughput's.
     pub in_window: u64,
     /// Measured requests sent.
     pub sent: u64,
