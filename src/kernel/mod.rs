@@ -11,8 +11,8 @@
 //! | `alloc` | one malloc + fill + free | allocator churn, nothing shared between jobs | 27 | 3·10⁸ | [`alloc`] |
 //! | `fault` | one page mapped, written, read | page faults, mmap/munmap | 1 400–9 600 | 1 GiB of pages | [`fault`] |
 //! | `tlb` | one write + `MADV_DONTNEED` | TLB-shootdown IPIs (and page faults) | 2 800 | 3·10⁶ | [`tlb`] |
-//! | `mprotect` | read-only, read, read-write, write | TLB-shootdown IPIs, nothing freed | 1 900 | 5·10⁶ | [`mprotect`] |
-//! | `munmap` | `mmap` + `munmap`, untouched | the memory-map lock, no faults | 1 300 | 7·10⁶ | [`munmap`] |
+//! | `mprotect` | read-only, read, read-write, write | TLB-shootdown IPIs, nothing freed | 2 800 | 3·10⁶ | [`mprotect`] |
+//! | `munmap` | `mmap` + `munmap`, untouched | the memory-map lock, no faults | 1 800 | 5·10⁶ | [`munmap`] |
 //! | `shared` | one atomic increment | one contended cache line | 2.3 | 3·10⁹ | [`shared`] |
 //! | `gil` | one fib iteration under a global lock | a GIL: threads serialize | 1.3 | 5·10⁹ | [`gil`] |
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
