@@ -23,6 +23,8 @@ fn sizes(kernel: Kernel) -> &'static [u64] {
         Kernel::Alloc => &[10_000, 100_000],
         Kernel::Fault => &[256, 4_096],
         Kernel::Tlb => &[256, 4_096],
+        Kernel::Mprotect => &[256, 4_096],
+        Kernel::Munmap => &[256, 4_096],
         Kernel::Shared => &[10_000, 1_000_000],
         Kernel::Gil => &[100_000, 1_000_000],
         Kernel::Table => &[10_000, 1_000_000],

@@ -38,6 +38,8 @@ fn every_kernel_returns_its_documented_value_on_every_backend() {
         (Kernel::Alloc, &[0, 1, 500]),
         (Kernel::Fault, &[0, 1, 16]),
         (Kernel::Tlb, &[0, 1, 50]),
+        (Kernel::Mprotect, &[0, 1, 50]),
+        (Kernel::Munmap, &[0, 1, 50]),
         (Kernel::Shared, &[0, 1, 1000]),
         (Kernel::Gil, &[0, 1, 5000]),
         (Kernel::Sleep, &[0, 1, 200]),

@@ -5,7 +5,7 @@
 //! every core running one of its threads; separate processes have separate memory maps.
 
 use super::mapping::{page_size, Mapping};
-use super::SplitMix64;
+use super::{sum_of_draws, SplitMix64};
 
 /// At most this much memory mapped by one job.
 pub const MAX_BYTES: u64 = 1 << 30;
@@ -31,7 +31,7 @@ pub fn run(n: u64) -> u64 {
     if n == 0 {
         return 0;
     }
-    let map = Mapping::new("fault", n);
+    let mut map = Mapping::new("fault", n);
     let words = map.words_per_page();
     let mut rng = SplitMix64::new(SEED ^ n);
     for page in 0..n as usize {
@@ -46,6 +46,5 @@ pub fn run(n: u64) -> u64 {
 
 /// [`run`]'s result from the formula: `Σ v_i`, no mapping.
 pub fn expected(n: u64) -> u64 {
-    let mut rng = SplitMix64::new(SEED ^ n);
-    (0..n).fold(0u64, |sum, _| sum.wrapping_add(rng.next()))
+    sum_of_draws(SEED, n)
 }

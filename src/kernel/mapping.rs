@@ -1,12 +1,17 @@
 //! An anonymous private memory mapping owned by one job, straight from the kernel.
 //!
-//! `fault` and `tlb` need page-table work on every step, which the allocator would hide: glibc
-//! serves large blocks from a cache of earlier mappings once its adaptive threshold rises.
+//! `fault`, `tlb`, `mprotect` and `munmap` need page-table work on every step, which the
+//! allocator would hide: glibc serves large blocks from a cache of earlier mappings once its
+//! adaptive threshold rises.
+//!
+//! Invariants the safe API keeps: the mapping is live from `new` until `drop`, owned by one
+//! job, and writable whenever a `&mut Mapping` is usable — [`Mapping::read_only`] borrows it
+//! mutably for as long as the pages are read-only, so no safe call can store to them.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 
-use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+use nix::sys::mman::{madvise, mmap_anonymous, mprotect, munmap, MapFlags, MmapAdvise, ProtFlags};
 
 /// The system page size in bytes.
 pub(crate) fn page_size() -> usize {
@@ -69,11 +74,13 @@ impl Mapping {
     }
 
     /// Store `value` in word `word` of page `page`. Volatile, so the store (and the page fault
-    /// it causes) happens even though nothing in Rust's view depends on it.
+    /// it causes) happens even though nothing in Rust's view depends on it. `&mut self`: while
+    /// a [`ReadOnly`] guard holds the mapping no store can be made, so none faults.
     #[inline]
-    pub(crate) fn write(&self, page: usize, word: usize, value: u64) {
-        // SAFETY: word_ptr checks bounds and alignment; the mapping is live and writable and
-        // owned by this job alone.
+    pub(crate) fn write(&mut self, page: usize, word: usize, value: u64) {
+        // SAFETY: word_ptr checks bounds and alignment; the mapping is live and owned by this
+        // job alone, and writable: the only read-only window is a `ReadOnly`, which holds the
+        // `&mut` this call needs.
         unsafe { self.word_ptr(page, word).write_volatile(value) }
     }
 
@@ -92,6 +99,49 @@ impl Mapping {
         // else references; reading it afterwards yields zeros.
         unsafe { madvise(self.base, self.len, MmapAdvise::MADV_DONTNEED) }
             .unwrap_or_else(|e| panic!("{what} kernel: madvise(MADV_DONTNEED) failed: {e}"));
+    }
+
+    /// Change the whole mapping's protection; `what` names the kernel in the panic message.
+    fn protect(&self, what: &str, prot: ProtFlags) {
+        // SAFETY: the range is exactly this private anonymous mapping. Dropping write permission
+        // is sound because the caller (`read_only`) holds `&mut self`, so no `write` can run
+        // until the permission is restored.
+        unsafe { mprotect(self.base, self.len, prot) }
+            .unwrap_or_else(|e| panic!("{what} kernel: mprotect({prot:?}) failed: {e}"));
+    }
+
+    /// Make the mapping read-only until the returned guard drops, which makes it read-write
+    /// again. Removing write permission from a present page makes the kernel flush its
+    /// translation from every CPU that may cache it: an IPI to each core running another
+    /// thread of this process, as `discard` does, but the page and its contents stay.
+    pub(crate) fn read_only<'a>(&'a mut self, what: &'a str) -> ReadOnly<'a> {
+        self.protect(what, ProtFlags::PROT_READ);
+        ReadOnly { map: self, what }
+    }
+}
+
+/// A [`Mapping`] made read-only by [`Mapping::read_only`]; it can be read, not written, and is
+/// made writable again on drop.
+pub(crate) struct ReadOnly<'a> {
+    map: &'a mut Mapping,
+    what: &'a str,
+}
+
+impl ReadOnly<'_> {
+    /// Load word `word` of page `page`; see [`Mapping::read`].
+    #[inline]
+    pub(crate) fn read(&self, page: usize, word: usize) -> u64 {
+        self.map.read(page, word)
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    /// Restoring the permission the mapping was created with cannot fail for a whole private
+    /// mapping short of the kernel running out of memory; if it does, the panic (an abort if
+    /// already unwinding) is better than a later store faulting.
+    fn drop(&mut self) {
+        self.map
+            .protect(self.what, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
     }
 }
 

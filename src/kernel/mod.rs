@@ -1,4 +1,4 @@
-//! The workloads: nine kernels, each a deterministic function of its work size `n`, each built
+//! The workloads: eleven kernels, each a deterministic function of its work size `n`, each built
 //! to expose one mechanism that separates threads from processes (SPEC §3).
 //!
 //! A kernel runs *for real* in [`Kernel::run`] (it allocates, maps, locks, sleeps), while
@@ -8,10 +8,12 @@
 //! | kernel | one step | mechanism it exposes | ns/step | `max_n` | result |
 //! |---|---|---|---|---|---|
 //! | `fib` | one modular Fibonacci iteration | none: pure ALU, the control | 1.3 | 5·10⁹ | [`fib`] |
-//! | `alloc` | one malloc + fill + free | allocator churn, cross-thread frees | 27 | 3·10⁸ | [`alloc`] |
+//! | `alloc` | one malloc + fill + free | allocator churn, nothing shared between jobs | 27 | 3·10⁸ | [`alloc`] |
 //! | `fault` | one page mapped, written, read | page faults, mmap/munmap | 1 400–9 600 | 1 GiB of pages | [`fault`] |
-//! | `tlb` | one write + `MADV_DONTNEED` | TLB-shootdown IPIs | 2 800 | 3·10⁶ | [`tlb`] |
-//! | `shared` | one atomic increment | one contended cache line, a locked map | 2.3 | 3·10⁹ | [`shared`] |
+//! | `tlb` | one write + `MADV_DONTNEED` | TLB-shootdown IPIs (and page faults) | 2 800 | 3·10⁶ | [`tlb`] |
+//! | `mprotect` | read-only, read, read-write, write | TLB-shootdown IPIs, nothing freed | 2 800 | 3·10⁶ | [`mprotect`] |
+//! | `munmap` | `mmap` + `munmap`, untouched | the memory-map lock, no faults | 1 800 | 5·10⁶ | [`munmap`] |
+//! | `shared` | one atomic increment | one contended cache line | 2.3 | 3·10⁹ | [`shared`] |
 //! | `gil` | one fib iteration under a global lock | a GIL: threads serialize | 1.3 | 5·10⁹ | [`gil`] |
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
 //! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
@@ -34,6 +36,8 @@ pub mod fault;
 mod fib;
 pub mod gil;
 mod mapping;
+pub mod mprotect;
+pub mod munmap;
 pub mod shared;
 pub mod sleep;
 pub mod table;
@@ -54,6 +58,8 @@ pub enum Kernel {
     Alloc,
     Fault,
     Tlb,
+    Mprotect,
+    Munmap,
     Shared,
     Gil,
     Table,
@@ -63,11 +69,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in contract order.
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Fib,
         Kernel::Alloc,
         Kernel::Fault,
         Kernel::Tlb,
+        Kernel::Mprotect,
+        Kernel::Munmap,
         Kernel::Shared,
         Kernel::Gil,
         Kernel::Table,
@@ -82,6 +90,8 @@ impl Kernel {
             Kernel::Alloc => "alloc",
             Kernel::Fault => "fault",
             Kernel::Tlb => "tlb",
+            Kernel::Mprotect => "mprotect",
+            Kernel::Munmap => "munmap",
             Kernel::Shared => "shared",
             Kernel::Gil => "gil",
             Kernel::Table => "table",
@@ -99,10 +109,12 @@ impl Kernel {
     pub fn description(self) -> &'static str {
         match self {
             Kernel::Fib => "pure ALU work with no sharing: the control, where processes and threads should tie",
-            Kernel::Alloc => "allocator churn: small mallocs and frees, some freed on another thread",
+            Kernel::Alloc => "allocator churn: small mallocs and frees, each job its own objects",
             Kernel::Fault => "map/unmap pressure: page faults on a fresh mmap region, then munmap",
             Kernel::Tlb => "TLB shootdowns: madvise(MADV_DONTNEED) interrupts every core running a sibling thread",
-            Kernel::Shared => "shared mutable state: one contended atomic counter plus a locked map",
+            Kernel::Mprotect => "permission flips: mprotect read-only and back shoots down TLBs without freeing memory",
+            Kernel::Munmap => "map and unmap without touching: the memory-map lock, no page faults",
+            Kernel::Shared => "shared mutable state: one contended atomic counter, nothing else",
             Kernel::Gil => "a global interpreter lock in miniature: threads serialize, processes don't",
             Kernel::Table => "a large read-only table: threads share one copy, each process pays for its own",
             Kernel::Sleep => "blocking without CPU: an I/O stand-in, where more workers than cores help",
@@ -118,6 +130,8 @@ impl Kernel {
             Kernel::Alloc => alloc::MAX_N,
             Kernel::Fault => fault::max_n(),
             Kernel::Tlb => tlb::MAX_N,
+            Kernel::Mprotect => mprotect::MAX_N,
+            Kernel::Munmap => munmap::MAX_N,
             Kernel::Shared => shared::MAX_N,
             Kernel::Gil => gil::MAX_N,
             Kernel::Table => table::MAX_N,
@@ -137,6 +151,8 @@ impl Kernel {
             Kernel::Alloc => alloc::run(n),
             Kernel::Fault => fault::run(n),
             Kernel::Tlb => tlb::run(n),
+            Kernel::Mprotect => mprotect::run(n),
+            Kernel::Munmap => munmap::run(n),
             Kernel::Shared => shared::run(n),
             Kernel::Gil => gil::run(n),
             Kernel::Table => table::run(n),
@@ -158,6 +174,8 @@ impl Kernel {
             Kernel::Alloc => alloc::expected(n),
             Kernel::Fault => fault::expected(n),
             Kernel::Tlb => tlb::expected(n),
+            Kernel::Mprotect => mprotect::expected(n),
+            Kernel::Munmap => munmap::expected(n),
             Kernel::Shared => shared::expected(n),
             Kernel::Table => table::expected(n),
             Kernel::Sleep => sleep::expected(n),
@@ -188,6 +206,14 @@ fn crash(n: u64) -> u64 {
         panic!("crash kernel: injected panic (n = 0)");
     }
     std::process::abort()
+}
+
+/// `Σ v_i` (wrapping) over the first `n` outputs of `SplitMix64::new(seed ^ n)`: the result
+/// of every kernel whose work writes or chooses by one draw per step (`fault`, `tlb`,
+/// `mprotect`, `munmap`), each with its own seed.
+pub(crate) fn sum_of_draws(seed: u64, n: u64) -> u64 {
+    let mut rng = SplitMix64::new(seed ^ n);
+    (0..n).fold(0u64, |sum, _| sum.wrapping_add(rng.next()))
 }
 
 /// The SplitMix64 finalizer (Steele, Lea & Flood 2014): a cheap bijective hash of a `u64`.

@@ -56,14 +56,16 @@ fn fib_matches_literal_modulo_transcription() {
 }
 
 /// Sizes that exercise each kernel's edge cases: nothing, one step, and enough steps to wrap
-/// the alloc window, hit the exchange, reuse cache keys and cycle the tlb page's words.
+/// the alloc window and cycle the tlb page's words.
 fn sizes(kernel: Kernel) -> &'static [u64] {
     match kernel {
         Kernel::Fib | Kernel::Gil => &[0, 1, 2, 1_000, 100_000],
         Kernel::Alloc => &[0, 1, 2, 300, 5_000],
         Kernel::Fault => &[0, 1, 2, 300],
         Kernel::Tlb => &[0, 1, 2, 1_100],
-        Kernel::Shared => &[0, 1, 63, 64, 65, 100_000],
+        Kernel::Mprotect => &[0, 1, 2, 1_000],
+        Kernel::Munmap => &[0, 1, 2, 1_000],
+        Kernel::Shared => &[0, 1, 2, 100_000],
         Kernel::Table => &[0, 1, 2, 10_000],
         Kernel::Sleep => &[0, 1, 2, 1_000],
         Kernel::Crash => &[],
@@ -111,6 +113,8 @@ fn results_depend_on_n() {
         Kernel::Alloc,
         Kernel::Fault,
         Kernel::Tlb,
+        Kernel::Mprotect,
+        Kernel::Munmap,
         Kernel::Shared,
         Kernel::Table,
     ] {
@@ -123,7 +127,10 @@ fn names_round_trip() {
     let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
     assert_eq!(
         names,
-        ["fib", "alloc", "fault", "tlb", "shared", "gil", "table", "sleep", "crash"]
+        [
+            "fib", "alloc", "fault", "tlb", "mprotect", "munmap", "shared", "gil", "table",
+            "sleep", "crash"
+        ]
     );
     for kernel in Kernel::ALL {
         assert_eq!(Kernel::parse(kernel.name()), Some(kernel));
@@ -158,10 +165,17 @@ fn max_n_is_sane() {
 #[test]
 fn results_are_deterministic_under_concurrency() {
     let before = shared::counter();
-    let jobs: Vec<(Kernel, u64)> = [Kernel::Shared, Kernel::Alloc, Kernel::Gil, Kernel::Tlb]
-        .into_iter()
-        .flat_map(|k| (0..4).map(move |t| (k, 2_000 + 777 * t)))
-        .collect();
+    let jobs: Vec<(Kernel, u64)> = [
+        Kernel::Shared,
+        Kernel::Alloc,
+        Kernel::Gil,
+        Kernel::Tlb,
+        Kernel::Mprotect,
+        Kernel::Munmap,
+    ]
+    .into_iter()
+    .flat_map(|k| (0..4).map(move |t| (k, 2_000 + 777 * t)))
+    .collect();
     let handles: Vec<_> = jobs
         .iter()
         .map(|&(kernel, n)| thread::spawn(move || (kernel, n, kernel.run(n))))
@@ -247,4 +261,26 @@ fn calibrate_keeps_given_sizes_and_sizes_by_target() {
     assert!((1..=Kernel::Fib.max_n()).contains(&n), "{n}");
     assert!(us > 0.0, "{us}");
     assert_eq!(calibrate(Kernel::Fib, None, None).0, 1);
+}
+
+/// The new formulas written out: `shared` is its count plus a salted hash, `mprotect` and
+/// `munmap` sum their draws, and nothing is summed for `n = 0`.
+#[test]
+fn single_mechanism_formulas() {
+    assert_eq!(Kernel::Shared.expected(0), mix64(shared::SEED));
+    assert_eq!(
+        Kernel::Shared.expected(5),
+        5u64.wrapping_add(mix64(shared::SEED ^ 5))
+    );
+    for (kernel, seed) in [
+        (Kernel::Mprotect, mprotect::SEED),
+        (Kernel::Munmap, munmap::SEED),
+    ] {
+        assert_eq!(kernel.expected(0), 0, "{kernel}");
+        let mut rng = SplitMix64::new(seed ^ 2);
+        let two = rng.next().wrapping_add(rng.next());
+        assert_eq!(kernel.expected(2), two, "{kernel}");
+        assert_eq!(kernel.run(2), two, "{kernel}");
+    }
+    assert_ne!(Kernel::Mprotect.expected(7), Kernel::Tlb.expected(7));
 }
