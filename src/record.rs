@@ -86,6 +86,16 @@ pub struct Row {
     pub server_start_ms: f64,
     /// Unix time (seconds) when the cell started.
     pub started_at: u64,
+    /// Measured single-thread time of one job at this size, µs: the service time the cell
+    /// actually asked for, to hold against `target_us`. The same measurement as
+    /// `single_job_us`, under SPEC §7's name; NaN in CSVs written before it existed.
+    #[serde(default = "not_measured")]
+    pub service_us: f64,
+}
+
+/// What a column added after a CSV was written reads as.
+fn not_measured() -> f64 {
+    f64::NAN
 }
 
 /// The columns SPEC §7 requires, in order; every sweep CSV begins with them.
@@ -250,6 +260,7 @@ mod tests {
             achieved_rps: 100.0,
             server_start_ms: 3.0,
             started_at: 1_700_000_000,
+            service_us: 8.0,
         }
     }
 }

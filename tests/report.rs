@@ -42,6 +42,7 @@ fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughpu
         cores: 4,
         server_start_ms: 5.0,
         started_at: 1_700_000_000,
+        service_us: single_job_us,
         ..synthetic_row(kernel, backend, workers, size, rep, throughput)
     }
 }

@@ -106,6 +106,7 @@ pub fn synthetic_row(
         achieved_rps: throughput,
         server_start_ms: 1.0,
         started_at: 0,
+        service_us: 1e6 / throughput,
     }
 }
 
