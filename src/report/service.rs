@@ -168,7 +168,7 @@ mod tests {
             "{}",
             html.as_str()
         );
-        assert!(html.as_str().contains("−50 %") || html.as_str().contains("-50 %"));
+        assert!(html.as_str().contains("-50 %"), "{}", html.as_str());
     }
 
     #[test]
