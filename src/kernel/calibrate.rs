@@ -39,6 +39,10 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
             }
             let mut times = vec![t];
             times.extend((1..ESTIMATES).map(|_| time(n)));
+            let n = scaled_median(n, target, &times).clamp(1, kernel.max_n());
+            // Scale once more from runs at that n: a kernel whose cost per step changes with n
+            // (`table` leaving a cache level) lands far off after one linear step.
+            let times: Vec<f64> = (0..ESTIMATES).map(|_| time(n)).collect();
             scaled_median(n, target, &times).clamp(1, kernel.max_n())
         }
         (None, None) => 1,
