@@ -90,6 +90,11 @@ pub struct Row {
     /// throughput leaves out. NaN in CSVs written before the column existed.
     #[serde(default = "not_recorded")]
     pub tail_s: f64,
+    /// Measured single-thread time of one job at this size, µs: the service time the cell
+    /// actually asked for, to hold against `target_us`. The same measurement as
+    /// `single_job_us`, under SPEC §7's name; NaN in CSVs written before it existed.
+    #[serde(default = "not_recorded")]
+    pub service_us: f64,
 }
 
 /// The value of a measurement a CSV predates.
@@ -269,6 +274,7 @@ mod tests {
             server_start_ms: 3.0,
             started_at: 1_700_000_000,
             tail_s: 0.05,
+            service_us: 8.0,
         }
     }
 }

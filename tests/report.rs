@@ -43,6 +43,7 @@ fn row(kernel: &str, backend: &str, workers: u32, size: u64, rep: u32, throughpu
         server_start_ms: 5.0,
         started_at: 1_700_000_000,
         tail_s: 0.0,
+        service_us: single_job_us,
         ..synthetic_row(kernel, backend, workers, size, rep, throughput)
     }
 }
@@ -362,6 +363,48 @@ fn verdicts_csv_is_written_beside_the_report_with_the_contract_columns() {
         let rec = rec.expect("record");
         assert!(allowed.contains(&&rec[at.unwrap()]), "{rec:?}");
     }
+}
+
+/// Checked calibration: a size whose measured service time is more than 25 % off its target
+/// is marked in the target-vs-measured table and beside its verdicts; one on target is not.
+#[test]
+fn sizes_measured_far_from_their_target_are_marked() {
+    let mut rows = Vec::new();
+    for (kernel, service) in [("fib", 1020.0), ("table", 480.0)] {
+        for (backend, f) in [("process", 1.2), ("rayon", 1.0)] {
+            for mut r in reps(
+                kernel,
+                backend,
+                2,
+                5000,
+                &[1000.0 * f, 1010.0 * f, 990.0 * f],
+            ) {
+                r.target_us = Some(1000.0);
+                r.service_us = service;
+                rows.push(r);
+            }
+        }
+    }
+    let html = render(&rows, None);
+    assert!(html.contains("Service time: target vs measured"));
+    assert!(html.contains("1 of 2 sizes are off"));
+    assert!(html.contains("1 ms (n=5000) ⚠ measured 480 µs"));
+    assert!(!html.contains("⚠ measured 1.02 ms"));
+    assert_eq!(html, render(&rows, None));
+}
+
+/// CSVs written before `service_us` existed read it as NaN, and their report checks the
+/// calibration against `single_job_us`, the same measurement.
+#[test]
+fn old_csvs_without_service_us_still_read_and_render() {
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_sweep.csv");
+    let rows = threadcenter::record::read_csv(&csv).expect("read");
+    assert!(rows.iter().all(|r| r.service_us.is_nan()));
+    let html = render(&rows, None);
+    assert!(
+        html.contains("0 of 4 sizes are off"),
+        "calibration not checked"
+    );
 }
 
 /// The scripts' fixture verdicts (tests/fixtures/*.verdicts.csv) are what `report` writes for

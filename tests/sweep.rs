@@ -62,8 +62,8 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
 
     let text = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
-    for col in REQUIRED_COLUMNS {
-        assert!(header.contains(&col), "column {col} missing");
+    for col in REQUIRED_COLUMNS.iter().chain(&["target_us", "service_us"]) {
+        assert!(header.contains(col), "column {col} missing");
     }
     let rows = read_csv(&out.join("results.csv")).unwrap();
     // 2 backends × 1 worker × 1 connection count × 2 sizes × 1 kernel × 2 repetitions.
@@ -74,6 +74,8 @@ fn a_tiny_sweep_writes_csv_env_and_report_and_report_regenerates_it() {
         assert!(r.requests > 0 && r.throughput_rps > 0.0);
         assert!(r.lat_p50_us > 0.0 && r.lat_p50_us <= r.lat_p99_us);
         assert!(r.compute_p50_us > 0.0 && r.single_job_us > 0.0);
+        // The measured service time is recorded beside the target under SPEC §7's name.
+        assert_eq!(r.service_us, r.single_job_us);
         assert!(r.server_cpu_s > 0.0 && r.server_rss_kib > 0);
         assert!(r.efficiency > 0.0);
         // 50 service times fit the 150 ms window, so it is kept; the valid cell's drain tail

@@ -28,14 +28,22 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
         (Some(n), _) => n,
         (None, Some(target)) if kernel == Kernel::Sleep => target.round().max(1.0) as u64,
         (None, Some(target)) => {
-            // Grow n until one run is long enough to time well, then scale linearly.
+            // Grow n until one run is long enough to time well, then scale linearly from
+            // several timed runs at that n: one sample can land on a cache miss storm or a
+            // frequency step and size the whole sweep wrong.
             let mut n = 16u64;
             let mut t = time(n);
             while t < 2000.0 && n < kernel.max_n() / 4 {
                 n *= 4;
                 t = time(n);
             }
-            ((n as f64 * target / t).round() as u64).clamp(1, kernel.max_n())
+            let mut times = vec![t];
+            times.extend((1..ESTIMATES).map(|_| time(n)));
+            let n = scaled_median(n, target, &times).clamp(1, kernel.max_n());
+            // Scale once more from runs at that n: a kernel whose cost per step changes with n
+            // (`table` leaving a cache level) lands far off after one linear step.
+            let times: Vec<f64> = (0..ESTIMATES).map(|_| time(n)).collect();
+            scaled_median(n, target, &times).clamp(1, kernel.max_n())
         }
         (None, None) => 1,
     };
@@ -48,6 +56,23 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
     }
     samples.sort_by(f64::total_cmp);
     (n, samples[samples.len() / 2])
+}
+
+/// Timed runs the size is estimated from; odd, so the median is one of them.
+const ESTIMATES: usize = 5;
+
+/// The median of the sizes that each timed run at `n` scales to for `target_us` (a run that
+/// took `t` µs suggests `n × target ÷ t`). A run that timed as zero (below the clock's
+/// resolution) counts as a tenth of a microsecond rather than dividing by zero.
+pub(crate) fn scaled_median(n: u64, target_us: f64, times_us: &[f64]) -> u64 {
+    let mut estimates: Vec<f64> = times_us
+        .iter()
+        .map(|t| n as f64 * target_us / t.max(0.1))
+        .collect();
+    estimates.sort_by(f64::total_cmp);
+    estimates
+        .get(estimates.len() / 2)
+        .map_or(n, |e| e.round() as u64)
 }
 
 /// CPU time of the calling thread, µs.

@@ -284,3 +284,21 @@ fn single_mechanism_formulas() {
     }
     assert_ne!(Kernel::Mprotect.expected(7), Kernel::Tlb.expected(7));
 }
+
+/// The size comes from the median of the runs' scaled estimates, so one run slowed by a
+/// preemption or a cold cache does not move it; a zero-length run does not divide by zero.
+#[test]
+fn calibrated_size_is_the_median_of_scaled_estimates() {
+    use super::calibrate::scaled_median;
+    // Runs at n=1000 for a 100 µs target: 50 µs → 2000, 40 → 2500, 400 (an outlier) → 250.
+    assert_eq!(
+        scaled_median(1000, 100.0, &[50.0, 400.0, 40.0, 50.0, 50.0]),
+        2000
+    );
+    assert_eq!(
+        scaled_median(1000, 100.0, &[50.0, 5.0, 40.0, 50.0, 45.0]),
+        2222
+    );
+    assert_eq!(scaled_median(10, 1.0, &[0.0]), 100);
+    assert_eq!(scaled_median(7, 1.0, &[]), 7);
+}

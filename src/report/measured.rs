@@ -272,6 +272,7 @@ pub fn measured(rows: &[Row], env: Option<&Value>) -> Html {
     [
         machine(env),
         calibration(env),
+        super::service::section(rows),
         grid(rows, env),
         validity(rows),
     ]

@@ -9,6 +9,7 @@
 //! - [`simulate`]: the verdicts' error rates, measured on synthetic sweeps with a known truth.
 //! - [`usl`]: Universal Scalability Law fits of throughput against workers.
 //! - `student`: Student's t quantiles.
+//! - `service`: calibrated service times checked against their targets.
 //! - `overview`, `measured`, `sections`: the page's text and tables; `charts`, `categorical`,
 //!   `figures`: plotters SVG charts; `html`, `template.html`: the page.
 //!
@@ -25,6 +26,7 @@ pub mod inputs;
 mod measured;
 mod overview;
 mod sections;
+mod service;
 pub mod simulate;
 mod student;
 pub mod usl;

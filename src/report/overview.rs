@@ -9,6 +9,7 @@ use super::categorical::{self, MapCell};
 use super::compare::{fastest_thread, Comparison};
 use super::data::{fmt_us, order_backends, Dataset};
 use super::html::{figure, num, para, table, Html, TableRow};
+use super::service;
 use super::simulate::{Simulation, EFFECT, NOISE, QUIET_NOISE};
 use super::verdict::{band, Verdict};
 
@@ -161,6 +162,7 @@ pub fn counts(comparisons: &[Comparison], challenger: &str) -> Html {
 /// Every headline verdict, one row per grid point.
 pub fn list(data: &Dataset<'_>, comparisons: &[Comparison], challenger: &str) -> Html {
     let header = format!("{challenger} ÷ best thread");
+    let checks = service::checks(data.rows);
     table(
         "num",
         &[
@@ -180,7 +182,11 @@ pub fn list(data: &Dataset<'_>, comparisons: &[Comparison], challenger: &str) ->
                 class: row_class(c.verdict),
                 cells: vec![
                     Html::text(&c.kernel),
-                    Html::text(&data.size_label(&c.kernel, c.size)),
+                    Html::text(&format!(
+                        "{}{}",
+                        data.size_label(&c.kernel, c.size),
+                        service::off_note(&checks, &c.kernel, c.size)
+                    )),
                     Html::text(&c.workers.to_string()),
                     Html::text(&format!("{}×{}", c.connections, c.depth)),
                     num(c.ratio, 3),

@@ -107,6 +107,7 @@ pub fn synthetic_row(
         server_start_ms: 1.0,
         started_at: 0,
         tail_s: 0.0,
+        service_us: 1e6 / throughput,
     }
 }
 

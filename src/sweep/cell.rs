@@ -237,6 +237,7 @@ fn empty_row(cell: &Cell, cores: usize) -> Row {
         tlb_shootdowns: None,
         single_job_us: cell.single_us,
         target_us: cell.target_us,
+        service_us: cell.single_us,
         cores: cores as u32,
         rate: 0.0,
         achieved_rps: 0.0,
