@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use threadcenter::record::{read_csv, REQUIRED_COLUMNS};
+use threadcenter::sweep::kernels::{read as read_kernels, FILE as KERNELS_FILE};
 
 const TINY: &[&str] = &[
     "--backends",
@@ -267,6 +268,30 @@ fn a_mix_sized_by_time_gives_each_kernel_its_own_n() {
     assert_eq!(rows.len(), 1);
     assert!(rows[0].valid, "{:?}", rows[0]);
     assert_eq!(rows[0].kernel, "fib:3,sleep:1");
+
+    // Each kernel of the mix gets its own row in kernels.csv, joined to its cell.
+    let kernels = read_kernels(&out.join(KERNELS_FILE))
+        .unwrap()
+        .expect("kernels.csv");
+    let names: BTreeSet<&str> = kernels.iter().map(|k| k.kernel.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["fib", "sleep"]), "{kernels:?}");
+    for k in &kernels {
+        assert_eq!(k.cell_key(), rows[0].cell_key(), "{k:?}");
+        assert!(k.requests > 0 && k.throughput_rps > 0.0, "{k:?}");
+        assert!(k.lat_p50_us > 0.0 && k.lat_p50_us <= k.lat_p99_us, "{k:?}");
+        assert!(k.compute_p50_us > 0.0, "{k:?}");
+    }
+    let total: u64 = kernels.iter().map(|k| k.requests).sum();
+    assert!(total >= rows[0].requests, "{kernels:?} {:?}", rows[0]);
+    let sum: f64 = kernels.iter().map(|k| k.throughput_rps).sum();
+    assert!(
+        (sum - rows[0].throughput_rps).abs() < 1e-6 * sum,
+        "{kernels:?}"
+    );
+    // The report names the majority kernel's section.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Noisy neighbours"));
+    assert!(!html.contains("No per-kernel data"));
 }
 
 /// A window too short for 50 service times is lengthened, and the CSV says by how much: 6 ms

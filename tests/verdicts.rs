@@ -3,8 +3,10 @@
 
 use threadcenter::record::Row;
 use threadcenter::report::compare::fastest_thread;
+use threadcenter::report::noisy::{self, Metric};
 use threadcenter::report::simulate::synthetic_row;
 use threadcenter::report::{self, Comparison, ReportOptions, Verdict, DEFAULT_EQUIVALENCE};
+use threadcenter::sweep::kernels::KernelRow;
 
 /// Repetitions of one backend at one grid point with the given throughputs.
 fn reps(kernel: &str, backend: &str, workers: u32, size: u64, tputs: &[f64]) -> Vec<Row> {
@@ -196,4 +198,106 @@ fn the_margin_is_the_one_asked_for_else_the_sweeps_else_five_percent() {
         ReportOptions::default().margin(Some(&odd)),
         DEFAULT_EQUIVALENCE
     );
+}
+
+/// One kernel's row of kernels.csv for the synthetic mix cell of `backend` and `rep`.
+fn kernel_row(
+    kernel: &str,
+    backend: &str,
+    rep: u32,
+    requests: u64,
+    tput: f64,
+    p99: f64,
+) -> KernelRow {
+    KernelRow {
+        kernel: kernel.into(),
+        backend: backend.into(),
+        workers: 4,
+        connections: 4,
+        depth: 1,
+        size: 20_000,
+        repetition: rep,
+        mix: MIX.into(),
+        requests,
+        throughput_rps: tput,
+        lat_p50_us: p99 / 2.0,
+        lat_p99_us: p99,
+        compute_p50_us: 100.0,
+    }
+}
+
+const MIX: &str = "fib:15,tlb:1";
+
+#[test]
+fn a_mix_is_judged_on_its_majority_kernel_not_on_the_pooled_cell() {
+    // Pooled, threads look faster; the majority kernel (fib: most replies) is faster and has
+    // the lower p99 in processes; the minority kernel (tlb) points the other way.
+    let mut rows = Vec::new();
+    let mut kernels = Vec::new();
+    for (backend, pooled, fib_tput, fib_p99, tlb_tput) in [
+        ("process", 100.0, 400.0, 1_000.0, 5.0),
+        ("rayon", 300.0, 200.0, 5_000.0, 10.0),
+        ("tokio", 280.0, 150.0, 6_000.0, 11.0),
+    ] {
+        for rep in 0..4u32 {
+            let jitter = 1.0 + 0.002 * rep as f64;
+            rows.push(row(MIX, backend, 4, 20_000, rep, pooled * jitter));
+            kernels.push(kernel_row(
+                "fib",
+                backend,
+                rep,
+                1_000,
+                fib_tput * jitter,
+                fib_p99 / jitter,
+            ));
+            kernels.push(kernel_row(
+                "tlb",
+                backend,
+                rep,
+                10,
+                tlb_tput * jitter,
+                50_000.0,
+            ));
+        }
+    }
+    assert_eq!(noisy::majority(&kernels, MIX).as_deref(), Some("fib"));
+    let pooled = verdicts(&rows);
+    assert_eq!(
+        find(&pooled, "process", report::BEST_THREAD).verdict,
+        Verdict::ThreadsWin
+    );
+
+    let tput = noisy::comparisons(&rows, &kernels, Metric::Throughput, DEFAULT_EQUIVALENCE);
+    // process ÷ rayon, ÷ tokio, ÷ the best thread backend.
+    assert_eq!(tput.len(), 3, "{tput:?}");
+    let best = find(&tput, "process", report::BEST_THREAD);
+    assert_eq!(best.kernel, "fib in fib:15,tlb:1");
+    assert_eq!(best.verdict, Verdict::ProcessWins);
+    assert!((best.ratio - 2.0).abs() < 1e-9, "{best:?}");
+
+    let p99 = noisy::comparisons(&rows, &kernels, Metric::P99Latency, DEFAULT_EQUIVALENCE);
+    let best = find(&p99, "process", report::BEST_THREAD);
+    assert_eq!(best.verdict, Verdict::ProcessWins);
+    // thread p99 ÷ process p99 against the best (lowest-p99) thread backend: 5000 ÷ 1000.
+    assert!((best.ratio - 5.0).abs() < 1e-9, "{best:?}");
+    let (lo, hi) = best.interval().expect("interval");
+    assert!(lo > 1.0 && lo <= best.ratio && best.ratio <= hi, "{best:?}");
+
+    // A cell marked invalid takes its kernels' rows out too.
+    rows.iter_mut()
+        .filter(|r| r.backend == "process")
+        .for_each(|r| r.valid = false);
+    assert!(
+        noisy::comparisons(&rows, &kernels, Metric::Throughput, DEFAULT_EQUIVALENCE).is_empty()
+    );
+}
+
+#[test]
+fn a_report_without_kernels_csv_says_there_is_no_per_kernel_data() {
+    let rows = point(
+        "fib",
+        &[("process", &[400.0, 402.0]), ("rayon", &[200.0, 201.0])],
+    );
+    let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
+    assert!(html.contains("No per-kernel data"), "{html}");
 }

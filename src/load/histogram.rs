@@ -98,6 +98,9 @@ pub(crate) struct Recorder {
     pub send_lag: Histogram<u64>,
     split: Option<Split>,
     pub per_entry: Vec<Histogram<u64>>,
+    /// Compute time per mix entry, from replies that carried timings: whether a kernel's
+    /// latency rose because it waited or because its own work slowed.
+    pub per_entry_compute: Vec<Histogram<u64>>,
     intervals: IntervalRecorder,
 }
 
@@ -128,6 +131,7 @@ impl Recorder {
             send_lag: new_histogram(),
             split: None,
             per_entry: (0..entries.max(1)).map(|_| new_histogram()).collect(),
+            per_entry_compute: (0..entries.max(1)).map(|_| new_histogram()).collect(),
             intervals: IntervalRecorder::new(origin, interval),
         }
     }
@@ -144,6 +148,9 @@ impl Recorder {
         }
         self.intervals.record(s.at, s.latency_us);
         if let Some(t) = s.timings {
+            if let Some(h) = self.per_entry_compute.get_mut(s.entry) {
+                put(h, us(t.compute_us));
+            }
             let split = self.split.get_or_insert_with(|| Split {
                 queue: new_histogram(),
                 compute: new_histogram(),

@@ -104,6 +104,9 @@ pub struct LoadReport {
     /// Latency per kernel of the mix.
     #[serde(default)]
     pub per_kernel: BTreeMap<String, Summary>,
+    /// Compute time per kernel of the mix; empty when no reply carried timings.
+    #[serde(default)]
+    pub per_kernel_compute: BTreeMap<String, Summary>,
     /// Warmup requests sent, answered correctly, and failed by kind (not in the numbers above).
     #[serde(default)]
     pub warmup_sent: u64,
@@ -279,6 +282,12 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         .zip(&rec.per_entry)
         .map(|(k, h)| (k.to_string(), Summary::of(h)))
         .collect();
+    let per_kernel_compute = kernels
+        .iter()
+        .zip(&rec.per_entry_compute)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(k, h)| (k.to_string(), Summary::of(h)))
+        .collect();
     let mut notes: Vec<String> = notes
         .into_iter()
         .map(|(n, c)| {
@@ -314,6 +323,7 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
         transport: split.transport,
         network: split.network,
         per_kernel,
+        per_kernel_compute,
         warmup_sent: total.warmup_sent,
         warmup_ok: total.warmup_ok,
         warmup_errors: name(total.warmup_errors),

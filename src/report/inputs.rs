@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::{compare, data, html, Comparison, ReportOptions};
 use crate::record::{self, Row};
+use crate::sweep::kernels::{read as read_kernels, KernelRow, FILE as KERNELS_FILE};
 
 /// One input: its rows and its env.json.
 pub struct Input {
@@ -157,6 +158,13 @@ pub fn write_report_inputs(
         .iter()
         .map(|p| Input::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Shards of one sweep each wrote their own kernels.csv; a merged report reads them all.
+    let mut kernels: Option<Vec<KernelRow>> = None;
+    for i in &inputs {
+        if let Some(k) = read_kernels(&i.csv.with_file_name(KERNELS_FILE))? {
+            kernels.get_or_insert_with(Vec::new).extend(k);
+        }
+    }
     let groups = group(inputs)?;
     let margin = options.margin(Some(&groups[0].env));
     let datasets: Vec<data::Dataset<'_>> =
@@ -166,7 +174,13 @@ pub fn write_report_inputs(
         .map(|d| compare::comparisons(d, margin))
         .collect();
     if let [only] = &groups[..] {
-        let page = super::page(&datasets[0], &comparisons[0], Some(&only.env), margin)?;
+        let page = super::page(
+            &datasets[0],
+            &comparisons[0],
+            Some(&only.env),
+            margin,
+            kernels.as_deref(),
+        )?;
         compare::write_csv(&super::verdicts_path(out), &comparisons[0])?;
         return super::write_atomic(out, page.as_bytes());
     }
@@ -201,6 +215,7 @@ fn per_machine_page(
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&rows.to_string()));
     slots.insert("methods", super::methods(&all, margin));
+    slots.insert("noisy", super::noisy::section(&[], None, margin));
     html::fill(html::TEMPLATE, &slots)
 }
 

@@ -24,6 +24,7 @@ mod figures;
 mod html;
 pub mod inputs;
 mod measured;
+pub mod noisy;
 mod overview;
 mod sections;
 mod service;
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::record::{self, Row};
+use crate::sweep::kernels::{self, KernelRow};
 pub use compare::{Comparison, BEST_THREAD};
 pub use verdict::{parse_equivalence, Verdict, DEFAULT_EQUIVALENCE};
 
@@ -87,7 +89,7 @@ pub fn render(
     let data = data::Dataset::new(rows);
     let margin = options.margin(env);
     let comparisons = compare::comparisons(&data, margin);
-    page(&data, &comparisons, env, margin)
+    page(&data, &comparisons, env, margin, None)
 }
 
 /// The repetition counts worth simulating: each comparison's smaller side, two or more, the
@@ -115,8 +117,10 @@ fn page(
     comparisons: &[Comparison],
     env: Option<&serde_json::Value>,
     margin: f64,
+    kernels: Option<&[KernelRow]>,
 ) -> anyhow::Result<String> {
     let mut slots = dataset_slots(data, comparisons, env)?;
+    slots.insert("noisy", noisy::section(data.rows, kernels, margin));
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("methods", methods(comparisons, margin));
@@ -210,8 +214,15 @@ pub fn write_report_with(
     let data = data::Dataset::new(&rows);
     let margin = options.margin(env_value.as_ref());
     let comparisons = compare::comparisons(&data, margin);
-    let page = page(&data, &comparisons, env_value.as_ref(), margin)
-        .with_context(|| format!("cannot render a report from {}", csv.display()))?;
+    let kernels = kernels::read(&csv.with_file_name(kernels::FILE))?;
+    let page = page(
+        &data,
+        &comparisons,
+        env_value.as_ref(),
+        margin,
+        kernels.as_deref(),
+    )
+    .with_context(|| format!("cannot render a report from {}", csv.display()))?;
     compare::write_csv(&verdicts_path(out), &comparisons)?;
     write_atomic(out, page.as_bytes())
 }

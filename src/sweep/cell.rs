@@ -2,6 +2,7 @@
 //! SIGTERM and a check that the server exited cleanly.
 
 use super::grid::Workload;
+use super::kernels::{self, KernelRow};
 use crate::backend::BackendKind;
 use crate::kernel::Kernel;
 use crate::load::{self, LoadReport, LoadSpec, Pace, Stop};
@@ -89,17 +90,24 @@ async fn start_server(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerChild, D
 }
 
 /// Runs one cell end to end. Never fails: a cell that cannot be measured becomes an invalid
-/// row with its reason, and the sweep goes on.
-pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> Row {
+/// row with its reason, and the sweep goes on. A mix's cell also gives its per-kernel rows.
+pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> (Row, Vec<KernelRow>) {
     let mut row = empty_row(cell, cores);
-    if let Err(e) = measure(exe, cell, cores, &mut row).await {
+    let mut per_kernel = Vec::new();
+    if let Err(e) = measure(exe, cell, cores, &mut row, &mut per_kernel).await {
         row.valid = false;
         row.reason = format!("{e:#}");
     }
-    row
+    (row, per_kernel)
 }
 
-async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow::Result<()> {
+async fn measure(
+    exe: &Path,
+    cell: &Cell,
+    cores: usize,
+    row: &mut Row,
+    per_kernel: &mut Vec<KernelRow>,
+) -> anyhow::Result<()> {
     let window = window(cell).map_err(anyhow::Error::msg)?;
     let (server, start_time) = start_server(exe, cell).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
@@ -131,6 +139,7 @@ async fn measure(exe: &Path, cell: &Cell, cores: usize, row: &mut Row) -> anyhow
     let report = report.context("load failed")?;
     let used = after.since(&before);
     fill(row, &report, cell, cores);
+    *per_kernel = kernels::rows(&row.cell_key(), &report);
     row.server_user_s = used.user_s;
     row.server_sys_s = used.sys_s;
     row.server_cpu_s = used.user_s + used.sys_s;

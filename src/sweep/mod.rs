@@ -9,6 +9,7 @@
 pub mod cell;
 pub mod folder;
 pub mod grid;
+pub mod kernels;
 pub mod shard;
 
 use crate::kernel;
@@ -108,7 +109,7 @@ async fn run_cells(
             c.size,
             c.repetition
         ));
-        let row = cell::run(&exe, c, cores).await;
+        let (row, per_kernel) = cell::run(&exe, c, cores).await;
         if !row.valid {
             bar.println(format!(
                 "invalid: {} {} w={} n={} rep {}: {}",
@@ -118,6 +119,7 @@ async fn run_cells(
         writer.serialize(&row)?;
         // Flushed per cell: an interrupted sweep keeps every finished cell.
         writer.flush()?;
+        kernels::append(&out.join(kernels::FILE), &per_kernel)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -178,7 +180,8 @@ fn prepare_folder(
     let has_csv = csv_path.exists();
     let mut done = HashSet::new();
     if options.force {
-        for p in [csv_path, env_path] {
+        let kernels_path = csv_path.with_file_name(kernels::FILE);
+        for p in [csv_path, env_path, &kernels_path] {
             if p.exists() {
                 std::fs::remove_file(p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;

@@ -1,0 +1,127 @@
+//! The noisy-neighbour verdicts: in each mix, the majority kernel judged on its own.
+//!
+//! A mix's pooled row is dominated by whichever kernel does most of the work, so it cannot
+//! show what the minority kernel does to its neighbour. Here the majority kernel (the one with
+//! the most replies in kernels.csv) is compared process ÷ thread on its own throughput and on
+//! its own p99 latency, with the same Welch intervals and verdicts as the whole-cell
+//! comparisons: its per-kernel rows stand in for the cells' rows and go through
+//! [`compare::comparisons`] unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::compare::{self, Comparison};
+use super::data::{order_backends, Dataset};
+use super::html::{para, Html};
+use super::sections::challenger_table;
+use crate::record::{CellKey, Row};
+use crate::sweep::kernels::KernelRow;
+
+/// What a noisy-neighbour comparison is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// The majority kernel's replies per second: higher is better.
+    Throughput,
+    /// The majority kernel's p99 latency, compared as its inverse so that a ratio above 1
+    /// still means the challenger did better (thread p99 ÷ process p99).
+    P99Latency,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Throughput => "throughput",
+            Metric::P99Latency => "p99 latency",
+        }
+    }
+
+    /// The per-kernel value in the role of a throughput: larger is better.
+    fn score(self, k: &KernelRow) -> f64 {
+        match self {
+            Metric::Throughput => k.throughput_rps,
+            Metric::P99Latency => 1e6 / k.lat_p99_us,
+        }
+    }
+}
+
+/// The kernel of `mix` with the most replies over all its rows.
+pub fn majority(kernels: &[KernelRow], mix: &str) -> Option<String> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for k in kernels.iter().filter(|k| k.mix == mix) {
+        *counts.entry(&k.kernel).or_default() += k.requests;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(k, _)| k.to_string())
+}
+
+/// The label a mix's majority kernel goes by in the comparisons: `fib in fib:15,tlb:1`.
+fn label(kernel: &str, mix: &str) -> String {
+    format!("{kernel} in {mix}")
+}
+
+/// The cells' rows with the majority kernels' own figures in place of the pooled ones: each
+/// keeps its cell's validity, and its kernel is the [`label`].
+fn stand_ins(rows: &[Row], kernels: &[KernelRow], metric: Metric) -> Vec<Row> {
+    let cells: HashMap<CellKey, &Row> = rows.iter().map(|r| (r.cell_key(), r)).collect();
+    let mut mixes: Vec<&str> = kernels.iter().map(|k| k.mix.as_str()).collect();
+    mixes.sort_unstable();
+    mixes.dedup();
+    let mut out = Vec::new();
+    for mix in mixes {
+        let Some(major) = majority(kernels, mix) else {
+            continue;
+        };
+        for k in kernels.iter().filter(|k| k.mix == mix && k.kernel == major) {
+            if let Some(cell) = cells.get(&k.cell_key()) {
+                let mut r = (*cell).clone();
+                r.kernel = label(&major, mix);
+                r.throughput_rps = metric.score(k);
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Every challenger ÷ thread comparison of the majority kernels on `metric`, in verdicts.csv
+/// order; the comparisons' `kernel` is `MAJORITY in MIX`.
+pub fn comparisons(
+    rows: &[Row],
+    kernels: &[KernelRow],
+    metric: Metric,
+    margin: f64,
+) -> Vec<Comparison> {
+    let stand_ins = stand_ins(rows, kernels, metric);
+    compare::comparisons(&Dataset::new(&stand_ins), margin)
+}
+
+/// The report's noisy-neighbour section; `kernels` is `None` for a run without kernels.csv.
+pub fn section(rows: &[Row], kernels: Option<&[KernelRow]>, margin: f64) -> Html {
+    let Some(kernels) = kernels.filter(|k| !k.is_empty()) else {
+        return para(
+            "No per-kernel data: this run has no kernels.csv (it predates it, or it has no \
+             mix), so no mix's majority kernel can be judged on its own.",
+        );
+    };
+    let mut out = Html::default();
+    for metric in [Metric::Throughput, Metric::P99Latency] {
+        let stand_ins = stand_ins(rows, kernels, metric);
+        let data = Dataset::new(&stand_ins);
+        let cmps = compare::comparisons(&data, margin);
+        out.push(Html::tagged(
+            "h3",
+            "",
+            Html::text(&format!("Majority kernel's {}", metric.as_str())),
+        ));
+        if cmps.is_empty() {
+            out.push(para(
+                "No mix has valid per-kernel rows of both a process and a thread backend.",
+            ));
+        }
+        for challenger in order_backends(cmps.iter().map(|c| c.challenger.clone())) {
+            out.push(challenger_table(&data, &cmps, &challenger));
+        }
+    }
+    out
+}
