@@ -6,6 +6,11 @@
 //! process, summed over the server's whole process tree, and the machine-wide TLB-shootdown
 //! interrupt count. They are what lets the report say *why* a backend won.
 
+mod cpus;
+
+pub use cpus::{
+    allowed_cpus, cpu_set, format_cpu_list, parse_cpu_list, pin_current_thread, CpuSplit,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 

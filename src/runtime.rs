@@ -25,11 +25,28 @@ impl Threads {
 
 /// A runtime with every driver (I/O, time) enabled.
 pub fn build(threads: Threads) -> std::io::Result<Runtime> {
-    match threads {
-        Threads::Caller => Builder::new_current_thread().enable_all().build(),
-        Threads::Pool(n) => Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
+    build_on(threads, None)
+}
+
+/// [`build`], its threads (the caller's included, which `block_on` runs on) kept to `cpus`:
+/// the sweep's load driver on cores of its own, away from the server it measures.
+pub fn build_on(threads: Threads, cpus: Option<&[usize]>) -> std::io::Result<Runtime> {
+    let mut builder = match threads {
+        Threads::Caller => Builder::new_current_thread(),
+        Threads::Pool(n) => {
+            let mut b = Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    if let Some(cpus) = cpus {
+        crate::machine::pin_current_thread(cpus)?;
+        let cpus = cpus.to_vec();
+        // Threads inherit the caller's mask already; pinning each again on start keeps a
+        // thread started from elsewhere (a blocking-pool thread) on the same cores.
+        builder.on_thread_start(move || {
+            let _ = crate::machine::pin_current_thread(&cpus);
+        });
     }
+    builder.enable_all().build()
 }

@@ -2,6 +2,7 @@
 //! a results folder.
 
 use crate::backend::BackendKind;
+use crate::machine::CpuSplit;
 use crate::sweep::folder::{self, Landing};
 use crate::sweep::grid::{parse_list, Grid, Preset, SizeSpec, Workload};
 use crate::sweep::shard::Shard;
@@ -84,6 +85,14 @@ pub struct SweepArgs {
     /// The number of shards for `--shard auto` under a Kubernetes Indexed Job (its completions).
     #[arg(long, value_name = "N", requires = "shard")]
     pub shards: Option<u32>,
+    /// CPUs for the load driver, as `0-3,8`; with --server-cpus, disjoint from it. Default: on
+    /// 8 or more CPUs the last max(1, CPUs/8) go to the driver, the rest to the server; on
+    /// fewer, no pinning. What was used is recorded in env.json as `cpu_split`.
+    #[arg(long, value_name = "LIST", requires = "server_cpus")]
+    pub driver_cpus: Option<String>,
+    /// CPUs for every cell's server and its workers, as `0-3,8`; needs --driver-cpus.
+    #[arg(long, value_name = "LIST", requires = "driver_cpus")]
+    pub server_cpus: Option<String>,
     /// Stop after this many cells (to test --resume; the CSV keeps what ran).
     #[arg(long, hide = true)]
     pub max_cells: Option<usize>,
@@ -166,6 +175,11 @@ pub(super) fn parse_margin(s: &str) -> Result<f64, String> {
 /// Runs the sweep, then says where its rows and report went and prints the headline.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let grid = args.grid(crate::machine::cores())?;
+    let cpus = CpuSplit::from_flags(
+        args.driver_cpus.as_deref(),
+        args.server_cpus.as_deref(),
+        &crate::machine::allowed_cpus(),
+    )?;
     let shard = match &args.shard {
         Some(spec) => {
             let (shard, found) = Shard::resolve(spec, args.shards, |k| std::env::var(k).ok())?;
@@ -196,6 +210,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         driver_threads: args.driver_threads.map(usize::from),
         equivalence: Some(args.equivalence),
         shard,
+        cpus,
     };
     let result = sweep::run(&grid, &options)?;
     eprintln!(

@@ -10,6 +10,7 @@
 //! child dies with the thread that started it (`PR_SET_PDEATHSIG`), so that must not be a pool
 //! thread that may retire while the child runs.
 
+mod affinity;
 mod pipes;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,8 @@ pub struct ServerCommand {
     what: String,
     stderr: StderrTo,
     own_group: bool,
+    /// Pin the child (and so its whole tree) to these CPUs; `None`: wherever this process may run.
+    cpus: Option<Vec<usize>>,
 }
 
 impl ServerCommand {
@@ -64,6 +67,7 @@ impl ServerCommand {
             what: "server".to_string(),
             stderr: StderrTo::Capture,
             own_group: false,
+            cpus: None,
         }
     }
 
@@ -92,6 +96,13 @@ impl ServerCommand {
     /// server whose own children (a Python pool) would not otherwise hear the signal.
     pub fn own_group(mut self) -> ServerCommand {
         self.own_group = true;
+        self
+    }
+
+    /// Runs the child, its threads and its own children only on `cpus`: the sweep keeps the
+    /// server off the load driver's cores.
+    pub fn cpus(mut self, cpus: &[usize]) -> ServerCommand {
+        self.cpus = Some(cpus.to_vec());
         self
     }
 
@@ -126,6 +137,11 @@ impl ServerCommand {
             .stderr(stderr);
         if self.own_group {
             self.cmd.process_group(0);
+        }
+        if let Some(cpus) = &self.cpus {
+            let set = crate::machine::cpu_set(cpus)
+                .with_context(|| format!("cannot pin the {} to CPUs {cpus:?}", self.what))?;
+            affinity::pin_child(&mut self.cmd, set);
         }
         let child = self.cmd.spawn().with_context(|| {
             format!(

@@ -76,11 +76,44 @@ pub fn overrun(tail_s: f64, window_s: f64) -> Option<String> {
     })
 }
 
-/// Starts the cell's server and measures how long it took to say where it listens.
-async fn start_server(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerChild, Duration)> {
+/// The busiest a driver thread may be for the cell to count: beyond it the driver's own
+/// queueing shows up in the latencies and may cap the throughput (`driver_saturated`).
+pub const MAX_DRIVER_BUSY: f64 = 0.75;
+
+/// Why the load driver makes the cell invalid, if it does: its busiest thread over
+/// [`MAX_DRIVER_BUSY`], or (as before per-thread shares existed) its process CPU over 90 % of
+/// its threads' wall time.
+pub fn driver_saturated(report: &LoadReport) -> Option<String> {
+    let busiest = report.driver_busy.iter().copied().fold(f64::NAN, f64::max);
+    if busiest > MAX_DRIVER_BUSY {
+        Some(format!(
+            "driver_saturated: a driver thread was {:.0}% busy (over {:.0}%)",
+            busiest * 100.0,
+            MAX_DRIVER_BUSY * 100.0
+        ))
+    } else if report.driver_saturated {
+        Some(format!(
+            "driver_saturated: {:.2} CPU-s in {:.2} s on {} thread(s)",
+            report.client_cpu_s, report.wall_s, report.driver_threads
+        ))
+    } else {
+        None
+    }
+}
+
+/// Starts the cell's server, pinned to `cpus` when given, and measures how long it took to say
+/// where it listens.
+async fn start_server(
+    exe: &Path,
+    cell: &Cell,
+    cpus: Option<&[usize]>,
+) -> anyhow::Result<(ServerChild, Duration)> {
     let mut cmd = ServerCommand::serve(exe)
         .args(["--port", "0", "--backend", cell.backend.name()])
         .args(["--workers", &cell.workers.to_string()]);
+    if let Some(cpus) = cpus {
+        cmd = cmd.cpus(cpus);
+    }
     if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
         cmd = cmd.args(["--preload", "table"]);
     }
@@ -89,12 +122,18 @@ async fn start_server(exe: &Path, cell: &Cell) -> anyhow::Result<(ServerChild, D
     Ok((server, started.elapsed()))
 }
 
-/// Runs one cell end to end. Never fails: a cell that cannot be measured becomes an invalid
-/// row with its reason, and the sweep goes on. A mix's cell also gives its per-kernel rows.
-pub async fn run(exe: &Path, cell: &Cell, cores: usize) -> (Row, Vec<KernelRow>) {
+/// Runs one cell end to end, its server on `server_cpus` when given. Never fails: a cell that
+/// cannot be measured becomes an invalid row with its reason, and the sweep goes on. A mix's
+/// cell also gives its per-kernel rows.
+pub async fn run(
+    exe: &Path,
+    cell: &Cell,
+    cores: usize,
+    server_cpus: Option<&[usize]>,
+) -> (Row, Vec<KernelRow>) {
     let mut row = empty_row(cell, cores);
     let mut per_kernel = Vec::new();
-    if let Err(e) = measure(exe, cell, cores, &mut row, &mut per_kernel).await {
+    if let Err(e) = measure(exe, cell, cores, server_cpus, &mut row, &mut per_kernel).await {
         row.valid = false;
         row.reason = format!("{e:#}");
     }
@@ -105,11 +144,12 @@ async fn measure(
     exe: &Path,
     cell: &Cell,
     cores: usize,
+    server_cpus: Option<&[usize]>,
     row: &mut Row,
     per_kernel: &mut Vec<KernelRow>,
 ) -> anyhow::Result<()> {
     let window = window(cell).map_err(anyhow::Error::msg)?;
-    let (server, start_time) = start_server(exe, cell).await?;
+    let (server, start_time) = start_server(exe, cell, server_cpus).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
     let mut spec = LoadSpec {
         addr: server.addr(),
@@ -167,12 +207,7 @@ async fn measure(
             kinds.join(", ")
         ));
     }
-    if report.driver_saturated {
-        reasons.push(format!(
-            "load driver saturated ({:.2} CPU-s in {:.2} s on {} thread(s))",
-            report.client_cpu_s, report.wall_s, report.driver_threads
-        ));
-    }
+    reasons.extend(driver_saturated(&report));
     reasons.extend(overrun(report.tail_s, report.duration_s));
     if let Err(why) = stopped {
         reasons.push(why);
@@ -298,5 +333,23 @@ mod tests {
         assert_eq!(overrun(0.25, 1.0), None);
         let why = overrun(0.4, 1.0).unwrap();
         assert!(why.starts_with("overrun: "), "{why}");
+    }
+
+    #[test]
+    fn a_driver_thread_over_three_quarters_busy_saturates_the_driver() {
+        let mut report = LoadReport::empty();
+        assert_eq!(driver_saturated(&report), None);
+        report.driver_busy = vec![0.2, 0.75];
+        assert_eq!(driver_saturated(&report), None);
+        report.driver_busy = vec![0.2, 0.8];
+        let why = driver_saturated(&report).unwrap();
+        assert!(why.starts_with("driver_saturated: "), "{why}");
+        assert!(why.contains("80% busy"), "{why}");
+        // The process-CPU flag still counts where per-thread shares are quiet or missing.
+        report.driver_busy = Vec::new();
+        report.driver_saturated = true;
+        assert!(driver_saturated(&report)
+            .unwrap()
+            .starts_with("driver_saturated: "));
     }
 }

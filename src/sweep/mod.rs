@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod shard;
 
 use crate::kernel;
+use crate::machine::CpuSplit;
 use crate::record::{read_csv, CellKey, Row};
 use anyhow::{bail, ensure, Context};
 use grid::{Grid, SizeSpec, Workload};
@@ -40,6 +41,9 @@ pub struct SweepOptions {
     pub equivalence: Option<f64>,
     /// Run only this slice of the grid points (recorded in env.json); `None`: all of them.
     pub shard: Option<shard::Shard>,
+    /// The driver's and the server's CPUs as the flags gave them; `None`: the sweep decides
+    /// ([`CpuSplit::auto`]).
+    pub cpus: Option<CpuSplit>,
 }
 
 impl SweepOptions {
@@ -50,13 +54,22 @@ impl SweepOptions {
 }
 
 /// Runs the grid into `options.out` on a runtime of its own, then writes the report.
+///
+/// The CPU split is decided here, once for the whole sweep: the driver's runtime is pinned to
+/// its CPUs and every cell's server tree to the rest, so they never compete for a core.
 pub fn run(grid: &Grid, options: &SweepOptions) -> anyhow::Result<SweepResult> {
     let cores = crate::machine::cores();
     let threads = options
         .driver_threads
         .unwrap_or_else(|| cores.div_ceil(8).clamp(1, 4));
-    let runtime = crate::runtime::build(crate::runtime::Threads::count(threads))?;
-    runtime.block_on(run_cells(grid, options, cores))
+    let split = options
+        .cpus
+        .clone()
+        .or_else(|| CpuSplit::auto(&crate::machine::allowed_cpus()));
+    let driver = split.as_ref().map(|s| s.driver.as_slice());
+    let runtime = crate::runtime::build_on(crate::runtime::Threads::count(threads), driver)
+        .context("cannot start the load driver on its CPUs")?;
+    runtime.block_on(run_cells(grid, options, cores, split.as_ref()))
 }
 
 /// What a finished sweep wrote: rows in results.csv and the headline lines.
@@ -70,6 +83,7 @@ async fn run_cells(
     grid: &Grid,
     options: &SweepOptions,
     cores: usize,
+    split: Option<&CpuSplit>,
 ) -> anyhow::Result<SweepResult> {
     let out = &options.out;
     let csv_path = out.join("results.csv");
@@ -78,7 +92,7 @@ async fn run_cells(
         s.check_points(grid.cells_per_rep() / grid.backends.len())?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (done, calibration) = prepare_folder(options, grid, &csv_path, &env_path)?;
+    let (done, calibration) = prepare_folder(options, grid, split, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
     let plan = plan(grid, &calibration, options.shard);
@@ -109,7 +123,7 @@ async fn run_cells(
             c.size,
             c.repetition
         ));
-        let (row, per_kernel) = cell::run(&exe, c, cores).await;
+        let (row, per_kernel) = cell::run(&exe, c, cores, split.map(|s| s.server.as_slice())).await;
         if !row.valid {
             bar.println(format!(
                 "invalid: {} {} w={} n={} rep {}: {}",
@@ -167,6 +181,7 @@ fn progress_bar(len: u64, grid: &Grid) -> indicatif::ProgressBar {
 fn prepare_folder(
     options: &SweepOptions,
     grid: &Grid,
+    split: Option<&CpuSplit>,
     csv_path: &Path,
     env_path: &Path,
 ) -> anyhow::Result<(HashSet<CellKey>, Calibration)> {
@@ -228,6 +243,7 @@ fn prepare_folder(
         env["calibration"] = serde_json::to_value(&calibration)?;
         env["equivalence"] = serde_json::json!(options.margin());
         env["shard"] = serde_json::to_value(options.shard)?;
+        env["cpu_split"] = serde_json::to_value(split)?;
         let tmp = env_path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;

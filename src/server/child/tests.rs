@@ -164,3 +164,23 @@ fn running(pid: i32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     })
 }
+
+#[test]
+fn a_pinned_child_and_its_threads_run_only_on_the_cpus_given() {
+    let cpu = *crate::machine::allowed_cpus().last().unwrap();
+    let child = sh(&format!("{LISTEN}; exec sleep 30"))
+        .cpus(&[cpu])
+        .start(LIMIT)
+        .unwrap();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.pid())).unwrap();
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, cpu.to_string());
+    }
+    assert!(child.stop(LIMIT).status().is_some());
+}
