@@ -56,6 +56,16 @@ def cell(row: dict) -> str:
     return f"{interval} {row['verdict']}"
 
 
+def row_counts(results: Path) -> tuple[int, int]:
+    """Valid rows and all rows of a run's results.csv."""
+    try:
+        with results.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise SystemExit(f"findings.py: cannot read {results}: {e.strerror}")
+    return sum(r["valid"] == "true" for r in rows), len(rows)
+
+
 def table(run: Path) -> str:
     verdicts_path = run / "verdicts.csv"
     try:
@@ -79,10 +89,12 @@ def table(run: Path) -> str:
     for r in chosen:
         by_kernel.setdefault(r["kernel"], {})[service_time(r["target_us"], r["size"])] = r
     reps = sorted({f"{r['reps_challenger']}/{r['reps_comparator']}" for r in chosen})
+    valid, total = row_counts(run / "results.csv")
     lines = [
         f"{CHALLENGER} ÷ {COMPARATOR} throughput, 95 % interval and verdict, {workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
-        f"repetitions {CHALLENGER}/threads: {', '.join(reps)}.",
+        f"repetitions {CHALLENGER}/threads: {', '.join(reps)}; "
+        f"{valid} of {total} rows of results.csv valid.",
         "",
         "| kernel | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),
