@@ -7,11 +7,20 @@ A Markdown file marks where a table goes:
     ...generated table...
     <!-- /findings -->
 
-and this script fills the space between the markers from that run folder's `verdicts.csv`
-(written by `threadcenter-bench sweep` or `report`) and `env.json`: for each kernel, the
-process ÷ best-thread-backend throughput ratio with its 95 % interval and verdict at every
-service time, at the run's largest worker count. The numbers in the table are the verdict
-code's, never typed by hand.
+and this script fills the space between the markers from that run folder's files. After the
+run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy -->`:
+
+- `table=verdicts` (the default), from `verdicts.csv` (written by `threadcenter-bench sweep` or
+  `report`): for each kernel, the process ÷ best-thread-backend throughput ratio with its 95 %
+  interval and verdict at every service time;
+- `table=noisy`, from `noisy.csv`: the same for each mix's majority kernel on its own
+  throughput and on its own p99 latency;
+- `table=service`, from `results.csv`: each kernel's target service time against the mean
+  single-job time measured at the calibrated n, marked where it is more than 25 % off (the
+  report's rule);
+- `workers=N`: the worker count the verdict tables show (default: the run's largest).
+
+The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
 
     python3 scripts/findings.py --write README.md results/README.md   # regenerate in place
     python3 scripts/findings.py --check README.md results/README.md   # exit 1 if stale
@@ -31,8 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(
-    r"(<!-- findings: (?P<run>[^ ]+) -->\n)(?P<body>.*?)(<!-- /findings -->)", re.DOTALL
+    r"(<!-- findings: (?P<spec>[^>]+?) -->\n)(?P<body>.*?)(<!-- /findings -->)", re.DOTALL
 )
+TOLERANCE = 0.25  # src/report/service.rs
 CHALLENGER = "process"
 COMPARATOR = "best thread"
 
@@ -66,19 +76,27 @@ def row_counts(results: Path) -> tuple[int, int]:
     return sum(r["valid"] == "true" for r in rows), len(rows)
 
 
-def table(run: Path) -> str:
-    verdicts_path = run / "verdicts.csv"
+def read_rows(path: Path) -> list[dict]:
     try:
-        with verdicts_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
     except OSError as e:
-        raise SystemExit(f"findings.py: cannot read {verdicts_path}: {e.strerror}")
+        raise SystemExit(f"findings.py: cannot read {path}: {e.strerror}")
+
+
+def verdict_table(run: Path, file: str, workers: int | None) -> str:
+    verdicts_path = run / file
+    rows = read_rows(verdicts_path)
     env = json.loads((run / "env.json").read_text())
     chosen = [r for r in rows if r["challenger"] == CHALLENGER and r["comparator"] == COMPARATOR]
     if not chosen:
         raise SystemExit(f"findings.py: {verdicts_path} has no {CHALLENGER} ÷ {COMPARATOR} rows")
-    workers = max(int(r["workers"]) for r in chosen)
+    noisy = "metric" in chosen[0]
+    if workers is None:
+        workers = max(int(r["workers"]) for r in chosen)
     chosen = [r for r in chosen if int(r["workers"]) == workers]
+    if not chosen:
+        raise SystemExit(f"findings.py: {verdicts_path} has no rows at {workers} workers")
     times = sorted({(float(r["target_us"] or 0), int(r["size"]), r["target_us"]) for r in chosen})
     columns = []
     for _, size, target in times:
@@ -87,11 +105,18 @@ def table(run: Path) -> str:
             columns.append(label)
     by_kernel: dict[str, dict[str, dict]] = {}
     for r in chosen:
-        by_kernel.setdefault(r["kernel"], {})[service_time(r["target_us"], r["size"])] = r
+        name = f"`{r['kernel']}`: {r['metric']}" if noisy else f"`{r['kernel']}`"
+        by_kernel.setdefault(name, {})[service_time(r["target_us"], r["size"])] = r
     reps = sorted({f"{r['reps_challenger']}/{r['reps_comparator']}" for r in chosen})
     valid, total = row_counts(run / "results.csv")
+    what = (
+        "each mix's majority kernel on its own: throughput, and p99 latency as thread p99 ÷ "
+        f"{CHALLENGER} p99 (above 1: {CHALLENGER} better);"
+        if noisy
+        else "throughput,"
+    )
     lines = [
-        f"{CHALLENGER} ÷ {COMPARATOR} throughput, 95 % interval and verdict, {workers} workers, "
+        f"{CHALLENGER} ÷ {COMPARATOR}, {what} 95 % interval and verdict, {workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
         f"repetitions {CHALLENGER}/threads: {', '.join(reps)}; "
         f"{valid} of {total} rows of results.csv valid.",
@@ -99,16 +124,71 @@ def table(run: Path) -> str:
         "| kernel | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
-    for kernel in sorted(by_kernel):
+    for kernel in sorted(by_kernel, key=lambda k: k.replace("`", "")):
         cells = [cell(by_kernel[kernel][c]) if c in by_kernel[kernel] else "–" for c in columns]
+        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def service_table(run: Path) -> str:
+    """Target against measured single-job time, per kernel and target (all rows count)."""
+    rows = [r for r in read_rows(run / "results.csv") if r.get("target_us")]
+    if not rows:
+        raise SystemExit(f"findings.py: {run / 'results.csv'} has no calibrated sizes")
+    sums: dict[tuple[str, float], list[float]] = {}
+    for r in rows:
+        measured = r.get("service_us") or r.get("single_job_us") or ""
+        entry = sums.setdefault((r["kernel"], float(r["target_us"])), [])
+        if measured and float(measured) > 0:
+            entry.append(float(measured))
+    targets = sorted({t for _, t in sums})
+    columns = [service_time(str(t), "") for t in targets]
+    lines = [
+        "target service time → mean single-job time measured at the calibrated n, and how far "
+        f"off; ⚠ marks more than {TOLERANCE:.0%} off (the report's rule).",
+        "",
+        "| kernel | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for kernel in sorted({k for k, _ in sums}):
+        cells = []
+        for t in targets:
+            values = sums.get((kernel, t))
+            if not values:
+                cells.append("–")
+                continue
+            mean = sum(values) / len(values)
+            off = mean / t - 1
+            mark = " ⚠" if abs(off) > TOLERANCE else ""
+            measured = f"{mean / 1000:.3g} ms" if mean >= 1000 else f"{mean:.3g} µs"
+            cells.append(f"{measured} ({off:+.0%}){mark}")
         lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def table(spec: str, base: Path) -> str:
+    run, *options = spec.split()
+    opts = {}
+    for o in options:
+        key, eq, value = o.partition("=")
+        if not eq or key not in ("workers", "table"):
+            raise SystemExit(f"findings.py: unknown marker option {o!r} in {spec!r}")
+        opts[key] = value
+    folder = (base / run).resolve()
+    workers = int(opts["workers"]) if "workers" in opts else None
+    kind = opts.get("table", "verdicts")
+    if kind == "verdicts":
+        return verdict_table(folder, "verdicts.csv", workers)
+    if kind == "noisy":
+        return verdict_table(folder, "noisy.csv", workers)
+    if kind == "service":
+        return service_table(folder)
+    raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
+
+
 def regenerate(text: str, base: Path) -> str:
     def fill(m: re.Match) -> str:
-        run = (base / m.group("run")).resolve()
-        return m.group(1) + table(run) + m.group(4)
+        return m.group(1) + table(m.group("spec"), base) + m.group(4)
 
     return BLOCK.sub(fill, text)
 

@@ -283,6 +283,26 @@ fn a_mix_is_judged_on_its_majority_kernel_not_on_the_pooled_cell() {
     let (lo, hi) = best.interval().expect("interval");
     assert!(lo > 1.0 && lo <= best.ratio && best.ratio <= hi, "{best:?}");
 
+    // The report writes the same comparisons to noisy.csv beside verdicts.csv.
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("results.csv");
+    let mut w = csv::Writer::from_path(&csv_path).unwrap();
+    rows.iter().for_each(|r| w.serialize(r).unwrap());
+    w.flush().unwrap();
+    threadcenter::sweep::kernels::append(&dir.path().join("kernels.csv"), &kernels).unwrap();
+    report::write_report(&csv_path, None, &dir.path().join("report.html")).unwrap();
+    let written = std::fs::read_to_string(dir.path().join(noisy::FILE)).unwrap();
+    let mut lines = written.lines();
+    assert!(lines.next().unwrap().ends_with(",reps_comparator,metric"));
+    let best_p99 = lines
+        .find(|l| l.contains("best thread") && l.ends_with("p99 latency"))
+        .expect("a best-thread p99 row");
+    assert!(
+        best_p99.starts_with("\"fib in fib:15,tlb:1\",4,") && best_p99.contains(",5.0"),
+        "{best_p99}"
+    );
+    assert!(best_p99.contains("process wins"), "{best_p99}");
+
     // A cell marked invalid takes its kernels' rows out too.
     rows.iter_mut()
         .filter(|r| r.backend == "process")

@@ -223,7 +223,14 @@ pub fn write_report_with(
         kernels.as_deref(),
     )
     .with_context(|| format!("cannot render a report from {}", csv.display()))?;
+    let noisy_csv = match kernels.as_deref() {
+        Some(k) => Some(noisy::csv_bytes(&noisy::all_comparisons(&rows, k, margin))?),
+        None => None,
+    };
     compare::write_csv(&verdicts_path(out), &comparisons)?;
+    if let Some(bytes) = noisy_csv {
+        write_atomic(&verdicts_path(out).with_file_name(noisy::FILE), &bytes)?;
+    }
     write_atomic(out, page.as_bytes())
 }
 

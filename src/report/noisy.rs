@@ -96,6 +96,64 @@ pub fn comparisons(
     compare::comparisons(&Dataset::new(&stand_ins), margin)
 }
 
+/// The file beside verdicts.csv that holds the majority kernels' comparisons: verdicts.csv's
+/// columns (SPEC §7) then `metric` (`throughput` or `p99 latency`), with `kernel` written as
+/// `MAJORITY in MIX`. Its rows are the figures of the report's noisy-neighbour section, for
+/// scripts (scripts/findings.py) to quote without recomputing a statistic.
+pub const FILE: &str = "noisy.csv";
+
+/// One row of noisy.csv (written by hand: the csv crate cannot flatten a struct).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoisyRow {
+    pub comparison: Comparison,
+    pub metric: String,
+}
+
+/// Every majority-kernel comparison on both metrics, throughput first.
+pub fn all_comparisons(rows: &[Row], kernels: &[KernelRow], margin: f64) -> Vec<NoisyRow> {
+    [Metric::Throughput, Metric::P99Latency]
+        .into_iter()
+        .flat_map(|metric| {
+            comparisons(rows, kernels, metric, margin)
+                .into_iter()
+                .map(move |comparison| NoisyRow {
+                    comparison,
+                    metric: metric.as_str().to_string(),
+                })
+        })
+        .collect()
+}
+
+/// noisy.csv's bytes: the header even when there is no row.
+pub fn csv_bytes(rows: &[NoisyRow]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = compare::COLUMNS.to_vec();
+    header.push("metric");
+    w.write_record(&header)?;
+    for r in rows {
+        let c = &r.comparison;
+        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        w.write_record([
+            c.kernel.clone(),
+            c.workers.to_string(),
+            c.connections.to_string(),
+            c.depth.to_string(),
+            c.size.to_string(),
+            opt(c.target_us),
+            c.challenger.clone(),
+            c.comparator.clone(),
+            c.ratio.to_string(),
+            opt(c.lo),
+            opt(c.hi),
+            c.verdict.as_str().to_string(),
+            c.reps_challenger.to_string(),
+            c.reps_comparator.to_string(),
+            r.metric.clone(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The report's noisy-neighbour section; `kernels` is `None` for a run without kernels.csv.
 pub fn section(rows: &[Row], kernels: Option<&[KernelRow]>, margin: f64) -> Html {
     let Some(kernels) = kernels.filter(|k| !k.is_empty()) else {

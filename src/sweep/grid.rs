@@ -104,7 +104,9 @@ mod secs {
 
 /// The mechanism kernels that the standard and full presets both measure, first and in this
 /// order; each preset adds its own extras after them.
-const MECHANISMS: [&str; 6] = ["fib", "alloc", "fault", "tlb", "shared", "gil"];
+const MECHANISMS: [&str; 8] = [
+    "fib", "alloc", "fault", "tlb", "mprotect", "munmap", "shared", "gil",
+];
 
 /// The named presets. Each repeats every cell at least 5 times: the verdicts' Welch intervals
 /// need 3 repetitions to find a 1.5x difference at 5 % noise (tests/simulation.rs measures
@@ -116,12 +118,13 @@ pub enum Preset {
     /// Under 2 minutes on 2 cores: `fib` and `gil` at 10 µs and 2 ms, 2 workers, 6 repetitions
     /// of 0.6 s. Enough to show one place processes win (gil) and one where they do not (fib).
     Quick,
-    /// About 30 minutes on 2 cores (1,440 cells of 0.9 s + 0.2 s warmup): every mechanism
-    /// kernel but `table`, workers 1, 2 and 4, sizes 50 µs, 500 µs and 5 ms, 5 repetitions.
+    /// About 30 minutes on 2 cores (1,800 cells of 0.8 s + 0.15 s warmup): every mechanism
+    /// kernel, `sleep` and a mix, but not `table`; workers 1, 2 and 4, sizes 50 µs, 500 µs and
+    /// 5 ms, 5 repetitions.
     Standard,
     /// The full grid for many-core machines: workers 1, 2, 4, … up to the core count, every
-    /// kernel, sizes 20 µs, 200 µs and 2 ms, 5 repetitions of 2 s. On 16 cores that is 2,700
-    /// cells, about 1 h 50 min.
+    /// kernel, sizes 20 µs, 200 µs and 2 ms, 5 repetitions of 2 s. On 16 cores that is 3,300
+    /// cells, about 2 h 15 min.
     Full,
 }
 
@@ -161,8 +164,8 @@ impl Grid {
                 sizes: vec![us(50.0), us(500.0), us(5000.0)],
                 kernels: w(&[&MECHANISMS[..], &["sleep", "fib:9+tlb:1"]].concat()),
                 repeat: 5,
-                duration: Duration::from_millis(900),
-                warmup: Duration::from_millis(200),
+                duration: Duration::from_millis(800),
+                warmup: Duration::from_millis(150),
                 seed: 1,
             },
             Preset::Full => {
