@@ -115,8 +115,9 @@ const MECHANISMS: [&str; 8] = [
 /// bursts of other work, which more repetitions average out and longer ones do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
-    /// Under 2 minutes on 2 cores: `fib` and `gil` at 10 µs and 2 ms, 2 workers, 6 repetitions
-    /// of 0.6 s. Enough to show one place processes win (gil) and one where they do not (fib).
+    /// Under 2 minutes on 2 cores: `fib`, `gil` and the `fib:9,tlb:1` mix at 10 µs and 2 ms,
+    /// 2 workers, 5 repetitions of 0.5 s. Enough to show one place processes win (gil), one
+    /// where they do not (fib), and a mix judged on its majority kernel (kernels.csv).
     Quick,
     /// About 30 minutes on 2 cores (1,800 cells of 0.8 s + 0.15 s warmup): every mechanism
     /// kernel, `sleep` and a mix, but not `table`; workers 1, 2 and 4, sizes 50 µs, 500 µs and
@@ -150,9 +151,9 @@ impl Grid {
                 connections: vec![4],
                 depths: vec![1],
                 sizes: vec![us(10.0), us(2000.0)],
-                kernels: w(&["fib", "gil"]),
-                repeat: 6,
-                duration: Duration::from_millis(600),
+                kernels: w(&["fib", "gil", "fib:9+tlb:1"]),
+                repeat: 5,
+                duration: Duration::from_millis(500),
                 warmup: Duration::from_millis(150),
                 seed: 1,
             },
