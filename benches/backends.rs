@@ -4,7 +4,8 @@
 //! - `dispatch/<backend>`: submit one tiny job (`fib` with `n = 1`, a few nanoseconds of
 //!   compute) and wait for its completion. This is the round trip one request pays on top of
 //!   its compute: a thread wake-up for `rayon` and `tokio`, two pipe hops and a worker process
-//!   wake-up for `process`.
+//!   wake-up for `process`; two ring hand-offs (and an eventfd wake-up where a side sleeps)
+//!   for `shm`.
 //! - `throughput/<backend>`: submit a burst of tiny jobs at once and wait for all of them, in
 //!   jobs per second. Here the process backend can batch pipe writes and keep jobs written
 //!   ahead, so its per-job cost falls well below its round trip.
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use threadcenter::backend::process::ProcessBackend;
 use threadcenter::backend::rayon_pool::RayonBackend;
 use threadcenter::backend::tokio_pool::TokioBackend;
-use threadcenter::backend::{Backend, BackendKind, Job, JobResult, PoolConfig};
+use threadcenter::backend::{Backend, BackendKind, Job, JobResult, PoolConfig, Transport};
 use threadcenter::kernel::Kernel;
 use tokio::sync::oneshot;
 
@@ -44,9 +45,18 @@ const TINY_N: u64 = 1;
 const LOCK_N: u64 = 8_000_000;
 
 /// The backends that are pools; `prefork` has no in-process pool (see `benches/e2e.rs`).
-const POOLS: [BackendKind; 3] = [BackendKind::Process, BackendKind::Rayon, BackendKind::Tokio];
+const POOLS: [BackendKind; 4] = [
+    BackendKind::Process,
+    BackendKind::Shm,
+    BackendKind::Rayon,
+    BackendKind::Tokio,
+];
 
 fn pool_config() -> PoolConfig {
+    pool_config_for(Transport::Pipe)
+}
+
+fn pool_config_for(transport: Transport) -> PoolConfig {
     PoolConfig {
         workers: WORKERS,
         queue: 4 * BURST,
@@ -54,6 +64,7 @@ fn pool_config() -> PoolConfig {
         worker_queue: 2,
         preload: Vec::new(),
         worker_exe: Some(env!("CARGO_BIN_EXE_threadcenter-bench").into()),
+        transport,
     }
 }
 
@@ -61,6 +72,12 @@ fn pool_config() -> PoolConfig {
 async fn start_pool(kind: BackendKind) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match kind {
         BackendKind::Process => Arc::new(ProcessBackend::start(pool_config()).await?),
+        BackendKind::Shm => {
+            let shm = Transport::Shm {
+                spin_us: threadcenter::backend::shm::DEFAULT_SPIN_US,
+            };
+            Arc::new(ProcessBackend::start(pool_config_for(shm)).await?)
+        }
         BackendKind::Rayon => Arc::new(RayonBackend::start(pool_config())?),
         BackendKind::Tokio => Arc::new(TokioBackend::start(pool_config())?),
         BackendKind::Prefork => anyhow::bail!("prefork is W whole servers, not a pool"),

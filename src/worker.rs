@@ -12,12 +12,16 @@ use anyhow::{bail, Context};
 use std::io::{BufWriter, Write};
 
 /// Serves jobs from stdin until it closes, after building the per-process state of the
-/// `preload` kernels (by name).
-pub fn run(preload: &[String]) -> anyhow::Result<()> {
+/// `preload` kernels (by name). With `shm`, jobs come through shared rings instead
+/// ([`crate::backend::shm::worker`]), polled for up to `spin` before sleeping.
+pub fn run(preload: &[String], shm: Option<std::time::Duration>) -> anyhow::Result<()> {
     die_with_parent()?;
     for name in preload {
         let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
         k.prepare();
+    }
+    if let Some(spin) = shm {
+        return crate::backend::shm::worker::run(spin, answer);
     }
     let mut input = BlockingFrameReader::new(std::io::stdin().lock(), MAX_PIPE_FRAME);
     let mut output = BufWriter::new(std::io::stdout().lock());
@@ -33,21 +37,26 @@ pub fn run(preload: &[String]) -> anyhow::Result<()> {
         let Some(job) = PipeJob::decode(payload) else {
             bail!("undecodable job frame");
         };
-        let started_ns = mono_ns();
-        let reply = match run_caught(job.kernel, job.n) {
-            Ok((result, compute_us)) => PipeReply::Done {
-                result,
-                started_ns,
-                compute_ns: (compute_us * 1e3) as u64,
-            },
-            Err(f) => PipeReply::Panicked(f.detail),
-        };
+        let reply = answer(job);
         frame.clear();
         reply.encode(&mut frame);
         output.write_all(&frame)?;
         output.flush()?;
     }
     Ok(())
+}
+
+/// Runs one job and says how it went, with its start on the clock shared with the server.
+fn answer(job: PipeJob) -> PipeReply {
+    let started_ns = mono_ns();
+    match run_caught(job.kernel, job.n) {
+        Ok((result, compute_us)) => PipeReply::Done {
+            result,
+            started_ns,
+            compute_ns: (compute_us * 1e3) as u64,
+        },
+        Err(f) => PipeReply::Panicked(f.detail),
+    }
 }
 
 /// Asks the kernel to SIGKILL this process when the server dies, so a killed server leaves

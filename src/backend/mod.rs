@@ -5,6 +5,7 @@
 //!
 //! - [`process`]: worker processes, the binary re-executed as `threadcenter-bench worker`, fed
 //!   over pipes (the original Python design, `multiprocessing.Pool`).
+//! - [`shm`]: the same worker processes fed through shared-memory rings (`--backend shm`).
 //! - [`rayon_pool`]: a rayon thread pool.
 //! - [`tokio_pool`]: `spawn_blocking` on a blocking pool capped at W threads.
 //!
@@ -15,6 +16,7 @@
 mod pipe;
 pub mod process;
 pub mod rayon_pool;
+pub mod shm;
 mod thread_pool;
 pub mod tokio_pool;
 
@@ -92,7 +94,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A pool that runs jobs. Implementations must call each accepted job's completion exactly
 /// once, and must never block the caller of `submit`.
 pub trait Backend: Send + Sync + 'static {
-    /// The contract name: `process`, `rayon` or `tokio`.
+    /// The contract name: `process`, `shm`, `rayon` or `tokio`.
     fn name(&self) -> &'static str;
 
     /// Queues a job, or refuses it at once (`overloaded` when the queue is full,
@@ -118,14 +120,16 @@ pub enum BackendKind {
     Rayon,
     Tokio,
     Prefork,
+    Shm,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Process,
         BackendKind::Rayon,
         BackendKind::Tokio,
         BackendKind::Prefork,
+        BackendKind::Shm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +138,7 @@ impl BackendKind {
             BackendKind::Rayon => "rayon",
             BackendKind::Tokio => "tokio",
             BackendKind::Prefork => "prefork",
+            BackendKind::Shm => "shm",
         }
     }
 
@@ -161,6 +166,18 @@ pub struct PoolConfig {
     pub preload: Vec<Kernel>,
     /// Process backend: the program to run as `worker` (default: this executable).
     pub worker_exe: Option<std::path::PathBuf>,
+    /// Process backend: how jobs reach the workers.
+    pub transport: Transport,
+}
+
+/// How the process pool talks to its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Length-prefixed frames over each worker's stdin and stdout (`--backend process`).
+    Pipe,
+    /// Shared-memory rings (`--backend shm`); an idle worker polls for `spin_us` µs before it
+    /// sleeps.
+    Shm { spin_us: u64 },
 }
 
 /// Runs a job on the calling thread, turning a panic into `job_panicked`. Shared by the thread

@@ -1,6 +1,6 @@
 //! `threadcenter-bench serve`: the flags, turned into a [`ServeConfig`] and served until a signal.
 
-use crate::backend::{BackendKind, PoolConfig};
+use crate::backend::{BackendKind, PoolConfig, Transport};
 use crate::kernel::Kernel;
 use crate::server::{self, ServeConfig, ServerConfig};
 use crate::units::parse_duration;
@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// its round trip (short jobs get more, up to ~100 µs of work; 1 turns writing ahead off).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub worker_queue: u64,
+    /// `--backend shm`: µs an idle worker polls its job ring before it sleeps (0: sleep at
+    /// once). Spinning takes CPU from the other workers and the I/O thread on small machines.
+    #[arg(long, default_value_t = crate::backend::shm::DEFAULT_SPIN_US, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub spin_us: u64,
     /// Build these kernels' per-process state before listening (e.g. `table`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
     pub preload: Vec<Kernel>,
@@ -101,6 +105,12 @@ impl ServeArgs {
                 worker_queue: self.worker_queue as usize,
                 preload: self.preload.clone(),
                 worker_exe: self.worker_exe.clone(),
+                transport: match self.backend {
+                    BackendKind::Shm => Transport::Shm {
+                        spin_us: self.spin_us,
+                    },
+                    _ => Transport::Pipe,
+                },
             },
             server: ServerConfig {
                 max_frame: self.max_frame,

@@ -124,7 +124,7 @@ pub async fn serve(
     // Each pool starts before the port is bound, so no connection waits on a pool that is
     // still starting.
     let (backend, listener): (Arc<dyn Backend>, TcpListener) = match config.backend {
-        BackendKind::Process => (
+        BackendKind::Process | BackendKind::Shm => (
             Arc::new(ProcessBackend::start(pool).await?),
             bind(addr).await?,
         ),

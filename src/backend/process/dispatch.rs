@@ -5,11 +5,9 @@ use super::worker::Worker;
 use super::{Pending, Shared};
 use crate::backend::pipe::{PipeJob, PipeReply};
 use crate::backend::{dropped_unstarted, Done, Failure};
-use crate::connection::ReadLimits;
 use crate::protocol::ErrorCode;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 /// Work written ahead into a worker's pipe when its jobs are short: enough to cover the pipe
@@ -21,7 +19,7 @@ const WRITE_AHEAD_BUDGET_NS: u64 = 100_000;
 /// write), added to each job's compute time when estimating how many fit the budget.
 const PER_JOB_OVERHEAD_NS: u64 = 5_000;
 /// Most jobs written ahead into one pipe, however short they are.
-const MAX_WRITE_AHEAD: usize = 64;
+pub(super) const MAX_WRITE_AHEAD: usize = 64;
 
 /// Why a worker's run ended.
 pub(super) enum Ended {
@@ -42,7 +40,6 @@ pub(super) async fn serve(
     carry: &mut VecDeque<Pending>,
     shared: &Shared,
 ) -> Ended {
-    let mut out = Vec::with_capacity(256);
     // When the oldest job in flight started executing (the worker runs them in order).
     let mut running_since = Instant::now();
     let mut queue_closed = false;
@@ -86,19 +83,18 @@ pub(super) async fn serve(
                 running_since = Instant::now();
                 shared.idle.fetch_sub(1, Ordering::AcqRel);
             }
-            PipeJob {
+            let sent = w.send(&PipeJob {
                 kernel: next.job.kernel,
                 n: next.job.n,
                 submitted_ns: next.submitted_ns,
-            }
-            .encode(&mut out);
+            });
             in_flight.push_back(next);
-        }
-        if !out.is_empty() {
-            if let Err(e) = w.stdin.write_all(&out).await {
-                return Ended::Crashed(format!("pipe write failed: {e}"));
+            if let Err(why) = sent {
+                return Ended::Crashed(why);
             }
-            out.clear();
+        }
+        if let Err(why) = w.flush().await {
+            return Ended::Crashed(why);
         }
         if queue_closed && in_flight.is_empty() && carry.is_empty() {
             return Ended::Drained;
@@ -107,18 +103,17 @@ pub(super) async fn serve(
         tokio::select! {
             // Replies first: they free the worker's pipe for more work.
             biased;
-            frame = w.stdout.read_frame(ReadLimits::NONE) => {
-                let frame = match frame {
-                    Ok(Some(f)) => f,
-                    Ok(None) => return Ended::Crashed("worker exited".into()),
-                    Err(e) => return Ended::Crashed(e.to_string()),
+            reply = w.recv() => {
+                let reply = match reply {
+                    Ok(r) => r,
+                    Err(why) => return Ended::Crashed(why),
                 };
                 let Some(p) = in_flight.pop_front() else {
                     return Ended::Crashed("worker replied with no job in flight".into());
                 };
                 running_since = Instant::now();
-                match PipeReply::decode(&frame) {
-                    Some(PipeReply::Done { result, started_ns, compute_ns }) => {
+                match reply {
+                    PipeReply::Done { result, started_ns, compute_ns } => {
                         let cost = compute_ns.saturating_add(PER_JOB_OVERHEAD_NS);
                         let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
                         job_ns = Some(avg);
@@ -129,10 +124,10 @@ pub(super) async fn serve(
                             compute_us: compute_ns as f64 / 1e3,
                         }));
                     }
-                    Some(PipeReply::Panicked(msg)) => {
+                    PipeReply::Panicked(msg) => {
                         (p.done)(Err(Failure::new(ErrorCode::JobPanicked, msg)));
                     }
-                    Some(PipeReply::Ready { .. }) | None => {
+                    PipeReply::Ready { .. } => {
                         in_flight.push_front(p);
                         return Ended::Crashed("worker wrote garbage on its pipe".into());
                     }

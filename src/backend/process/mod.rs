@@ -14,6 +14,9 @@
 //! (`PR_SET_PDEATHSIG`) and exits on end of input, and every child is waited for, so neither
 //! orphans nor zombies remain.
 //!
+//! The same pool runs over shared memory instead of pipes as `--backend shm`
+//! ([`crate::backend::shm`]): only how a job reaches a worker and its reply comes back differs.
+//!
 //! Here: the queue and the [`Backend`] face. `worker` starts one process and waits until it is
 //! ready, `supervise` owns a slot and replaces dead workers, `dispatch` feeds one worker.
 
@@ -22,7 +25,7 @@ mod supervise;
 mod worker;
 
 use super::pipe::instant_to_ns;
-use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig};
+use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig, Transport};
 use crate::protocol::ErrorCode;
 use anyhow::Context;
 use parking_lot::Mutex;
@@ -47,6 +50,7 @@ struct Shared {
     preload: Vec<String>,
     timeout: Duration,
     worker_queue: usize,
+    transport: Transport,
     queue: async_channel::Receiver<Pending>,
     /// Drain time is over: kill workers, answer what is left with `shutting_down`.
     abort: CancellationToken,
@@ -57,6 +61,13 @@ struct Shared {
     /// none is idle: otherwise one worker could take two long jobs while another sits idle.
     idle: AtomicUsize,
     pids: Mutex<Vec<Option<u32>>>,
+}
+
+impl Shared {
+    /// Most jobs ever in flight on one worker (see `dispatch::write_ahead`).
+    fn write_ahead_cap(&self) -> usize {
+        dispatch::MAX_WRITE_AHEAD.max(self.worker_queue)
+    }
 }
 
 pub struct ProcessBackend {
@@ -82,6 +93,7 @@ impl ProcessBackend {
                 .collect(),
             timeout: config.job_timeout,
             worker_queue: config.worker_queue.max(1),
+            transport: config.transport,
             queue: rx,
             abort: CancellationToken::new(),
             fatal: CancellationToken::new(),
@@ -120,7 +132,10 @@ impl ProcessBackend {
 
 impl Backend for ProcessBackend {
     fn name(&self) -> &'static str {
-        "process"
+        match self.shared.transport {
+            Transport::Pipe => "process",
+            Transport::Shm { .. } => "shm",
+        }
     }
 
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {

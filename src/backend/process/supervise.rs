@@ -62,7 +62,7 @@ pub(super) async fn supervise(slot: usize, first: Worker, shared: Arc<Shared>) {
         match &ended {
             Ended::Drained => {
                 // End of input tells the worker to exit; give it a moment, then insist.
-                drop(worker.stdin);
+                worker.close();
                 if tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
                     .await
                     .is_err()

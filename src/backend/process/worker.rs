@@ -2,10 +2,13 @@
 //! process itself runs [`crate::worker`].
 
 use super::Shared;
-use crate::backend::pipe::{PipeReply, MAX_PIPE_FRAME};
+use crate::backend::pipe::{PipeJob, PipeReply, MAX_PIPE_FRAME};
+use crate::backend::shm::ServerRings;
+use crate::backend::Transport;
 use crate::connection::{FrameReader, ReadLimits};
 use anyhow::Context;
 use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -17,8 +20,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) struct Worker {
     pub child: Child,
     pub pid: u32,
-    pub stdin: ChildStdin,
+    /// Replies on the pipe transport; on shm only the ready message, then end of file when
+    /// the worker dies.
     pub stdout: FrameReader<ChildStdout>,
+    link: Link,
+}
+
+/// How jobs reach the worker. Dropping it closes the worker's stdin: its signal to exit.
+enum Link {
+    Pipe {
+        stdin: ChildStdin,
+        /// Job frames encoded but not yet written.
+        out: Vec<u8>,
+    },
+    Shm {
+        rings: Box<ServerRings>,
+        _control: std::os::unix::net::UnixStream,
+    },
+    Closed,
 }
 
 impl Worker {
@@ -29,15 +48,43 @@ impl Worker {
         if !shared.preload.is_empty() {
             cmd.arg("--preload").arg(shared.preload.join(","));
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+        let mut shm = None;
+        match shared.transport {
+            Transport::Pipe => {
+                cmd.stdin(Stdio::piped());
+            }
+            Transport::Shm { spin_us } => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                cmd.arg("--shm").arg("--spin-us").arg(spin_us.to_string());
+                cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                let cap = crate::backend::shm::ring_capacity(shared.write_ahead_cap());
+                shm = Some((ours, ServerRings::create(cap)?));
+            }
+        }
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start worker {}", shared.exe.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        drop(cmd); // our copy of the child's stdin socket
+        let Some(stdout) = child.stdout.take() else {
             anyhow::bail!("worker started without pipes");
+        };
+        let link = match (shm, child.stdin.take()) {
+            (Some((control, (rings, fds))), _) => {
+                crate::backend::shm::send_fds(&control, &fds)
+                    .context("cannot send the worker its rings")?;
+                Link::Shm {
+                    rings: Box::new(rings),
+                    _control: control,
+                }
+            }
+            (None, Some(stdin)) => Link::Pipe {
+                stdin,
+                out: Vec::with_capacity(256),
+            },
+            (None, None) => anyhow::bail!("worker started without pipes"),
         };
         let mut stdout = FrameReader::new(stdout, MAX_PIPE_FRAME);
         let hello = tokio::time::timeout(START_TIMEOUT, stdout.read_frame(ReadLimits::NONE)).await;
@@ -64,8 +111,60 @@ impl Worker {
         Ok(Worker {
             child,
             pid,
-            stdin,
             stdout,
+            link,
         })
+    }
+
+    /// Hands a job to the worker: queued for [`Worker::flush`] on pipes, published at once on
+    /// shm. An error means the worker is gone or broke the protocol.
+    pub fn send(&mut self, job: &PipeJob) -> Result<(), String> {
+        match &mut self.link {
+            Link::Pipe { out, .. } => {
+                job.encode(out);
+                Ok(())
+            }
+            Link::Shm { rings, .. } => rings.send(job),
+            Link::Closed => Err("worker input closed".into()),
+        }
+    }
+
+    /// Writes the jobs [`Worker::send`] queued (one write for all of them).
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if let Link::Pipe { stdin, out } = &mut self.link {
+            if !out.is_empty() {
+                let written = stdin.write_all(out).await;
+                out.clear();
+                written.map_err(|e| format!("pipe write failed: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker's next reply; an error says why there will be none (it died, or wrote
+    /// garbage). Cancel-safe.
+    pub async fn recv(&mut self) -> Result<PipeReply, String> {
+        let Link::Shm { rings, .. } = &mut self.link else {
+            return match self.stdout.read_frame(ReadLimits::NONE).await {
+                Ok(Some(frame)) => PipeReply::decode(&frame)
+                    .ok_or_else(|| "worker wrote garbage on its pipe".into()),
+                Ok(None) => Err("worker exited".into()),
+                Err(e) => Err(e.to_string()),
+            };
+        };
+        tokio::select! {
+            biased;
+            reply = rings.recv() => reply,
+            // Nothing follows the ready message: any end of the pipe is the worker's end.
+            _ = self.stdout.read_frame(ReadLimits::NONE) => {
+                // A reply it published before dying is still its answer.
+                rings.try_recv()?.ok_or_else(|| "worker exited".into())
+            }
+        }
+    }
+
+    /// Closes the worker's input: it exits once it sees that.
+    pub fn close(&mut self) {
+        self.link = Link::Closed;
     }
 }
