@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct Row {
     /// Workload kernel, or a weighted mix such as `fib:9,tlb:1`.
     pub kernel: String,
-    /// `process`, `rayon`, `tokio` or `prefork`.
+    /// `process`, `shm`, `rayon`, `tokio` or `prefork`.
     pub backend: String,
     /// Compute workers (processes or threads).
     pub workers: u32,

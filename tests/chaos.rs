@@ -232,7 +232,7 @@ fn chaos(backend: &'static str) {
         tally: Mutex::new(Default::default()),
     });
     // Worker faults excuse `worker_crashed` and `timeout`; the overload burst, `overloaded`.
-    let allowed: &'static [&'static str] = if backend == "process" {
+    let allowed: &'static [&'static str] = if PROCESS_POOLS.contains(&backend) {
         &["overloaded", "worker_crashed", "timeout"]
     } else {
         &["overloaded"]
@@ -264,7 +264,7 @@ fn chaos(backend: &'static str) {
             ("crash kernel", attacks::crashing),
             ("overload burst", attacks::overload),
         ];
-        if backend == "process" {
+        if PROCESS_POOLS.contains(&backend) {
             attackers.push(("worker faults", attacks::worker_faults));
         }
         for (name, attack) in attackers {
@@ -323,6 +323,11 @@ fn chaos(backend: &'static str) {
 #[test]
 fn chaos_process() {
     chaos("process");
+}
+
+#[test]
+fn chaos_shm() {
+    chaos("shm");
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub struct SweepArgs {
     /// The full grid for many-core machines (the default when no preset is named).
     #[arg(long)]
     pub full: bool,
-    /// Backends, comma-separated: process, rayon, tokio, prefork.
+    /// Backends, comma-separated: process, rayon, tokio, prefork, shm.
     #[arg(long)]
     pub backends: Option<String>,
     /// Worker counts, comma-separated.
@@ -78,6 +78,10 @@ pub struct SweepArgs {
     /// `equivalent` (recorded in env.json, so `report` re-renders with it).
     #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_margin)]
     pub equivalence: f64,
+    /// `shm` servers: µs an idle worker polls for its next job before it sleeps (recorded in
+    /// env.json); default: the server's.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub spin_us: Option<u64>,
     /// Run only the K-th of N slices of the grid points, K counting from 1 (1/4 … 4/4); every
     /// backend and repetition of a grid point stays in one slice. `auto`: K and N from a Slurm
     /// array job or a Kubernetes Indexed Job (with --shards).
@@ -212,6 +216,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         equivalence: Some(args.equivalence),
         shard,
         cpus,
+        spin_us: args.spin_us,
     };
     let result = sweep::run(&grid, &options)?;
     eprintln!(

@@ -20,5 +20,6 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &args.preload,
         args.shm
             .then(|| std::time::Duration::from_micros(args.spin_us)),
-    ).map(|()| ExitCode::SUCCESS)
+    )
+    .map(|()| ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ pub fn backend_colour(backend: &str) -> RGBColor {
     match backend {
         "process" => RGBColor(214, 39, 40),
         "prefork" => RGBColor(255, 127, 14),
+        "shm" => RGBColor(188, 189, 34),
         "rayon" => RGBColor(31, 119, 180),
         "tokio" => RGBColor(44, 160, 44),
         other => {

@@ -12,7 +12,7 @@ use crate::record::Row;
 pub const THREAD_BACKENDS: [&str; 2] = ["rayon", "tokio"];
 
 /// The order backends appear in tables, legends and charts; unknown names follow, sorted.
-const BACKEND_ORDER: [&str; 4] = ["process", "prefork", "rayon", "tokio"];
+const BACKEND_ORDER: [&str; 5] = ["process", "shm", "prefork", "rayon", "tokio"];
 
 /// A grid point without its backend and repetition: the unit backends are compared on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

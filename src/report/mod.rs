@@ -174,6 +174,18 @@ fn overview_section(data: &data::Dataset<'_>, comparisons: &[Comparison]) -> htm
     )));
     out.push(overview::counts(comparisons, &challenger));
     out.push(overview::list(data, comparisons, &challenger));
+    // The other process designs (`shm`, `prefork`) get their own map and counts: each answers
+    // a different question (is it the pipe? is it the dispatcher?), so none hides another.
+    for other in overview::challengers(comparisons) {
+        if other != challenger {
+            out.push(html::Html::raw(format!(
+                "<h3>{} ÷ best thread backend</h3>",
+                html::escape(&other)
+            )));
+            out.push(overview::map(data, comparisons, &other));
+            out.push(overview::counts(comparisons, &other));
+        }
+    }
     out
 }
 

@@ -21,6 +21,11 @@ pub fn headline_challenger(comparisons: &[Comparison]) -> Option<String> {
         .next()
 }
 
+/// Every challenger in the data, in the canonical order (the headline one first).
+pub fn challengers(comparisons: &[Comparison]) -> Vec<String> {
+    order_backends(comparisons.iter().map(|c| c.challenger.clone()))
+}
+
 /// The headline rows: `challenger` against the best thread backend.
 fn best_rows<'c>(comparisons: &'c [Comparison], challenger: &str) -> Vec<&'c Comparison> {
     comparisons

@@ -99,7 +99,7 @@ pub fn comparisons(data: &Dataset<'_>, comparisons: &[Comparison]) -> Html {
             "warn",
             Html::text(
                 "No grid point has valid measurements of both a process backend (process, \
-                 prefork) and a thread backend (rayon, tokio): run the sweep with \
+                 shm, prefork) and a thread backend (rayon, tokio): run the sweep with \
                  --backends process,rayon,tokio.",
             ),
         );
@@ -116,6 +116,13 @@ pub fn comparisons(data: &Dataset<'_>, comparisons: &[Comparison]) -> Html {
                 "prefork runs W complete single-threaded servers sharing the port: process \
                  parallelism without pipes. Where it beats the thread backends but process \
                  does not, the pipe round trip is what costs, not being a process.",
+            ));
+        }
+        if challenger == "shm" {
+            out.push(para(
+                "shm is the process backend fed through shared-memory rings instead of pipes: \
+                 the same worker processes and supervisor. Where it matches the thread \
+                 backends but process does not, the pipe is what costs.",
             ));
         }
         out.push(challenger_table(data, comparisons, &challenger));

@@ -101,16 +101,29 @@ pub fn driver_saturated(report: &LoadReport) -> Option<String> {
     }
 }
 
+/// How every cell's server is started, beyond what the cell itself says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerSetup<'a> {
+    /// Pin the server (and its workers) to these CPUs.
+    pub cpus: Option<&'a [usize]>,
+    /// `--spin-us` for `shm` servers; `None`: the server's default.
+    pub spin_us: Option<u64>,
+}
+
 /// Starts the cell's server, pinned to `cpus` when given, and measures how long it took to say
 /// where it listens.
 async fn start_server(
     exe: &Path,
     cell: &Cell,
-    cpus: Option<&[usize]>,
+    server: &ServerSetup<'_>,
 ) -> anyhow::Result<(ServerChild, Duration)> {
     let mut cmd = ServerCommand::serve(exe)
         .args(["--port", "0", "--backend", cell.backend.name()])
         .args(["--workers", &cell.workers.to_string()]);
+    if let (BackendKind::Shm, Some(spin)) = (cell.backend, server.spin_us) {
+        cmd = cmd.args(["--spin-us".to_string(), spin.to_string()]);
+    }
+    let cpus = server.cpus;
     if let Some(cpus) = cpus {
         cmd = cmd.cpus(cpus);
     }
@@ -122,18 +135,18 @@ async fn start_server(
     Ok((server, started.elapsed()))
 }
 
-/// Runs one cell end to end, its server on `server_cpus` when given. Never fails: a cell that
+/// Runs one cell end to end, its server started as `server` says. Never fails: a cell that
 /// cannot be measured becomes an invalid row with its reason, and the sweep goes on. A mix's
 /// cell also gives its per-kernel rows.
 pub async fn run(
     exe: &Path,
     cell: &Cell,
     cores: usize,
-    server_cpus: Option<&[usize]>,
+    server: &ServerSetup<'_>,
 ) -> (Row, Vec<KernelRow>) {
     let mut row = empty_row(cell, cores);
     let mut per_kernel = Vec::new();
-    if let Err(e) = measure(exe, cell, cores, server_cpus, &mut row, &mut per_kernel).await {
+    if let Err(e) = measure(exe, cell, cores, server, &mut row, &mut per_kernel).await {
         row.valid = false;
         row.reason = format!("{e:#}");
     }
@@ -144,12 +157,12 @@ async fn measure(
     exe: &Path,
     cell: &Cell,
     cores: usize,
-    server_cpus: Option<&[usize]>,
+    setup: &ServerSetup<'_>,
     row: &mut Row,
     per_kernel: &mut Vec<KernelRow>,
 ) -> anyhow::Result<()> {
     let window = window(cell).map_err(anyhow::Error::msg)?;
-    let (server, start_time) = start_server(exe, cell, server_cpus).await?;
+    let (server, start_time) = start_server(exe, cell, setup).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
     let mut spec = LoadSpec {
         addr: server.addr(),

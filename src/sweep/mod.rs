@@ -45,6 +45,8 @@ pub struct SweepOptions {
     /// The driver's and the server's CPUs as the flags gave them; `None`: the sweep decides
     /// ([`CpuSplit::auto`]).
     pub cpus: Option<CpuSplit>,
+    /// `--spin-us` for the `shm` servers (recorded in env.json); `None`: the server's default.
+    pub spin_us: Option<u64>,
 }
 
 impl SweepOptions {
@@ -119,6 +121,10 @@ async fn run_cells(
     let bar = progress_bar(todo.len() as u64, grid);
     // A cell's ideal throughput (its `efficiency`) counts the cores its server may use.
     let server_cores = split.map_or(cores, |s| s.server.len());
+    let setup = cell::ServerSetup {
+        cpus: split.map(|s| s.server.as_slice()),
+        spin_us: options.spin_us,
+    };
     for c in &todo {
         bar.set_message(format!(
             "{} {} w={} c={} n={} rep {}",
@@ -129,8 +135,7 @@ async fn run_cells(
             c.size,
             c.repetition
         ));
-        let (row, per_kernel) =
-            cell::run(&exe, c, server_cores, split.map(|s| s.server.as_slice())).await;
+        let (row, per_kernel) = cell::run(&exe, c, server_cores, &setup).await;
         if !row.valid {
             bar.println(format!(
                 "invalid: {} {} w={} n={} rep {}: {}",
@@ -251,6 +256,9 @@ fn prepare_folder(
         env["equivalence"] = serde_json::json!(options.margin());
         env["shard"] = serde_json::to_value(options.shard)?;
         env["cpu_split"] = serde_json::to_value(split)?;
+        env["spin_us"] = serde_json::json!(options
+            .spin_us
+            .unwrap_or(crate::backend::shm::DEFAULT_SPIN_US));
         let tmp = env_path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;

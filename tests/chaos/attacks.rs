@@ -141,7 +141,7 @@ pub fn flood(soak: &Soak) {
 pub fn crashing(soak: &Soak) {
     // n = 0 panics inside the job; n = 1 aborts its process, which only the process backend
     // survives (the worker is replaced).
-    let abort = soak.backend == "process";
+    let abort = crate::common::PROCESS_POOLS.contains(&soak.backend);
     let mut rng = rand::thread_rng();
     while soak.running() {
         soak.count("crash jobs");

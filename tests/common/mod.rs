@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use threadcenter::server::child::{Exit, ServerChild, ServerCommand, StderrTo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_threadcenter-bench");
-pub const BACKENDS: [&str; 4] = ["process", "rayon", "tokio", "prefork"];
+pub const BACKENDS: [&str; 5] = ["process", "rayon", "tokio", "prefork", "shm"];
+/// The backends whose workers are processes fed by one supervisor: pipes and shared memory.
+pub const PROCESS_POOLS: [&str; 2] = ["process", "shm"];
 
 /// How long a test server may take to say `listening on ADDR`: generous, because tests start
 /// many at once on two cores.

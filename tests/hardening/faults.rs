@@ -1,4 +1,5 @@
-//! Worker faults on `--backend process`: killed, stopped, babbling and stillborn workers.
+//! Worker faults on `--backend process` and `shm`: killed, stopped, babbling and stillborn
+//! workers (babbling on the pipe only: a bad ring is refused by `backend::shm::ring`'s checks).
 //! Only the affected job fails, the pool heals, and a worker that cannot start stops the
 //! server with a clear message instead of being respawned forever.
 
@@ -61,79 +62,85 @@ fn still_serves(server: &Server) {
 
 #[test]
 fn sigkill_of_the_executing_worker_fails_its_job_and_the_jobs_behind_it_rerun() {
-    let server = Launch::new("process", 1, &["--worker-queue", "4"]).start();
-    let victim = workers_of(&server, 1)[0];
-    let mut c = server.connect();
-    let n = 400_000;
-    submit(&mut c, 4, n);
-    let executing = wait_for(Duration::from_secs(10), || {
-        in_sleep_kernel(victim).then_some(())
+    on_backends(&PROCESS_POOLS, |backend| {
+        let server = Launch::new(backend, 1, &["--worker-queue", "4"]).start();
+        let victim = workers_of(&server, 1)[0];
+        let mut c = server.connect();
+        let n = 400_000;
+        submit(&mut c, 4, n);
+        let executing = wait_for(Duration::from_secs(10), || {
+            in_sleep_kernel(victim).then_some(())
+        });
+        assert!(
+            executing.is_some(),
+            "the worker never started the first job"
+        );
+        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill");
+        let got = replies(&mut c, 4);
+        assert_eq!(got[0]["error"], json!("worker_crashed"), "{got:?}");
+        for r in &got[1..] {
+            assert_eq!(json_u64(r, "result"), Kernel::Sleep.expected(n), "{got:?}");
+        }
+        healed(&server, 1, &[victim]);
+        still_serves(&server);
     });
-    assert!(
-        executing.is_some(),
-        "the worker never started the first job"
-    );
-    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill");
-    let got = replies(&mut c, 4);
-    assert_eq!(got[0]["error"], json!("worker_crashed"), "{got:?}");
-    for r in &got[1..] {
-        assert_eq!(json_u64(r, "result"), Kernel::Sleep.expected(n), "{got:?}");
-    }
-    healed(&server, 1, &[victim]);
-    still_serves(&server);
 }
 
 #[test]
 fn sigkill_of_an_idle_worker_fails_nothing() {
-    let server = Launch::new("process", 2, &[]).start();
-    let victim = workers_of(&server, 2)[0];
-    kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill");
-    healed(&server, 2, &[victim]);
-    let mut c = server.connect();
-    submit(&mut c, 4, 50_000);
-    for r in replies(&mut c, 4) {
-        assert_eq!(
-            json_u64(&r, "result"),
-            Kernel::Sleep.expected(50_000),
-            "{r}"
-        );
-    }
+    on_backends(&PROCESS_POOLS, |backend| {
+        let server = Launch::new(backend, 2, &[]).start();
+        let victim = workers_of(&server, 2)[0];
+        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill");
+        healed(&server, 2, &[victim]);
+        let mut c = server.connect();
+        submit(&mut c, 4, 50_000);
+        for r in replies(&mut c, 4) {
+            assert_eq!(
+                json_u64(&r, "result"),
+                Kernel::Sleep.expected(50_000),
+                "{r}"
+            );
+        }
+    });
 }
 
 #[test]
 fn a_worker_stopped_past_the_job_timeout_is_replaced_and_only_its_job_times_out() {
-    let server = Launch::new("process", 2, &["--job-timeout", "1s"]).start();
-    let n = 300_000;
+    on_backends(&PROCESS_POOLS, |backend| {
+        let server = Launch::new(backend, 2, &["--job-timeout", "1s"]).start();
+        let n = 300_000;
 
-    // Stopped while executing: two jobs, one per worker; stop one of the two mid-job.
-    let workers = workers_of(&server, 2);
-    let mut c = server.connect();
-    submit(&mut c, 2, n);
-    let both = wait_for(Duration::from_secs(10), || {
-        workers.iter().all(|&w| in_sleep_kernel(w)).then_some(())
+        // Stopped while executing: two jobs, one per worker; stop one of the two mid-job.
+        let workers = workers_of(&server, 2);
+        let mut c = server.connect();
+        submit(&mut c, 2, n);
+        let both = wait_for(Duration::from_secs(10), || {
+            workers.iter().all(|&w| in_sleep_kernel(w)).then_some(())
+        });
+        assert!(both.is_some(), "both workers should be executing");
+        let stopped = workers[0];
+        kill(Pid::from_raw(stopped), Signal::SIGSTOP).expect("stop");
+        let got = replies(&mut c, 2);
+        let timeouts = got.iter().filter(|r| r["error"] == "timeout").count();
+        let results = got
+            .iter()
+            .filter(|r| r["result"] == json!(Kernel::Sleep.expected(n)))
+            .count();
+        assert_eq!((timeouts, results), (1, 1), "{got:?}");
+        healed(&server, 2, &[stopped]);
+
+        // Stopped while idle: a job handed to it waits out the timeout; the other is served.
+        let workers = workers_of(&server, 2);
+        let stopped = workers[1];
+        kill(Pid::from_raw(stopped), Signal::SIGSTOP).expect("stop");
+        submit(&mut c, 2, n);
+        let got = replies(&mut c, 2);
+        let timeouts = got.iter().filter(|r| r["error"] == "timeout").count();
+        assert_eq!(timeouts, 1, "{got:?}");
+        healed(&server, 2, &[stopped]);
+        still_serves(&server);
     });
-    assert!(both.is_some(), "both workers should be executing");
-    let stopped = workers[0];
-    kill(Pid::from_raw(stopped), Signal::SIGSTOP).expect("stop");
-    let got = replies(&mut c, 2);
-    let timeouts = got.iter().filter(|r| r["error"] == "timeout").count();
-    let results = got
-        .iter()
-        .filter(|r| r["result"] == json!(Kernel::Sleep.expected(n)))
-        .count();
-    assert_eq!((timeouts, results), (1, 1), "{got:?}");
-    healed(&server, 2, &[stopped]);
-
-    // Stopped while idle: a job handed to it waits out the timeout; the other is served.
-    let workers = workers_of(&server, 2);
-    let stopped = workers[1];
-    kill(Pid::from_raw(stopped), Signal::SIGSTOP).expect("stop");
-    submit(&mut c, 2, n);
-    let got = replies(&mut c, 2);
-    let timeouts = got.iter().filter(|r| r["error"] == "timeout").count();
-    assert_eq!(timeouts, 1, "{got:?}");
-    healed(&server, 2, &[stopped]);
-    still_serves(&server);
 }
 
 #[test]
@@ -196,55 +203,57 @@ fn failed_exit(mut child: std::process::Child, log: &std::path::Path) -> (Option
 
 #[test]
 fn a_worker_that_cannot_start_makes_the_server_exit_with_a_clear_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    on_backends(&PROCESS_POOLS, |backend| {
+        let dir = tempfile::tempdir().expect("tempdir");
 
-    // At start-up, a worker that exits at once: no `listening` line, a non-zero exit.
-    let log = dir.path().join("false.log");
-    let mut child = Launch::new("process", 2, &["--worker-exe", "/bin/false"])
-        .stderr_to(&log)
-        .spawn();
-    let stdout = child.stdout.take().expect("stdout");
-    let (code, err) = failed_exit(child, &log);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("worker exited before it was ready"), "{err}");
-    let said = std::io::read_to_string(stdout).unwrap_or_default();
-    assert!(!said.contains("listening"), "{said}");
+        // At start-up, a worker that exits at once: no `listening` line, a non-zero exit.
+        let log = dir.path().join("false.log");
+        let mut child = Launch::new(backend, 2, &["--worker-exe", "/bin/false"])
+            .stderr_to(&log)
+            .spawn();
+        let stdout = child.stdout.take().expect("stdout");
+        let (code, err) = failed_exit(child, &log);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("worker exited before it was ready"), "{err}");
+        let said = std::io::read_to_string(stdout).unwrap_or_default();
+        assert!(!said.contains("listening"), "{said}");
 
-    // At start-up, a worker that answers with garbage instead of `ready`.
-    let bad = BadWorker::new(&["garbage-hello"], "ok");
-    let log = dir.path().join("hello.log");
-    let child = bad
-        .apply(Launch::new("process", 2, &[]))
-        .stderr_to(&log)
-        .spawn();
-    let pid = child.id() as i32;
-    let (code, err) = failed_exit(child, &log);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("instead of ready"), "{err}");
-    assert!(live_descendants(pid).is_empty());
+        // At start-up, a worker that answers with garbage instead of `ready`.
+        let bad = BadWorker::new(&["garbage-hello"], "ok");
+        let log = dir.path().join("hello.log");
+        let child = bad
+            .apply(Launch::new(backend, 2, &[]))
+            .stderr_to(&log)
+            .spawn();
+        let pid = child.id() as i32;
+        let (code, err) = failed_exit(child, &log);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("instead of ready"), "{err}");
+        assert!(live_descendants(pid).is_empty());
 
-    // Later: the pool starts, then a worker dies and its replacements cannot start. After
-    // three failed starts the server gives up, with the reason, instead of respawning forever.
-    let bad = BadWorker::new(&["ok", "ok"], "fail");
-    let log = dir.path().join("later.log");
-    let mut server = bad
-        .apply(Launch::new("process", 2, &[]))
-        .stderr_to(&log)
-        .start();
-    let pid = server.pid();
-    let workers = workers_of(&server, 2);
-    let family = tree(pid);
-    still_serves(&server);
-    kill(Pid::from_raw(workers[0]), Signal::SIGKILL).expect("kill");
-    let status = wait_for(Duration::from_secs(15), || {
-        server.child.try_wait().ok().flatten()
-    });
-    let err = std::fs::read_to_string(&log).unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("server kept running: {err}"));
-    assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("failed to start 3 times"), "{err}");
-    assert_eq!(bad.starts(), vec!["ok", "ok", "fail", "fail", "fail"]);
-    assert_gone(family, Duration::from_secs(5), |p| {
-        format!("process {p} outlived the server")
+        // Later: the pool starts, then a worker dies and its replacements cannot start. After
+        // three failed starts the server gives up, with the reason, instead of respawning forever.
+        let bad = BadWorker::new(&["ok", "ok"], "fail");
+        let log = dir.path().join("later.log");
+        let mut server = bad
+            .apply(Launch::new(backend, 2, &[]))
+            .stderr_to(&log)
+            .start();
+        let pid = server.pid();
+        let workers = workers_of(&server, 2);
+        let family = tree(pid);
+        still_serves(&server);
+        kill(Pid::from_raw(workers[0]), Signal::SIGKILL).expect("kill");
+        let status = wait_for(Duration::from_secs(15), || {
+            server.child.try_wait().ok().flatten()
+        });
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        let status = status.unwrap_or_else(|| panic!("server kept running: {err}"));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("failed to start 3 times"), "{err}");
+        assert_eq!(bad.starts(), vec!["ok", "ok", "fail", "fail", "fail"]);
+        assert_gone(family, Duration::from_secs(5), |p| {
+            format!("process {p} outlived the server")
+        });
     });
 }

@@ -95,7 +95,7 @@ fn paced(addr: std::net::SocketAddr, base: u64, count: u64, every: Duration, n: 
 fn overload_at_ten_times_capacity_is_refused_at_once_while_accepted_work_flows() {
     // Prefork has no queue to bound: a busy child stops reading and TCP pushes back.
     let secs = scaled(3, 15);
-    on_backends(&["process", "rayon", "tokio"], |backend| {
+    on_backends(&["process", "shm", "rayon", "tokio"], |backend| {
         // Capacity: two workers, 100 ms jobs, 20 jobs/s. Offered: 4 × 50/s = 200/s.
         let job = Duration::from_millis(100);
         let n = job.as_micros() as u64;

@@ -97,7 +97,7 @@ fn shutdown_with_hundreds_in_flight_answers_every_one_and_exits_zero() {
 
 #[test]
 fn when_the_drain_time_runs_out_every_accepted_request_still_gets_one_reply() {
-    on_backends(&["process", "rayon", "tokio"], |backend| {
+    on_backends(&["process", "shm", "rayon", "tokio"], |backend| {
         let server = Launch::new(backend, 2, &["--drain", "1s"]).start();
         let mut c = server.connect();
         // Two running, two queued; all four outlast the drain.
@@ -164,7 +164,7 @@ fn a_second_signal_exits_at_once() {
 
 #[test]
 fn a_killed_server_leaves_no_process_behind() {
-    on_backends(&["process", "prefork"], |backend| {
+    on_backends(&["process", "shm", "prefork"], |backend| {
         let server = Launch::new(backend, 3, &[]).start();
         let pid = server.pid();
         let mut c = server.connect();

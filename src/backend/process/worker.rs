@@ -8,9 +8,9 @@ use crate::backend::Transport;
 use crate::connection::{FrameReader, ReadLimits};
 use anyhow::Context;
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How long a new worker may take to say it is ready (building `table` included).
@@ -71,10 +71,11 @@ impl Worker {
         let Some(stdout) = child.stdout.take() else {
             anyhow::bail!("worker started without pipes");
         };
+        // A worker that dies at once cannot take its rings; the ready wait below says why.
+        let mut sent = Ok(());
         let link = match (shm, child.stdin.take()) {
             (Some((control, (rings, fds))), _) => {
-                crate::backend::shm::send_fds(&control, &fds)
-                    .context("cannot send the worker its rings")?;
+                sent = crate::backend::shm::send_fds(&control, &fds);
                 Link::Shm {
                     rings: Box::new(rings),
                     _control: control,
@@ -108,6 +109,10 @@ impl Worker {
                 anyhow::bail!("worker not ready after {START_TIMEOUT:?}");
             }
         };
+        if let Err(e) = sent {
+            let _ = child.kill().await;
+            return Err(e).context("cannot send the worker its rings");
+        }
         Ok(Worker {
             child,
             pid,

@@ -148,7 +148,7 @@ pub fn send_fds(sock: &std::os::unix::net::UnixStream, fds: &[OwnedFd]) -> std::
         sock.as_raw_fd(),
         &[std::io::IoSlice::new(b"S")],
         &[ControlMessage::ScmRights(&raw)],
-        MsgFlags::empty(),
+        MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
     Ok(())

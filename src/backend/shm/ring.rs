@@ -84,7 +84,9 @@ impl Mapping {
     /// here; the fd is what the worker maps.
     pub fn create(cap: usize) -> std::io::Result<(Arc<Mapping>, OwnedFd)> {
         if !cap.is_power_of_two() {
-            return Err(std::io::Error::other("ring capacity must be a power of two"));
+            return Err(std::io::Error::other(
+                "ring capacity must be a power of two",
+            ));
         }
         let fd = nix::sys::memfd::memfd_create(
             c"threadcenter-shm",
@@ -241,7 +243,10 @@ impl Producer {
         let head = m.head(self.which).load(Ordering::Acquire);
         let used = self.tail.wrapping_sub(head);
         if used > m.cap {
-            return Err(Corrupt(format!("ring head {head} ahead of tail {}", self.tail)));
+            return Err(Corrupt(format!(
+                "ring head {head} ahead of tail {}",
+                self.tail
+            )));
         }
         if used == m.cap {
             return Ok(Push::Full);
@@ -251,7 +256,10 @@ impl Producer {
         // store, which our Acquire load saw); it is SLOT bytes long and PAYLOAD + 12 = SLOT.
         unsafe {
             std::ptr::write_volatile(slot as *mut [u8; 8], self.tail.to_le_bytes());
-            std::ptr::write_volatile(slot.add(8) as *mut [u8; 4], (msg.len() as u32).to_le_bytes());
+            std::ptr::write_volatile(
+                slot.add(8) as *mut [u8; 4],
+                (msg.len() as u32).to_le_bytes(),
+            );
             std::ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(12), msg.len());
         }
         self.tail += 1;
@@ -283,7 +291,10 @@ impl Consumer {
             return Ok(false);
         }
         if ready > m.cap {
-            return Err(Corrupt(format!("ring tail {tail} beyond head {} + capacity", self.head)));
+            return Err(Corrupt(format!(
+                "ring tail {tail} beyond head {} + capacity",
+                self.head
+            )));
         }
         let slot = m.slot(self.which, self.head);
         let mut raw = [0u8; SLOT];
@@ -351,7 +362,10 @@ pub fn receive_fds(sock: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Resu
         if let ControlMessageOwned::ScmRights(raw) = c {
             // SAFETY: the kernel has just installed these descriptors in our table for us;
             // nothing else in this process knows them, so each gets exactly one owner.
-            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
     if fds.len() != n {

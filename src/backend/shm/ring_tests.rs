@@ -60,7 +60,11 @@ fn a_wake_up_is_asked_for_only_when_the_consumer_sleeps() {
     assert_eq!(p.push(b"x"), Ok(Push::Sent));
     // Something is waiting: the consumer must not sleep.
     assert!(!c.prepare_sleep());
-    assert_eq!(p.push(b"y"), Ok(Push::Sent), "a withdrawn flag asks for no wake-up");
+    assert_eq!(
+        p.push(b"y"),
+        Ok(Push::Sent),
+        "a withdrawn flag asks for no wake-up"
+    );
     let mut out = Vec::new();
     while c.pop(&mut out).unwrap() {}
     assert!(c.prepare_sleep());
@@ -89,8 +93,8 @@ fn garbage_from_the_peer_is_corrupt_not_misread() {
 
 #[test]
 fn a_file_that_is_not_our_rings_is_refused() {
-    let fd = nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-        .unwrap();
+    let fd =
+        nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC).unwrap();
     nix::unistd::ftruncate(&fd, 4096).unwrap();
     assert!(Mapping::open(&fd).is_err());
     assert!(Mapping::create(3).is_err());
@@ -263,7 +267,11 @@ fn explore(recheck: bool) -> (usize, Vec<Model>) {
 fn every_interleaving_delivers_every_message_and_never_sleeps_through_one() {
     let (states, stuck) = explore(true);
     assert!(states > 100, "the model explored only {states} states");
-    assert!(stuck.is_empty(), "{} states sleep through a message", stuck.len());
+    assert!(
+        stuck.is_empty(),
+        "{} states sleep through a message",
+        stuck.len()
+    );
 }
 
 #[test]

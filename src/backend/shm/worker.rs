@@ -34,7 +34,11 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
         };
         frame.clear();
         bounded(answer(j)).encode(&mut frame);
-        match rings.replies.push(&frame).map_err(|c| anyhow::anyhow!(c.0))? {
+        match rings
+            .replies
+            .push(&frame)
+            .map_err(|c| anyhow::anyhow!(c.0))?
+        {
             ring::Push::Sent => {}
             ring::Push::SentWake => wake(&rings.reply_wake)?,
             ring::Push::Full => bail!("reply ring full: the server sent more jobs than slots"),
@@ -44,7 +48,8 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
 
 /// Waits for the next job into `job`; `false` when stdin closed instead.
 fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyhow::Result<bool> {
-    let pop = |r: &mut WorkerRings, j: &mut Vec<u8>| r.jobs.pop(j).map_err(|c| anyhow::anyhow!(c.0));
+    let pop =
+        |r: &mut WorkerRings, j: &mut Vec<u8>| r.jobs.pop(j).map_err(|c| anyhow::anyhow!(c.0));
     if pop(rings, job)? {
         return Ok(true);
     }
