@@ -406,3 +406,38 @@ fn a_results_root_gets_dated_run_folders_and_its_committed_runs_stay_untouched()
     let folders = std::fs::read_dir(&root).unwrap().count();
     assert_eq!(folders, 3);
 }
+
+#[test]
+fn every_backend_sweeps_side_by_side_and_shm_is_its_own_challenger() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = Command::new(BIN)
+        .arg("sweep")
+        .arg("--out")
+        .arg(&out)
+        .args(["--exact", "--backends", "process,shm,rayon,tokio,prefork"])
+        .args(["--workers", "1", "--connections", "2", "--kernels", "fib"])
+        .args(["--sizes", "20us", "--repeat", "2", "--spin-us", "5"])
+        .args(["--duration", "150ms", "--warmup", "50ms"])
+        .output()
+        .expect("run sweep");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = read_csv(&out.join("results.csv")).unwrap();
+    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        assert!(r.valid && r.errors == 0, "{r:?}");
+        *per_backend.entry(r.backend.clone()).or_default() += 1;
+    }
+    let names: Vec<&str> = per_backend.keys().map(String::as_str).collect();
+    assert_eq!(names, ["prefork", "process", "rayon", "shm", "tokio"]);
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    assert_eq!(env["spin_us"], serde_json::json!(5));
+    let verdicts =
+        threadcenter::report::compare::read_csv(&out.join("verdicts.csv")).expect("verdicts.csv");
+    assert!(verdicts
+        .iter()
+        .any(|v| v.challenger == "shm" && v.comparator == threadcenter::report::BEST_THREAD));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("shm ÷ best thread backend"), "no shm overview");
+}
