@@ -439,5 +439,8 @@ fn every_backend_sweeps_side_by_side_and_shm_is_its_own_challenger() {
         .iter()
         .any(|v| v.challenger == "shm" && v.comparator == threadcenter::report::BEST_THREAD));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("shm ÷ best thread backend"), "no shm overview");
+    assert!(
+        html.contains("shm ÷ best thread backend"),
+        "no shm overview"
+    );
 }

@@ -25,9 +25,16 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
     out.write_all(&frame)?;
     out.flush()?;
     let mut job = Vec::with_capacity(64);
+    // Spin only while spinning pays: after a wait that ended in sleep, the next wait sleeps
+    // at once, until a job is found without sleeping again. On 2 cores a spin that finds
+    // nothing takes the CPU the server needs to send the next job (docs/PERFORMANCE.md).
+    let mut spin_pays = true;
     loop {
-        if !next_job(&mut rings, &mut job, spin)? {
-            return Ok(()); // the server closed our stdin: it is done with us
+        let budget = if spin_pays { spin } else { Duration::ZERO };
+        match next_job(&mut rings, &mut job, budget)? {
+            Waited::Closed => return Ok(()), // the server closed our stdin: done with us
+            Waited::Spun => spin_pays = true,
+            Waited::Slept => spin_pays = false,
         }
         let Some(j) = super::decode(&job, PipeJob::decode) else {
             bail!("undecodable job on the ring");
@@ -46,12 +53,23 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
     }
 }
 
-/// Waits for the next job into `job`; `false` when stdin closed instead.
-fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyhow::Result<bool> {
+/// How a wait for the next job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// A job, found at once or while spinning.
+    Spun,
+    /// A job, after sleeping.
+    Slept,
+    /// The server closed our stdin.
+    Closed,
+}
+
+/// Waits for the next job into `job`.
+fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyhow::Result<Waited> {
     let pop =
         |r: &mut WorkerRings, j: &mut Vec<u8>| r.jobs.pop(j).map_err(|c| anyhow::anyhow!(c.0));
     if pop(rings, job)? {
-        return Ok(true);
+        return Ok(Waited::Spun);
     }
     let start = Instant::now();
     while start.elapsed() < spin {
@@ -59,7 +77,7 @@ fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyho
             std::hint::spin_loop();
         }
         if pop(rings, job)? {
-            return Ok(true);
+            return Ok(Waited::Spun);
         }
     }
     loop {
@@ -75,13 +93,13 @@ fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyho
             }
             // The server sends nothing on stdin after the descriptors: readable means closed.
             if fds[1].any().unwrap_or(true) {
-                return Ok(false);
+                return Ok(Waited::Closed);
             }
             drain(&rings.job_wake)?;
             rings.jobs.woke();
         }
         if pop(rings, job)? {
-            return Ok(true);
+            return Ok(Waited::Slept);
         }
     }
 }
