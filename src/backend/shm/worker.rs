@@ -25,16 +25,19 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
     out.write_all(&frame)?;
     out.flush()?;
     let mut job = Vec::with_capacity(64);
-    // Spin only while spinning pays: after a wait that ended in sleep, the next wait sleeps
-    // at once, until a job is found without sleeping again. On 2 cores a spin that finds
-    // nothing takes the CPU the server needs to send the next job (docs/PERFORMANCE.md).
-    let mut spin_pays = true;
+    // Spin only while spinning pays: when the last wait for a job was longer than the budget
+    // (a client's round trip at depth 1, say), the next wait sleeps at once. On 2 cores a spin
+    // that finds nothing takes the CPU the server needs to send the next job.
+    let mut last_wait = Duration::ZERO;
     loop {
-        let budget = if spin_pays { spin } else { Duration::ZERO };
+        let budget = if last_wait < spin {
+            spin
+        } else {
+            Duration::ZERO
+        };
         match next_job(&mut rings, &mut job, budget)? {
-            Waited::Closed => return Ok(()), // the server closed our stdin: done with us
-            Waited::Spun => spin_pays = true,
-            Waited::Slept => spin_pays = false,
+            Some(waited) => last_wait = waited,
+            None => return Ok(()), // the server closed our stdin: it is done with us
         }
         let Some(j) = super::decode(&job, PipeJob::decode) else {
             bail!("undecodable job on the ring");
@@ -53,23 +56,17 @@ pub fn run(spin: Duration, answer: impl Fn(PipeJob) -> PipeReply) -> anyhow::Res
     }
 }
 
-/// How a wait for the next job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waited {
-    /// A job, found at once or while spinning.
-    Spun,
-    /// A job, after sleeping.
-    Slept,
-    /// The server closed our stdin.
-    Closed,
-}
-
-/// Waits for the next job into `job`.
-fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyhow::Result<Waited> {
+/// Waits for the next job into `job`, spinning up to `spin` before sleeping; how long it
+/// waited, or `None` when the server closed our stdin instead.
+fn next_job(
+    rings: &mut WorkerRings,
+    job: &mut Vec<u8>,
+    spin: Duration,
+) -> anyhow::Result<Option<Duration>> {
     let pop =
         |r: &mut WorkerRings, j: &mut Vec<u8>| r.jobs.pop(j).map_err(|c| anyhow::anyhow!(c.0));
     if pop(rings, job)? {
-        return Ok(Waited::Spun);
+        return Ok(Some(Duration::ZERO));
     }
     let start = Instant::now();
     while start.elapsed() < spin {
@@ -77,7 +74,7 @@ fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyho
             std::hint::spin_loop();
         }
         if pop(rings, job)? {
-            return Ok(Waited::Spun);
+            return Ok(Some(start.elapsed()));
         }
     }
     loop {
@@ -93,13 +90,13 @@ fn next_job(rings: &mut WorkerRings, job: &mut Vec<u8>, spin: Duration) -> anyho
             }
             // The server sends nothing on stdin after the descriptors: readable means closed.
             if fds[1].any().unwrap_or(true) {
-                return Ok(Waited::Closed);
+                return Ok(None);
             }
             drain(&rings.job_wake)?;
             rings.jobs.woke();
         }
         if pop(rings, job)? {
-            return Ok(Waited::Slept);
+            return Ok(Some(start.elapsed()));
         }
     }
 }
