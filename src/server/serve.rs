@@ -183,7 +183,9 @@ fn clamp_connections(wanted: usize, workers: usize) -> usize {
     } else {
         soft
     };
-    let reserve = 32 + 3 * workers as u64;
+    // Per worker: its pipes (or, on shm, its stdin socket, stdout pipe and two eventfds) and
+    // the descriptors a replacement holds while it starts.
+    let reserve = 32 + 6 * workers as u64;
     let room = limit.saturating_sub(reserve).max(1);
     wanted.min(room as usize)
 }
