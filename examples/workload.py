@@ -10,6 +10,7 @@ import hashlib
 
 # 64 KiB per update: hashlib releases the GIL while it hashes more than 2 KiB at once.
 _BLOCK = bytes(range(256)) * 256
+_MASK = (1 << 64) - 1
 
 
 def friendly(n: int) -> int:
@@ -22,11 +23,13 @@ def friendly(n: int) -> int:
 
 
 def unfriendly(n: int) -> int:
-    """The original cpu_bound_task: a pure-Python loop that holds the GIL throughout, so
-    threads of one interpreter take turns (thread-unfriendly)."""
-    acc = 0
-    a, b = 0, 1
+    """n steps of xorshift64 in pure Python: bytecode that holds the GIL throughout, so threads
+    of one interpreter take turns (thread-unfriendly)."""
+    x = (n + 0x9E3779B97F4A7C15) & _MASK
+    total = 0
     for _ in range(max(1, n)):
-        a, b = b, (a + b) % 10000019
-        acc = (acc + 31 * a + 17 * b) % 1000000007
-    return acc
+        x ^= (x << 13) & _MASK
+        x ^= x >> 7
+        x ^= (x << 17) & _MASK
+        total = (total + x) & _MASK
+    return total

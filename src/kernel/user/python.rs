@@ -10,27 +10,36 @@
 
 use anyhow::{anyhow, Context};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyModule};
+use pyo3::types::{PyInt, PyList, PyModule};
 use std::path::Path;
 
 /// A function of the user's file, callable from any thread (each call takes the GIL).
 pub struct Function(Py<PyAny>);
 
 impl Function {
-    /// Calls `f(n)`; panics with the Python error (exception type and message) if it raises or
-    /// returns something that is not an `int`.
+    /// Calls `f(n)`; panics with the Python error (exception type and message) if it raises,
+    /// or with the type it returned if that is not an `int`.
     pub fn call(&self, name: &str, n: u64) -> u64 {
-        Python::with_gil(|py| {
-            let result = self.0.bind(py).call1((n,))?;
-            match result.extract::<u64>() {
-                Ok(v) => Ok(v),
-                // A big or negative int: its low 64 bits (fails for a non-int, with its type).
-                Err(_) => result
-                    .call_method1("__and__", (u64::MAX,))?
-                    .extract::<u64>(),
+        let outcome = Python::with_gil(|py| -> Result<u64, String> {
+            let raised = |e: PyErr| format!("raised {e}");
+            let result = self.0.bind(py).call1((n,)).map_err(raised)?;
+            if let Ok(v) = result.extract::<u64>() {
+                return Ok(v);
             }
-        })
-        .unwrap_or_else(|e: PyErr| panic!("{name}({n}) raised {e}"))
+            if result.is_instance_of::<PyInt>() {
+                // A big or negative int: its low 64 bits.
+                return result
+                    .call_method1("__and__", (u64::MAX,))
+                    .and_then(|low| low.extract())
+                    .map_err(raised);
+            }
+            let type_name = result.get_type().name().map(|t| t.to_string());
+            Err(format!(
+                "returned {}, not an int",
+                type_name.as_deref().unwrap_or("something else")
+            ))
+        });
+        outcome.unwrap_or_else(|why| panic!("{name}({n}) {why}"))
     }
 }
 
