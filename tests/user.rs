@@ -257,6 +257,12 @@ fn a_result_that_differs_from_an_earlier_cells_fails_the_cell() {
     assert_eq!(rows.len(), 2);
     for r in &rows {
         assert!(!r.valid && r.reason.contains("mismatch"), "{r:?}");
+        assert!(
+            r.reason
+                .contains("lib:friendly(2001) should be 12345 (the first result seen"),
+            "{}",
+            r.reason
+        );
     }
 }
 

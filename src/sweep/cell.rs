@@ -229,6 +229,12 @@ async fn measure(
             kinds.join(", ")
         ));
     }
+    // A wrong result is worth its detail: for a user kernel, the first result it contradicts.
+    let mismatch = report
+        .notes
+        .iter()
+        .find(|n| n.starts_with(load::verify::kind::MISMATCH));
+    reasons.extend(mismatch.cloned());
     reasons.extend(driver_saturated(&report));
     reasons.extend(overrun(report.tail_s, report.duration_s));
     if let Err(why) = stopped {
