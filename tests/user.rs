@@ -105,6 +105,26 @@ fn a_crashing_function_costs_a_worker_on_process_and_the_server_on_threads() {
     assert_eq!(reply["result"], json!(expected(4)), "{reply}");
     server.stop(Duration::from_secs(20));
 
+    // Prefork, as for the `crash` kernel: the child dies with its connection and is replaced.
+    let server = start("prefork");
+    let mut c = server.connect();
+    c.send(&json!({"id": 1, "cmd": "compute", "kernel": "lib:fragile", "n": 3}));
+    assert_eq!(
+        c.recv(),
+        None,
+        "prefork: the connection dies with its child"
+    );
+    let served = common::wait_for(Duration::from_secs(30), || {
+        let mut c = server.connect();
+        c.compute(2, "lib:fragile", 4)["result"].as_u64()
+    });
+    assert_eq!(
+        served,
+        Some(expected(4)),
+        "prefork serves on after a child crashed"
+    );
+    server.stop(Duration::from_secs(20));
+
     for backend in ["rayon", "tokio"] {
         let server = start(backend);
         let mut c = server.connect();
