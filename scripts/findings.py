@@ -18,6 +18,10 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
 - `table=service`, from `results.csv`: each kernel's target service time against the mean
   single-job time measured at the calibrated n, marked where it is more than 25 % off (the
   report's rule);
+- `table=tails`, from `results.csv`: per kernel and size, the largest drain tail (replies after
+  the measured window's end) as a share of the window, over every backend and worker count,
+  marked where it is over 25 % (the sweep's `overrun` rule). Runs from before `tail_s` existed
+  counted the tail in their throughput; their tail is `duration_s` − the window;
 - `workers=N`: the worker count the verdict tables show (default: the run's largest).
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
@@ -166,6 +170,45 @@ def service_table(run: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tails_table(run: Path) -> str:
+    """The largest drain tail per kernel and size, as a share of the measured window."""
+    env = json.loads((run / "env.json").read_text())
+    window = float(env["grid"]["duration"])
+    rows = read_rows(run / "results.csv")
+    worst: dict[tuple[str, str], tuple[float, str]] = {}
+    order: dict[str, tuple[float, int]] = {}
+    for r in rows:
+        if r.get("tail_s"):
+            tail = float(r["tail_s"])
+        else:
+            tail = max(0.0, float(r["duration_s"]) - window)
+        label = service_time(r.get("target_us", ""), r["size"])
+        order.setdefault(label, (float(r.get("target_us") or 0), int(r["size"])))
+        share = tail / window
+        key = (r["kernel"], label)
+        if key not in worst or share > worst[key][0]:
+            worst[key] = (share, f"{r['backend']}, w={r['workers']}")
+    columns = sorted(order, key=order.get)
+    lines = [
+        f"largest drain tail ÷ measured window ({window:g} s), over every backend and worker "
+        f"count, and where it was; ⚠ marks more than {TOLERANCE:.0%} (`overrun`).",
+        "",
+        "| kernel | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for kernel in sorted({k for k, _ in worst}):
+        cells = []
+        for c in columns:
+            if (kernel, c) not in worst:
+                cells.append("–")
+                continue
+            share, where = worst[(kernel, c)]
+            mark = " ⚠" if share > TOLERANCE else ""
+            cells.append(f"{share:.0%} ({where}){mark}")
+        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(spec: str, base: Path) -> str:
     run, *options = spec.split()
     opts = {}
@@ -183,6 +226,8 @@ def table(spec: str, base: Path) -> str:
         return verdict_table(folder, "noisy.csv", workers)
     if kind == "service":
         return service_table(folder)
+    if kind == "tails":
+        return tails_table(folder)
     raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
 
 

@@ -75,7 +75,7 @@ pub struct Row {
     pub single_job_us: f64,
     /// The target service time this size was calibrated for, µs (empty when given as `n`).
     pub target_us: Option<f64>,
-    /// Logical cores of the machine.
+    /// Logical cores the server could use: the machine's, or its share of a CPU split.
     pub cores: u32,
     /// Open-loop target rate (requests/s); 0 for closed loop.
     pub rate: f64,

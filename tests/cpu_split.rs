@@ -135,6 +135,8 @@ fn explicit_cpus_pin_the_driver_and_the_whole_server_tree_and_go_in_env_json() {
     assert_eq!(split["server"], serde_json::json!([cpus[1]]));
     let rows = threadcenter::record::read_csv(&out.join("results.csv")).unwrap();
     assert_eq!(rows.len(), 1);
+    // The row's cores, and so its ideal throughput and efficiency, are the server's share.
+    assert_eq!(rows[0].cores, 1, "{:?}", rows[0]);
 }
 
 #[test]

@@ -75,3 +75,26 @@ fn a_file_without_markers_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no <!-- findings"));
 }
+
+#[test]
+fn a_marker_with_an_unknown_option_or_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (marker, says) in [
+        ("workerz=2", "unknown marker option"),
+        ("table=median", "unknown table"),
+    ] {
+        let file = dir.path().join("bad.md");
+        std::fs::write(
+            &file,
+            format!(
+                "<!-- findings: results/2026-11-27-xeon-2c-standard {marker} -->\n\
+                 <!-- /findings -->\n"
+            ),
+        )
+        .unwrap();
+        let out = findings(&["--check"], &file);
+        assert!(!out.status.success(), "{marker} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{marker}: {err}");
+    }
+}

@@ -72,8 +72,9 @@ pub struct SweepArgs {
     /// Use DIR itself as the run folder, with no dated folder inside it.
     #[arg(long)]
     pub exact: bool,
-    /// Threads for the load driver; default 1 up to 8 cores, then one per 8 cores (at most 4),
-    /// so a many-core server is not measured through a saturated driver.
+    /// Threads for the load driver; default one per driver CPU (at most 4), so a many-core
+    /// server is not measured through a saturated driver; without a CPU split, 1 up to 8
+    /// cores, then one per 8 cores (at most 4).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub driver_threads: Option<u16>,
     /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is

@@ -128,6 +128,7 @@ async fn start_server(
 /// Where a cell runs, and what it checks user kernels' replies against.
 pub struct Bench<'a> {
     pub exe: &'a Path,
+    /// The cores the server may use: a cell's ideal throughput counts them.
     pub cores: usize,
     /// The server's CPUs, when the sweep pins it.
     pub server_cpus: Option<&'a [usize]>,

@@ -33,8 +33,9 @@ pub struct SweepOptions {
     pub force: bool,
     /// Stop after this many cells; the CSV keeps what ran.
     pub max_cells: Option<usize>,
-    /// Threads for the load driver. `None`: 1 up to 8 cores, then one per 8 cores (at most 4),
-    /// so a many-core server is not measured through a saturated driver.
+    /// Threads for the load driver. `None`: one per driver CPU of the CPU split (at most 4),
+    /// else 1 up to 8 cores, then one per 8 cores (at most 4), so a many-core server is not
+    /// measured through a saturated driver.
     pub driver_threads: Option<usize>,
     /// Equivalence margin of the verdicts as a fraction; `None`: ±5 %. Recorded in env.json,
     /// so a later `report` gives the same verdicts.
@@ -59,13 +60,16 @@ impl SweepOptions {
 /// its CPUs and every cell's server tree to the rest, so they never compete for a core.
 pub fn run(grid: &Grid, options: &SweepOptions) -> anyhow::Result<SweepResult> {
     let cores = crate::machine::cores();
-    let threads = options
-        .driver_threads
-        .unwrap_or_else(|| cores.div_ceil(8).clamp(1, 4));
     let split = options
         .cpus
         .clone()
         .or_else(|| CpuSplit::auto(&crate::machine::allowed_cpus()));
+    // With a split, one driver thread per driver CPU: fewer would leave a driver CPU idle
+    // while the driver saturates, more would time-share them.
+    let threads = options.driver_threads.unwrap_or_else(|| match &split {
+        Some(s) => s.driver.len().clamp(1, 4),
+        None => cores.div_ceil(8).clamp(1, 4),
+    });
     let driver = split.as_ref().map(|s| s.driver.as_slice());
     let runtime = crate::runtime::build_on(crate::runtime::Threads::count(threads), driver)
         .context("cannot start the load driver on its CPUs")?;
@@ -117,7 +121,8 @@ async fn run_cells(
     let seen_path = out.join(crate::load::consistency::FILE);
     let bench = cell::Bench {
         exe: &exe,
-        cores,
+        // A cell's ideal throughput (its `efficiency`) counts the cores its server may use.
+        cores: split.map_or(cores, |s| s.server.len()),
         server_cpus: split.map(|s| s.server.as_slice()),
         seen: std::sync::Arc::new(crate::load::Consistency::read(&seen_path)?),
     };
@@ -243,7 +248,7 @@ fn prepare_folder(
     if let Some(c) = kept {
         return Ok((done, c));
     }
-    let calibration = calibrate(grid);
+    let calibration = calibrate_on_server_cpus(grid, split)?;
     {
         let mut env = serde_json::to_value(crate::machine::Environment::here())?;
         env["started_at"] = serde_json::json!(humantime::format_rfc3339_seconds(
@@ -284,6 +289,24 @@ fn calibration_key(w: &Workload, s: &SizeSpec) -> String {
 }
 
 /// Calibrates each (workload, size) once, on one thread of this machine.
+/// [`calibrate`] on a thread of its own kept to the server's CPUs, where the cells will run
+/// (the caller is the driver's runtime, pinned to the driver's CPUs).
+fn calibrate_on_server_cpus(grid: &Grid, split: Option<&CpuSplit>) -> anyhow::Result<Calibration> {
+    let Some(split) = split else {
+        return Ok(calibrate(grid));
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                crate::machine::pin_current_thread(&split.server)
+                    .context("cannot move calibration onto the server's CPUs")?;
+                Ok(calibrate(grid))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("calibration panicked"))?
+    })
+}
+
 pub fn calibrate(grid: &Grid) -> Calibration {
     let mut out = Calibration::new();
     for w in &grid.kernels {
