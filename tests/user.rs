@@ -114,9 +114,14 @@ fn a_crashing_function_costs_a_worker_on_process_and_the_server_on_threads() {
         None,
         "prefork: the connection dies with its child"
     );
+    // A connection may still land on the dying child's listener, and be reset: try again.
     let served = common::wait_for(Duration::from_secs(30), || {
         let mut c = server.connect();
-        c.compute(2, "lib:fragile", 4)["result"].as_u64()
+        let req = json!({"id": 2, "cmd": "compute", "kernel": "lib:fragile", "n": 4}).to_string();
+        let mut frame = (req.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(req.as_bytes());
+        std::io::Write::write_all(&mut c.stream, &frame).ok()?;
+        c.recv().and_then(|r| r["result"].as_u64())
     });
     assert_eq!(
         served,
