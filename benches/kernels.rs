@@ -31,6 +31,8 @@ fn sizes(kernel: Kernel) -> &'static [u64] {
         Kernel::Sleep => &[100, 1_000],
         // Never benchmarked: it panics or aborts by design.
         Kernel::Crash => &[],
+        // Not built in: the user's own function.
+        Kernel::User(_) => &[],
     }
 }
 

@@ -133,7 +133,8 @@ fn arrival_help(a: Arrival) -> Option<&'static str> {
 fn cmd_help(c: Cmd) -> Option<&'static str> {
     Some(match c {
         Cmd::Compute => {
-            "Run a kernel on the server; every result is checked against the kernel's formula"
+            "Run a kernel on the server; every result is checked against the kernel's formula \
+             (user kernels: for consistency)"
         }
         Cmd::Ping => "No work: measures the protocol and transport alone",
     })
@@ -204,6 +205,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         super::write_json(
             path,
             &JsonReport {
+                checked: crate::load::consistency::methods(&spec.mix),
                 spec: &spec,
                 report: &report,
                 environment: crate::machine::Environment::here(),
@@ -229,6 +231,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 /// What `--json` writes.
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    /// How each kernel's replies were verified: `formula`, or `consistency` for user kernels.
+    checked: std::collections::BTreeMap<&'static str, &'static str>,
     spec: &'a LoadSpec,
     report: &'a LoadReport,
     environment: crate::machine::Environment,

@@ -68,6 +68,8 @@ pub struct ServeArgs {
     /// Build these kernels' per-process state before listening (e.g. `table`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
     pub preload: Vec<Kernel>,
+    #[command(flatten)]
+    pub user: super::UserKernelArgs,
     /// Process backend: run this program as the worker instead of this binary's `worker`
     /// subcommand (it is started as `PROGRAM worker`). For fault-injection tests.
     #[arg(long, hide = true)]
@@ -121,6 +123,8 @@ impl ServeArgs {
 
 /// Serves until SIGINT/SIGTERM, saying `listening on ADDR` once connections are accepted.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before the pool starts: its workers and prefork children load the same kernels.
+    args.user.load()?;
     server::serve_until_signalled(args.config()?, |addr| println!("listening on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }

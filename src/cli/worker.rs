@@ -7,8 +7,11 @@ pub struct WorkerArgs {
     /// Kernels whose per-process state to build before reporting ready (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub preload: Vec<String>,
+    #[command(flatten)]
+    pub user: super::UserKernelArgs,
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    args.user.load()?;
     crate::worker::run(&args.preload).map(|()| ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! The workloads: eleven kernels, each a deterministic function of its work size `n`, each built
-//! to expose one mechanism that separates threads from processes (SPEC §3).
+//! to expose one mechanism that separates threads from processes (SPEC §3), and the user's own
+//! functions ([`user`]: `lib:f`, `py:f`), whose mechanism is whatever they do.
 //!
 //! A kernel runs *for real* in [`Kernel::run`] (it allocates, maps, locks, sleeps), while
 //! [`Kernel::expected`] computes the same `u64` from the formula alone, so the load driver can
@@ -18,6 +19,7 @@
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
 //! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
 //! | `crash` | — | fault injection: panic (0) or abort (1) | — | 1 | never returns |
+//! | `lib:f`, `py:f` | the user's function | whatever it does: [`user`] | — | any | consistent |
 //!
 //! The ns/step and `max_n` figures come from single-thread release runs on the development
 //! machine (a 2-core VM; details beside each constant); one job at `max_n` takes at most about
@@ -42,17 +44,17 @@ pub mod shared;
 pub mod sleep;
 pub mod table;
 pub mod tlb;
+pub mod user;
 
-pub use calibrate::calibrate;
+pub use calibrate::{calibrate, calibrate_in_child};
 pub use fib::{fib, ACC_MOD, FIB_MOD};
 pub use table::TABLE_BYTES;
 
 #[cfg(test)]
 mod tests;
 
-/// A workload, named on the wire by [`Kernel::name`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A workload, named on the wire by [`Kernel::name`] (and serialized as that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     Fib,
     Alloc,
@@ -65,10 +67,12 @@ pub enum Kernel {
     Table,
     Sleep,
     Crash,
+    /// A function of the user's own (`lib:NAME`, `py:NAME`): see [`user`].
+    User(user::UserId),
 }
 
 impl Kernel {
-    /// Every kernel, in contract order.
+    /// Every built-in kernel, in contract order (user kernels are not listed).
     pub const ALL: [Kernel; 11] = [
         Kernel::Fib,
         Kernel::Alloc,
@@ -97,12 +101,49 @@ impl Kernel {
             Kernel::Table => "table",
             Kernel::Sleep => "sleep",
             Kernel::Crash => "crash",
+            Kernel::User(id) => user::name(id),
         }
     }
 
-    /// The kernel with this contract name, if any (exact, case-sensitive).
+    /// The kernel with this name, if any (exact, case-sensitive): a built-in one, or a user
+    /// kernel this process has registered. Never registers a new name: what a server does
+    /// with a request's kernel field.
     pub fn parse(name: &str) -> Option<Kernel> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .or_else(|| user::lookup(name))
+    }
+
+    /// Like [`Kernel::parse`], but a user kernel name (`py:f`, `lib:f`) is registered by name
+    /// if it is new: what the driver does with `--kernel py:f`, naming a function it never
+    /// runs. `Err` lists the valid names.
+    pub fn named(name: &str) -> Result<Kernel, String> {
+        if let Some(k) = Kernel::parse(name) {
+            return Ok(k);
+        }
+        if user::is_user_name(name) {
+            return user::intern(name).map_err(|e| format!("{e:#}"));
+        }
+        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+        Err(format!(
+            "unknown kernel {name:?}; valid kernels: {}, or lib:NAME / py:NAME for your own",
+            names.join(", ")
+        ))
+    }
+
+    /// True for `lib:` and `py:` kernels, whose results have no formula: the driver checks
+    /// them for consistency (the same `n` always gives the same result) instead.
+    pub fn is_user(self) -> bool {
+        matches!(self, Kernel::User(_))
+    }
+
+    /// False for a user kernel this process knows only by name, and so cannot run.
+    pub fn is_runnable(self) -> bool {
+        match self {
+            Kernel::User(id) => user::is_loaded(id),
+            _ => true,
+        }
     }
 
     /// One line for reports: what mechanism the kernel exposes.
@@ -119,6 +160,7 @@ impl Kernel {
             Kernel::Table => "a large read-only table: threads share one copy, each process pays for its own",
             Kernel::Sleep => "blocking without CPU: an I/O stand-in, where more workers than cores help",
             Kernel::Crash => "fault injection: n = 0 panics inside the job, n = 1 aborts the process",
+            Kernel::User(_) => "your own function: checked for consistency, not against a formula",
         }
     }
 
@@ -137,6 +179,8 @@ impl Kernel {
             Kernel::Table => table::MAX_N,
             Kernel::Sleep => sleep::MAX_N,
             Kernel::Crash => 1,
+            // What n means is the function's business; the job timeout bounds a job.
+            Kernel::User(_) => u64::MAX,
         }
     }
 
@@ -158,6 +202,7 @@ impl Kernel {
             Kernel::Table => table::run(n),
             Kernel::Sleep => sleep::run(n),
             Kernel::Crash => crash(n),
+            Kernel::User(id) => user::run(id, n),
         }
     }
 
@@ -167,7 +212,8 @@ impl Kernel {
     /// Cost: O(1) for `sleep` and `crash`; at most O(n) ALU steps (a few ns each) otherwise:
     /// `fib` and `gil` have no closed form, the others replay their random draws. A load
     /// driver that verifies many replies of the same size should compute it once per `n`.
-    /// `crash` returns 0: it never replies.
+    /// `crash` returns 0: it never replies. A user kernel has no formula and returns 0: the
+    /// driver checks its replies for consistency instead (`load::consistency`).
     pub fn expected(self, n: u64) -> u64 {
         match self {
             Kernel::Fib | Kernel::Gil => fib(n),
@@ -179,7 +225,7 @@ impl Kernel {
             Kernel::Shared => shared::expected(n),
             Kernel::Table => table::expected(n),
             Kernel::Sleep => sleep::expected(n),
-            Kernel::Crash => 0,
+            Kernel::Crash | Kernel::User(_) => 0,
         }
     }
 
@@ -189,6 +235,19 @@ impl Kernel {
         if self == Kernel::Table {
             table::prepare();
         }
+    }
+}
+
+impl Serialize for Kernel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kernel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Kernel::named(&name).map_err(serde::de::Error::custom)
     }
 }
 

@@ -68,7 +68,7 @@ fn sizes(kernel: Kernel) -> &'static [u64] {
         Kernel::Shared => &[0, 1, 2, 100_000],
         Kernel::Table => &[0, 1, 2, 10_000],
         Kernel::Sleep => &[0, 1, 2, 1_000],
-        Kernel::Crash => &[],
+        Kernel::Crash | Kernel::User(_) => &[],
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`usl`]: Universal Scalability Law fits of throughput against workers.
 //! - `student`: Student's t quantiles.
 //! - `service`: calibrated service times checked against their targets.
+//! - `crashes`: kernels that crashed a server, and which backends survived them.
 //! - `overview`, `measured`, `sections`: the page's text and tables; `charts`, `categorical`,
 //!   `figures`: plotters SVG charts; `html`, `template.html`: the page.
 //!
@@ -19,6 +20,7 @@
 mod categorical;
 mod charts;
 pub mod compare;
+mod crashes;
 pub mod data;
 mod figures;
 mod html;
@@ -157,17 +159,20 @@ fn dataset_slots(
 
 /// The first screen: the map, the counts per kernel, the verdict list.
 fn overview_section(data: &data::Dataset<'_>, comparisons: &[Comparison]) -> html::Html {
+    // A server that crashed is a finding of its own, shown first, verdict or not.
+    let mut out = crashes::section(data.rows);
     let Some(challenger) = overview::headline_challenger(comparisons) else {
-        return html::Html::tagged(
+        out.push(html::Html::tagged(
             "p",
             "warn",
             html::Html::text(
                 "No grid point has valid measurements of both a process backend and a thread \
                  backend, so there is no verdict.",
             ),
-        );
+        ));
+        return out;
     };
-    let mut out = overview::map(data, comparisons, &challenger);
+    out.push(overview::map(data, comparisons, &challenger));
     out.push(html::Html::raw(format!(
         "<h2>1. Verdicts: {} ÷ best thread backend</h2>",
         html::escape(&challenger)

@@ -82,6 +82,7 @@ impl ServeConfig {
             let names: Vec<&str> = self.pool.preload.iter().map(|k| k.name()).collect();
             a.push(format!("--preload={}", names.join(",")));
         }
+        a.extend(crate::kernel::user::flags());
         a
     }
 }

@@ -29,6 +29,7 @@ impl Worker {
         if !shared.preload.is_empty() {
             cmd.arg("--preload").arg(shared.preload.join(","));
         }
+        cmd.args(crate::kernel::user::flags());
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
