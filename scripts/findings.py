@@ -22,6 +22,9 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
   the measured window's end) as a share of the window, over every backend and worker count,
   marked where it is over 25 % (the sweep's `overrun` rule). Runs from before `tail_s` existed
   counted the tail in their throughput; their tail is `duration_s` − the window;
+- `table=model`, from `model.csv`: the model kernel (`gil`) against the real one (`pyfib`):
+  each one's process ÷ thread ratio and the ratio of the two with its 95 % interval and what
+  it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
 - `workers=N`: the worker count the verdict tables show (default: the run's largest).
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
@@ -214,6 +217,32 @@ def tails_table(run: Path) -> str:
     return grid_table(caption, columns, sorted({k for k, _ in worst}), cell_of)
 
 
+def model_table(run: Path) -> str:
+    """The model's process ÷ thread ratio against the real kernel's, per point and comparator."""
+    rows = read_rows(run / "model.csv")
+    if not rows:
+        raise SystemExit(f"findings.py: {run / 'model.csv'} has no rows")
+    targets = sorted({float(r["target_us"]) for r in rows})
+    labels = {service_time(str(t), ""): t for t in targets}
+    cells: dict[tuple[str, float], str] = {}
+    for r in rows:
+        name = (
+            f"`{r['model']}` vs `{r['real']}`, {r['workers']} workers, "
+            f"{r['challenger']} ÷ {r['comparator']}"
+        )
+        interval = cell({"ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "verdict": r["verdict"]})
+        cells[(name, float(r["target_us"]))] = (
+            f"{float(r['model_ratio']):.2f} vs {float(r['real_ratio']):.2f}: {interval}"
+        )
+    names = sorted({n for n, _ in cells}, key=lambda n: (n.split(",")[0], int(n.split(", ")[1].split()[0]), n))
+    caption = (
+        "model's process ÷ thread ratio vs the real kernel's, then model ÷ real with its 95 % "
+        "interval (Welch, four samples) and what it says: `agrees` within the equivalence "
+        "margin, `overstates` or `understates` the process advantage, or `inconclusive`."
+    )
+    return grid_table(caption, list(labels), names, lambda n, c: cells.get((n, labels[c])))
+
+
 def table(spec: str, base: Path) -> str:
     run, *options = spec.split()
     opts = {}
@@ -233,6 +262,8 @@ def table(spec: str, base: Path) -> str:
         return service_table(folder)
     if kind == "tails":
         return tails_table(folder)
+    if kind == "model":
+        return model_table(folder)
     raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
 
 

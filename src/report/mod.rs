@@ -26,6 +26,7 @@ mod figures;
 mod html;
 pub mod inputs;
 mod measured;
+pub mod model;
 pub mod noisy;
 mod overview;
 mod sections;
@@ -123,6 +124,7 @@ fn page(
 ) -> anyhow::Result<String> {
     let mut slots = dataset_slots(data, comparisons, env)?;
     slots.insert("noisy", noisy::section(data.rows, kernels, margin));
+    slots.insert("model", model::section(data.rows, margin));
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("methods", methods(comparisons, margin));
@@ -232,7 +234,16 @@ pub fn write_report_with(
         Some(k) => Some(noisy::csv_bytes(&noisy::all_comparisons(&rows, k, margin))?),
         None => None,
     };
+    let checks = model::checks(&rows, margin);
+    let model_csv = if checks.is_empty() {
+        None
+    } else {
+        Some(model::csv_bytes(&checks)?)
+    };
     compare::write_csv(&verdicts_path(out), &comparisons)?;
+    if let Some(bytes) = model_csv {
+        write_atomic(&verdicts_path(out).with_file_name(model::FILE), &bytes)?;
+    }
     if let Some(bytes) = noisy_csv {
         write_atomic(&verdicts_path(out).with_file_name(noisy::FILE), &bytes)?;
     }
