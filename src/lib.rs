@@ -16,6 +16,7 @@
 //! - [`server::child`]: a server run as a child process and stopped with a deadline: the
 //!   sweep's cells, prefork's workers, and the servers of the tests and benches.
 //! - [`worker`]: the process backend's child, `threadcenter-bench worker`.
+//! - `python` (cargo feature `python`): the embedded CPython behind the `pyfib` kernels.
 //! - [`load`]: the load driver: closed/open loop, verified replies, HdrHistogram latencies.
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.
 //! - [`record`]: one CSV row per cell and repetition.
@@ -31,6 +32,8 @@ pub mod kernel;
 pub mod load;
 pub mod machine;
 pub mod protocol;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod record;
 pub mod report;
 pub mod runtime;

@@ -339,7 +339,10 @@ impl Handler {
                     permit,
                 )
             }
-            Some(k) => k,
+            Some(k) => match k.why_unavailable() {
+                Some(why) => return refuse(ErrorCode::UnknownKernel, why, permit),
+                None => k,
+            },
             None => {
                 let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
                 return refuse(
