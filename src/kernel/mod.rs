@@ -18,9 +18,9 @@
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
 //! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
 //! | `crash` | — | fault injection: panic (0) or abort (1) | — | 1 | never returns |
-//! | `pyfib` | one `fib` step in pure Python | the real GIL (cargo feature `python`) | ~100 | 5·10⁷ | [`fib`] |
-//! | `pyfib-sub` | the same, in a sub-interpreter per thread | a GIL per interpreter (3.12+) | ~100 | 5·10⁷ | [`fib`] |
-//! | `pyfib-ft` | the same, free-threaded CPython | no GIL at all (3.13t+) | ~100 | 5·10⁷ | [`fib`] |
+//! | `pyfib` | one `fib` step in pure Python | the real GIL (cargo feature `python`) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-sub` | the same, in a sub-interpreter per thread | a GIL per interpreter (3.12+) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-ft` | the same, free-threaded CPython | no GIL at all (3.13t+) | ~200 | 3·10⁷ | [`fib`] |
 //!
 //! The ns/step and `max_n` figures come from single-thread release runs on the development
 //! machine (a 2-core VM; details beside each constant); one job at `max_n` takes at most about

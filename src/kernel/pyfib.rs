@@ -8,10 +8,10 @@
 
 use super::Kernel;
 
-/// A pure-Python step costs about 100 ns against `fib`'s 1.3 (CPython 3.11 and 3.12 on the
-/// 2-core development VM), so 5·10⁷ steps take about 5 s: room for slower interpreters under
-/// the ~10 s cap that every kernel keeps.
-pub const MAX_N: u64 = 50_000_000;
+/// A pure-Python step costs about 200 ns against `fib`'s 1.3 (190 ns on CPython 3.11, 230 on
+/// 3.12, one core of the 2-core development VM), so 3·10⁷ steps take about 7 s: room for slower
+/// interpreters under the ~10 s cap that every kernel keeps.
+pub const MAX_N: u64 = 30_000_000;
 
 /// Why this build cannot run a `pyfib` kernel, or `None` if it can.
 pub(super) fn why_unavailable(kernel: Kernel) -> Option<String> {
