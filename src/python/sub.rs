@@ -2,10 +2,10 @@
 //! CPython 3.12+). pyo3 does not support sub-interpreters, so this is the raw C API, and the
 //! only `unsafe` of the Python support.
 //!
-//! A thread's sub-interpreter is created on its first `pyfib-sub` job (lazily: the thread
-//! backends start threads on demand, tokio's even after the server listens) and ended when
-//! the thread exits. Creating one costs a few milliseconds, once per worker thread; the sweep's
-//! warm-up absorbs it.
+//! A thread's sub-interpreter is created on its first `pyfib-sub` job (lazily: tokio starts
+//! its blocking threads on demand, after the server listens, where no start-up hook reaches
+//! them) and ended when the thread exits. Creating one (importing the interpreter's builtin modules afresh) is paid
+//! once per worker thread, on a job the sweep's warm-up absorbs.
 //!
 //! # Invariants
 //!
