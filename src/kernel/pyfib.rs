@@ -1,7 +1,8 @@
 //! `pyfib`, `pyfib-sub`, `pyfib-ft`: [`super::fib`]'s recurrence in pure Python, run by an
 //! embedded CPython ([`crate::python`], cargo feature `python`). Same result as `fib`; the
 //! mechanism is the interpreter's GIL: held by every job (`pyfib`), one per worker thread
-//! (`pyfib-sub`), or none (`pyfib-ft`). The CSV shows it as process ÷ thread throughput.
+//! (`pyfib-sub`), or none (`pyfib-ft`). The CSV shows it as process ÷ thread throughput and
+//! as `server_vcsw`: threads waiting for a shared GIL block about every 10 ms each.
 //!
 //! This file is compiled with or without the feature, so the kernels always have names and
 //! a build without Python refuses them with the reason instead of not knowing them.
