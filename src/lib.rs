@@ -17,6 +17,7 @@
 //! - [`server::child`]: a server run as a child process and stopped with a deadline: the
 //!   sweep's cells, prefork's workers, and the servers of the tests and benches.
 //! - [`worker`]: the process backend's child, `threadcenter-bench worker`.
+//! - `python` (cargo feature `python`): the embedded CPython behind the `pyfib` kernels.
 //! - [`load`]: the load driver: closed/open loop, verified replies, HdrHistogram latencies.
 //! - [`sweep`]: the grid, one cell at a time, each on a fresh server process.
 //! - [`record`]: one CSV row per cell and repetition.

@@ -339,7 +339,10 @@ impl Handler {
                     permit,
                 )
             }
-            Some(k) if k.is_runnable() => k,
+            Some(k) if k.is_runnable() => match k.why_unavailable() {
+                Some(why) => return refuse(ErrorCode::UnknownKernel, why, permit),
+                None => k,
+            },
             _ if user::is_user_name(&kernel) => {
                 let detail = user::not_loaded_detail(&kernel);
                 return refuse(ErrorCode::UnknownKernel, detail, permit);

@@ -15,6 +15,9 @@ use std::io::{BufWriter, Write};
 /// `preload` kernels (by name).
 pub fn run(preload: &[String]) -> anyhow::Result<()> {
     die_with_parent()?;
+    // This process's own interpreter, before it says it is ready.
+    #[cfg(feature = "python")]
+    crate::python::start();
     for name in preload {
         let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
         k.prepare();

@@ -10,10 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
-    Kernel::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kernel {s:?}; known: {}", names.join(", "))
-    })
+    Kernel::parse(s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown kernel {s:?}; known: {}", names.join(", "))
+        })
+        .and_then(Kernel::ensure_available)
 }
 
 #[derive(Debug, Clone, clap::Args)]

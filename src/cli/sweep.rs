@@ -139,6 +139,10 @@ impl SweepArgs {
         }
         if let Some(s) = &self.kernels {
             g.kernels = parse_list("--kernels", s, Workload::parse)?;
+            // A kernel this build cannot run would only fill the grid with error replies.
+            for (kernel, _) in g.kernels.iter().flat_map(|w| &w.mix) {
+                kernel.ensure_available().map_err(anyhow::Error::msg)?;
+            }
         }
         if let Some(r) = self.repeat {
             g.repeat = r;

@@ -1,4 +1,4 @@
-//! The workloads: eleven kernels, each a deterministic function of its work size `n`, each built
+//! The workloads: fourteen kernels, each a deterministic function of its work size `n`, each built
 //! to expose one mechanism that separates threads from processes (SPEC §3), and the user's own
 //! functions ([`user`]: `lib:f`, `py:f`), whose mechanism is whatever they do.
 //!
@@ -19,6 +19,9 @@
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
 //! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
 //! | `crash` | — | fault injection: panic (0) or abort (1) | — | 1 | never returns |
+//! | `pyfib` | one `fib` step in pure Python | the real GIL (cargo feature `python`) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-sub` | the same, in a sub-interpreter per thread | a GIL per interpreter (3.12+) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-ft` | the same, free-threaded CPython | no GIL at all (3.13t+) | ~200 | 3·10⁷ | [`fib`] |
 //! | `lib:f`, `py:f` | the user's function | whatever it does: [`user`] | — | any | consistent |
 //!
 //! The ns/step and `max_n` figures come from single-thread release runs on the development
@@ -40,6 +43,7 @@ pub mod gil;
 mod mapping;
 pub mod mprotect;
 pub mod munmap;
+pub mod pyfib;
 pub mod shared;
 pub mod sleep;
 pub mod table;
@@ -67,13 +71,16 @@ pub enum Kernel {
     Table,
     Sleep,
     Crash,
+    Pyfib,
+    PyfibSub,
+    PyfibFt,
     /// A function of the user's own (`lib:NAME`, `py:NAME`): see [`user`].
     User(user::UserId),
 }
 
 impl Kernel {
     /// Every built-in kernel, in contract order (user kernels are not listed).
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Fib,
         Kernel::Alloc,
         Kernel::Fault,
@@ -85,6 +92,9 @@ impl Kernel {
         Kernel::Table,
         Kernel::Sleep,
         Kernel::Crash,
+        Kernel::Pyfib,
+        Kernel::PyfibSub,
+        Kernel::PyfibFt,
     ];
 
     /// The contract name, as sent in a request's `kernel` field.
@@ -101,6 +111,9 @@ impl Kernel {
             Kernel::Table => "table",
             Kernel::Sleep => "sleep",
             Kernel::Crash => "crash",
+            Kernel::Pyfib => "pyfib",
+            Kernel::PyfibSub => "pyfib-sub",
+            Kernel::PyfibFt => "pyfib-ft",
             Kernel::User(id) => user::name(id),
         }
     }
@@ -160,6 +173,9 @@ impl Kernel {
             Kernel::Table => "a large read-only table: threads share one copy, each process pays for its own",
             Kernel::Sleep => "blocking without CPU: an I/O stand-in, where more workers than cores help",
             Kernel::Crash => "fault injection: n = 0 panics inside the job, n = 1 aborts the process",
+            Kernel::Pyfib => "fib in pure Python under CPython's real GIL: threads take turns, each process has its own",
+            Kernel::PyfibSub => "fib in pure Python, a sub-interpreter with its own GIL per thread (CPython 3.12+)",
+            Kernel::PyfibFt => "fib in pure Python on a free-threaded CPython (3.13t+): no GIL at all",
             Kernel::User(_) => "your own function: checked for consistency, not against a formula",
         }
     }
@@ -179,8 +195,30 @@ impl Kernel {
             Kernel::Table => table::MAX_N,
             Kernel::Sleep => sleep::MAX_N,
             Kernel::Crash => 1,
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::MAX_N,
             // What n means is the function's business; the job timeout bounds a job.
             Kernel::User(_) => u64::MAX,
+        }
+    }
+
+    /// Why this build cannot run the kernel, or `None` if it can: the `pyfib` kernels need
+    /// the `python` cargo feature and, for `pyfib-sub` and `pyfib-ft`, a CPython that has
+    /// sub-interpreter GILs or no GIL. The server answers such a request `unknown_kernel` with
+    /// this reason, and `serve`, `load` and `sweep` refuse to start with it.
+    pub fn why_unavailable(self) -> Option<String> {
+        match self {
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::why_unavailable(self),
+            _ => None,
+        }
+    }
+
+    /// The kernel itself if this build can run it, else the reason it cannot: what `serve
+    /// --preload`, `load` and `sweep` check before they start, rather than collect a grid of
+    /// error replies.
+    pub fn ensure_available(self) -> Result<Kernel, String> {
+        match self.why_unavailable() {
+            Some(why) => Err(why),
+            None => Ok(self),
         }
     }
 
@@ -202,6 +240,7 @@ impl Kernel {
             Kernel::Table => table::run(n),
             Kernel::Sleep => sleep::run(n),
             Kernel::Crash => crash(n),
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::run(self, n),
             Kernel::User(id) => user::run(id, n),
         }
     }
@@ -216,7 +255,9 @@ impl Kernel {
     /// driver checks its replies for consistency instead (`load::consistency`).
     pub fn expected(self, n: u64) -> u64 {
         match self {
-            Kernel::Fib | Kernel::Gil => fib(n),
+            Kernel::Fib | Kernel::Gil | Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => {
+                fib(n)
+            }
             Kernel::Alloc => alloc::expected(n),
             Kernel::Fault => fault::expected(n),
             Kernel::Tlb => tlb::expected(n),
@@ -230,10 +271,15 @@ impl Kernel {
     }
 
     /// Build per-process state ahead of time so the first job doesn't pay for it: `table`
-    /// builds its table here. Idempotent and cheap after the first call; a no-op for the rest.
+    /// builds its table here, the `pyfib` kernels start the interpreter. Idempotent and cheap
+    /// after the first call; a no-op for the rest.
     pub fn prepare(self) {
-        if self == Kernel::Table {
-            table::prepare();
+        match self {
+            Kernel::Table => {
+                table::prepare();
+            }
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::prepare(),
+            _ => {}
         }
     }
 }

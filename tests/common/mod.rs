@@ -1,6 +1,8 @@
 //! Shared test helpers: a real server process on port 0 and a blocking protocol client.
 #![allow(dead_code)]
 
+pub mod blocking;
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
