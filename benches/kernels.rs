@@ -31,6 +31,15 @@ fn sizes(kernel: Kernel) -> &'static [u64] {
         Kernel::Sleep => &[100, 1_000],
         // Never benchmarked: it panics or aborts by design.
         Kernel::Crash => &[],
+        // Not built in: the user's own function.
+        Kernel::User(_) => &[],
+        // ~100 ns per step in CPython; only where the build can run them.
+        Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt
+            if kernel.why_unavailable().is_none() =>
+        {
+            &[1_000, 10_000]
+        }
+        Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => &[],
     }
 }
 

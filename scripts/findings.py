@@ -22,6 +22,9 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
   the measured window's end) as a share of the window, over every backend and worker count,
   marked where it is over 25 % (the sweep's `overrun` rule). Runs from before `tail_s` existed
   counted the tail in their throughput; their tail is `duration_s` − the window;
+- `table=model`, from `model.csv`: the model kernel (`gil`) against the real one (`pyfib`):
+  each one's process ÷ thread ratio and the ratio of the two with its 95 % interval and what
+  it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
 - `workers=N`: the worker count the verdict tables show (default: the run's largest).
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
@@ -80,6 +83,22 @@ def row_counts(results: Path) -> tuple[int, int]:
     return sum(r["valid"] == "true" for r in rows), len(rows)
 
 
+def grid_table(caption: str, columns: list[str], kernels: list[str], cell_of) -> str:
+    """A Markdown table: one row per kernel (backquoted unless already), one column per label,
+    `cell_of(kernel, column)` giving each cell's text or None for "–"."""
+    lines = [
+        caption,
+        "",
+        "| kernel | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for kernel in kernels:
+        cells = [cell_of(kernel, c) or "–" for c in columns]
+        name = kernel if kernel.startswith("`") else f"`{kernel}`"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def read_rows(path: Path) -> list[dict]:
     try:
         with path.open(newline="") as f:
@@ -119,19 +138,19 @@ def verdict_table(run: Path, file: str, workers: int | None) -> str:
         if noisy
         else "throughput,"
     )
-    lines = [
+    caption = (
         f"{CHALLENGER} ÷ {COMPARATOR}, {what} 95 % interval and verdict, {workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
         f"repetitions {CHALLENGER}/threads: {', '.join(reps)}; "
-        f"{valid} of {total} rows of results.csv valid.",
-        "",
-        "| kernel | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for kernel in sorted(by_kernel, key=lambda k: k.replace("`", "")):
-        cells = [cell(by_kernel[kernel][c]) if c in by_kernel[kernel] else "–" for c in columns]
-        lines.append(f"| {kernel} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        f"{valid} of {total} rows of results.csv valid."
+    )
+    kernels = sorted(by_kernel, key=lambda k: k.replace("`", ""))
+    return grid_table(
+        caption,
+        columns,
+        kernels,
+        lambda k, c: cell(by_kernel[k][c]) if c in by_kernel[k] else None,
+    )
 
 
 def service_table(run: Path) -> str:
@@ -146,28 +165,23 @@ def service_table(run: Path) -> str:
         if measured and float(measured) > 0:
             entry.append(float(measured))
     targets = sorted({t for _, t in sums})
-    columns = [service_time(str(t), "") for t in targets]
-    lines = [
+    def cell_of(kernel: str, target: str) -> str | None:
+        values = sums.get((kernel, float(target)))
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        off = mean / float(target) - 1
+        mark = " ⚠" if abs(off) > TOLERANCE else ""
+        measured = f"{mean / 1000:.3g} ms" if mean >= 1000 else f"{mean:.3g} µs"
+        return f"{measured} ({off:+.0%}){mark}"
+
+    caption = (
         "target service time → mean single-job time measured at the calibrated n, and how far "
-        f"off; ⚠ marks more than {TOLERANCE:.0%} off (the report's rule).",
-        "",
-        "| kernel | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for kernel in sorted({k for k, _ in sums}):
-        cells = []
-        for t in targets:
-            values = sums.get((kernel, t))
-            if not values:
-                cells.append("–")
-                continue
-            mean = sum(values) / len(values)
-            off = mean / t - 1
-            mark = " ⚠" if abs(off) > TOLERANCE else ""
-            measured = f"{mean / 1000:.3g} ms" if mean >= 1000 else f"{mean:.3g} µs"
-            cells.append(f"{measured} ({off:+.0%}){mark}")
-        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        f"off; ⚠ marks more than {TOLERANCE:.0%} off (the report's rule)."
+    )
+    labels = {service_time(str(t), ""): str(t) for t in targets}
+    kernels = sorted({k for k, _ in sums})
+    return grid_table(caption, list(labels), kernels, lambda k, c: cell_of(k, labels[c]))
 
 
 def tails_table(run: Path) -> str:
@@ -188,25 +202,45 @@ def tails_table(run: Path) -> str:
         key = (r["kernel"], label)
         if key not in worst or share > worst[key][0]:
             worst[key] = (share, f"{r['backend']}, w={r['workers']}")
-    columns = sorted(order, key=order.get)
-    lines = [
+    def cell_of(kernel: str, column: str) -> str | None:
+        if (kernel, column) not in worst:
+            return None
+        share, where = worst[(kernel, column)]
+        mark = " ⚠" if share > TOLERANCE else ""
+        return f"{share:.0%} ({where}){mark}"
+
+    caption = (
         f"largest drain tail ÷ measured window ({window:g} s), over every backend and worker "
-        f"count, and where it was; ⚠ marks more than {TOLERANCE:.0%} (`overrun`).",
-        "",
-        "| kernel | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for kernel in sorted({k for k, _ in worst}):
-        cells = []
-        for c in columns:
-            if (kernel, c) not in worst:
-                cells.append("–")
-                continue
-            share, where = worst[(kernel, c)]
-            mark = " ⚠" if share > TOLERANCE else ""
-            cells.append(f"{share:.0%} ({where}){mark}")
-        lines.append(f"| `{kernel}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        f"count, and where it was; ⚠ marks more than {TOLERANCE:.0%} (`overrun`)."
+    )
+    columns = sorted(order, key=order.get)
+    return grid_table(caption, columns, sorted({k for k, _ in worst}), cell_of)
+
+
+def model_table(run: Path) -> str:
+    """The model's process ÷ thread ratio against the real kernel's, per point and comparator."""
+    rows = read_rows(run / "model.csv")
+    if not rows:
+        raise SystemExit(f"findings.py: {run / 'model.csv'} has no rows")
+    targets = sorted({float(r["target_us"]) for r in rows})
+    labels = {service_time(str(t), ""): t for t in targets}
+    cells: dict[tuple[str, float], str] = {}
+    for r in rows:
+        name = (
+            f"`{r['model']}` vs `{r['real']}`, {r['workers']} workers, "
+            f"{r['challenger']} ÷ {r['comparator']}"
+        )
+        interval = cell({"ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "verdict": r["verdict"]})
+        cells[(name, float(r["target_us"]))] = (
+            f"{float(r['model_ratio']):.2f} vs {float(r['real_ratio']):.2f}: {interval}"
+        )
+    names = sorted({n for n, _ in cells}, key=lambda n: (n.split(",")[0], int(n.split(", ")[1].split()[0]), n))
+    caption = (
+        "model's process ÷ thread ratio vs the real kernel's, then model ÷ real with its 95 % "
+        "interval (Welch, four samples) and what it says: `agrees` within the equivalence "
+        "margin, `overstates` or `understates` the process advantage, or `inconclusive`."
+    )
+    return grid_table(caption, list(labels), names, lambda n, c: cells.get((n, labels[c])))
 
 
 def table(spec: str, base: Path) -> str:
@@ -228,6 +262,8 @@ def table(spec: str, base: Path) -> str:
         return service_table(folder)
     if kind == "tails":
         return tails_table(folder)
+    if kind == "model":
+        return model_table(folder)
     raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
 
 

@@ -17,7 +17,7 @@ pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 
 use crate::backend::{Backend, Job};
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
-use crate::kernel::Kernel;
+use crate::kernel::{user, Kernel};
 use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -339,9 +339,17 @@ impl Handler {
                     permit,
                 )
             }
-            Some(k) => k,
-            None => {
-                let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+            Some(k) if k.is_runnable() => match k.why_unavailable() {
+                Some(why) => return refuse(ErrorCode::UnknownKernel, why, permit),
+                None => k,
+            },
+            _ if user::is_user_name(&kernel) => {
+                let detail = user::not_loaded_detail(&kernel);
+                return refuse(ErrorCode::UnknownKernel, detail, permit);
+            }
+            _ => {
+                let mut names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                names.extend(user::loaded_names());
                 return refuse(
                     ErrorCode::UnknownKernel,
                     format!("unknown kernel {kernel:?}; known: {}", names.join(", ")),

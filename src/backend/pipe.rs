@@ -1,6 +1,7 @@
 //! What travels on a worker's pipes: the same length-prefixed frames as the socket, with a
 //! fixed binary payload instead of JSON. A job is 17 bytes and a result 25, so the pipe costs
-//! one small write and one small read per job and no parsing.
+//! one small write and one small read per job and no parsing. A user kernel's job adds its
+//! name: its registry index is this process's own, the worker looks the name up in its own.
 //!
 //! Times are CLOCK_MONOTONIC nanoseconds, one clock for every process on the machine, so the
 //! worker can report when a job started relative to when the server submitted it.
@@ -14,6 +15,8 @@ pub const MAX_PIPE_FRAME: usize = 4096;
 const TAG_DONE: u8 = 0;
 const TAG_PANIC: u8 = 1;
 const TAG_READY: u8 = 2;
+/// A job's kernel byte for a user kernel, whose name follows the fixed fields.
+const USER_KERNEL: u8 = u8::MAX;
 
 /// Server → worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +59,23 @@ impl PipeJob {
             o.push(kernel_index(self.kernel));
             o.extend_from_slice(&self.n.to_le_bytes());
             o.extend_from_slice(&self.submitted_ns.to_le_bytes());
+            if self.kernel.is_user() {
+                o.extend_from_slice(self.kernel.name().as_bytes());
+            }
         });
     }
 
     pub fn decode(p: &[u8]) -> Option<PipeJob> {
-        if p.len() != 17 {
-            return None;
-        }
+        let kernel = match (p.first(), p.get(17..)) {
+            (Some(&USER_KERNEL), Some(name)) => std::str::from_utf8(name)
+                .ok()
+                .and_then(Kernel::parse)
+                .filter(|k| k.is_user())?,
+            (Some(&i), Some([])) => *Kernel::ALL.get(i as usize)?,
+            _ => return None,
+        };
         Some(PipeJob {
-            kernel: *Kernel::ALL.get(p[0] as usize)?,
+            kernel,
             n: u64::from_le_bytes(p[1..9].try_into().ok()?),
             submitted_ns: u64::from_le_bytes(p[9..17].try_into().ok()?),
         })
@@ -122,6 +133,9 @@ impl PipeReply {
 }
 
 fn kernel_index(k: Kernel) -> u8 {
+    if k.is_user() {
+        return USER_KERNEL;
+    }
     Kernel::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
 }
 
@@ -148,6 +162,16 @@ mod tests {
             job.encode(&mut out);
             assert_eq!(PipeJob::decode(payload(&out)), Some(job));
         }
+        let user = Kernel::named("lib:pipe_test").unwrap();
+        let job = PipeJob {
+            kernel: user,
+            n: 5,
+            submitted_ns: 6,
+        };
+        let mut out = Vec::new();
+        job.encode(&mut out);
+        assert_eq!(PipeJob::decode(payload(&out)), Some(job));
+        assert_eq!(payload(&out).len(), 17 + "lib:pipe_test".len());
         for r in [
             PipeReply::Ready { pid: 77 },
             PipeReply::Done {
@@ -167,6 +191,10 @@ mod tests {
     fn garbage_is_refused_not_misread() {
         assert_eq!(PipeJob::decode(&[200; 17]), None);
         assert_eq!(PipeJob::decode(&[0; 3]), None);
+        assert_eq!(PipeJob::decode(&[0; 18]), None);
+        let mut unknown = vec![USER_KERNEL; 17];
+        unknown.extend_from_slice(b"py:never_registered");
+        assert_eq!(PipeJob::decode(&unknown), None);
         assert_eq!(PipeReply::decode(&[]), None);
         assert_eq!(PipeReply::decode(&[TAG_DONE, 1, 2]), None);
         assert_eq!(PipeReply::decode(&[9, 0, 0]), None);

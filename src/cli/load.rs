@@ -115,10 +115,14 @@ bad reply, unmatched id). Error replies from the server and timeouts are counted
 #[derive(Debug, Clone)]
 pub struct Mix(pub Vec<(Kernel, u32)>);
 
+/// A mix this build can run: a `pyfib` kernel without the `python` feature is refused here,
+/// with the reason, rather than answered with an error reply per request.
 fn parse_mix(s: &str) -> Result<Mix, String> {
-    LoadSpec::parse_mix(s)
-        .map(Mix)
-        .map_err(|e| format!("{e:#}"))
+    let mix = LoadSpec::parse_mix(s).map_err(|e| format!("{e:#}"))?;
+    for (kernel, _) in &mix {
+        kernel.ensure_available()?;
+    }
+    Ok(Mix(mix))
 }
 
 fn arrival_help(a: Arrival) -> Option<&'static str> {
@@ -133,7 +137,8 @@ fn arrival_help(a: Arrival) -> Option<&'static str> {
 fn cmd_help(c: Cmd) -> Option<&'static str> {
     Some(match c {
         Cmd::Compute => {
-            "Run a kernel on the server; every result is checked against the kernel's formula"
+            "Run a kernel on the server; every result is checked against the kernel's formula \
+             (user kernels: for consistency)"
         }
         Cmd::Ping => "No work: measures the protocol and transport alone",
     })
@@ -204,6 +209,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         super::write_json(
             path,
             &JsonReport {
+                checked: crate::load::consistency::methods(&spec.mix),
                 spec: &spec,
                 report: &report,
                 environment: crate::machine::Environment::here(),
@@ -229,6 +235,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 /// What `--json` writes.
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    /// How each kernel's replies were verified: `formula`, or `consistency` for user kernels.
+    checked: std::collections::BTreeMap<&'static str, &'static str>,
     spec: &'a LoadSpec,
     report: &'a LoadReport,
     environment: crate::machine::Environment,

@@ -2,12 +2,14 @@
 //! type and the thin function that turns parsed flags into plain library calls. Nothing in the
 //! library depends on this module or on clap.
 
+mod calibrate;
 mod load;
 mod merge;
 mod report;
 mod serve;
 mod summary;
 mod sweep;
+mod user;
 mod worker;
 
 use anyhow::Context;
@@ -17,11 +19,13 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
 
+pub use calibrate::CalibrateArgs;
 pub use load::LoadArgs;
 pub use merge::MergeArgs;
 pub use report::ReportArgs;
 pub use serve::ServeArgs;
 pub use sweep::SweepArgs;
+pub use user::UserKernelArgs;
 pub use worker::WorkerArgs;
 
 #[derive(Debug, Parser)]
@@ -50,12 +54,18 @@ pub enum Commands {
     /// The process backend's child (internal).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// One kernel calibrated in a process of its own (internal: the sweep's user kernels).
+    #[command(hide = true)]
+    Calibrate(CalibrateArgs),
 }
 
 /// Runs the subcommand; `Err` is printed by `main` as one error chain, with exit status 1.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_tracing();
-    if matches!(cli.command, Commands::Serve(_) | Commands::Worker(_)) {
+    if matches!(
+        cli.command,
+        Commands::Serve(_) | Commands::Worker(_) | Commands::Calibrate(_)
+    ) {
         quiet_panics();
     }
     match cli.command {
@@ -65,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Report(args) => report::run(args),
         Commands::Merge(args) => merge::run(args),
         Commands::Worker(args) => worker::run(args),
+        Commands::Calibrate(args) => calibrate::run(args),
     }
 }
 

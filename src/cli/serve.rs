@@ -10,10 +10,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
-    Kernel::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kernel {s:?}; known: {}", names.join(", "))
-    })
+    Kernel::parse(s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown kernel {s:?}; known: {}", names.join(", "))
+        })
+        .and_then(Kernel::ensure_available)
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +74,8 @@ pub struct ServeArgs {
     /// Build these kernels' per-process state before listening (e.g. `table`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
     pub preload: Vec<Kernel>,
+    #[command(flatten)]
+    pub user: super::UserKernelArgs,
     /// Process backend: run this program as the worker instead of this binary's `worker`
     /// subcommand (it is started as `PROGRAM worker`). For fault-injection tests.
     #[arg(long, hide = true)]
@@ -131,6 +135,8 @@ impl ServeArgs {
 
 /// Serves until SIGINT/SIGTERM, saying `listening on ADDR` once connections are accepted.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before the pool starts: its workers and prefork children load the same kernels.
+    args.user.load()?;
     server::serve_until_signalled(args.config()?, |addr| println!("listening on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! The printed summary of a load run or a merge.
 
-use crate::load::{LoadReport, LoadSpec, Pace, Summary};
+use crate::load::{Cmd, LoadReport, LoadSpec, Pace, Summary};
 use std::fmt::Write;
 
 /// A microsecond figure in the unit that keeps it readable.
@@ -35,10 +35,24 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
     parts.join(", ")
 }
 
-/// The whole summary, warnings last.
+/// The whole summary, warnings last, then how user kernels were checked.
 pub(crate) fn summary(spec: &LoadSpec, r: &LoadReport) -> String {
     let open = matches!(spec.pace, Pace::Open { .. });
-    body(&format!("load: {}", spec.describe()), open, r)
+    let mut out = body(&format!("load: {}", spec.describe()), open, r);
+    let user: Vec<&str> = spec
+        .mix
+        .iter()
+        .filter(|(k, _)| k.is_user())
+        .map(|(k, _)| k.name())
+        .collect();
+    if spec.cmd == Cmd::Compute && !user.is_empty() {
+        let _ = writeln!(
+            out,
+            "  checked      {} for consistency (the same n gives the same result on every reply), not against a formula",
+            user.join(", ")
+        );
+    }
+    out
 }
 
 /// One driver's line in a merge: its counts, rate and latency.

@@ -44,9 +44,12 @@ pub struct SweepArgs {
     /// Sizes: work sizes (500000) or target service times (50us, 1ms), comma-separated.
     #[arg(long)]
     pub sizes: Option<String>,
-    /// Kernels, comma-separated; a mix is written with `+`: fib:9+tlb:1.
+    /// Kernels, comma-separated; a mix is written with `+`: fib:9+tlb:1. Your own functions are
+    /// `py:f` (with --python) and `lib:f` (with --library and --symbols).
     #[arg(long)]
     pub kernels: Option<String>,
+    #[command(flatten)]
+    pub user: super::UserKernelArgs,
     /// Repetitions of every cell.
     #[arg(long)]
     pub repeat: Option<u32>,
@@ -140,6 +143,10 @@ impl SweepArgs {
         }
         if let Some(s) = &self.kernels {
             g.kernels = parse_list("--kernels", s, Workload::parse)?;
+            // A kernel this build cannot run would only fill the grid with error replies.
+            for (kernel, _) in g.kernels.iter().flat_map(|w| &w.mix) {
+                kernel.ensure_available().map_err(anyhow::Error::msg)?;
+            }
         }
         if let Some(r) = self.repeat {
             g.repeat = r;
@@ -179,7 +186,16 @@ pub(super) fn parse_margin(s: &str) -> Result<f64, String> {
 
 /// Runs the sweep, then says where its rows and report went and prints the headline.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    // Before the grid: `--kernels py:f` names a kernel these flags load.
+    args.user.load()?;
     let grid = args.grid(crate::machine::cores())?;
+    for (k, _) in grid.kernels.iter().flat_map(|w| &w.mix) {
+        anyhow::ensure!(
+            k.is_runnable(),
+            "--kernels names {k}, which no flag loads: give --python FILE.py for py: kernels, \
+             --library FILE.so --symbols NAME,… for lib: ones"
+        );
+    }
     let cpus = CpuSplit::from_flags(
         args.driver_cpus.as_deref(),
         args.server_cpus.as_deref(),

@@ -7,6 +7,8 @@ pub struct WorkerArgs {
     /// Kernels whose per-process state to build before reporting ready (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub preload: Vec<String>,
+    #[command(flatten)]
+    pub user: super::UserKernelArgs,
     /// Take jobs from shared-memory rings whose descriptors arrive on stdin (`--backend shm`).
     #[arg(long)]
     pub shm: bool,
@@ -16,6 +18,7 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    args.user.load()?;
     crate::worker::run(
         &args.preload,
         args.shm

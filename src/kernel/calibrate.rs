@@ -81,3 +81,39 @@ fn thread_cpu_us() -> f64 {
         .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
         .unwrap_or(0.0)
 }
+
+/// [`calibrate`] in a child process (`threadcenter-bench calibrate`, loading the same user
+/// kernels): for user kernels, whose function may crash or raise. In-process, that would take
+/// the sweep down before its first cell; here it only costs the calibration, and the cells
+/// still run and record what the function does to each backend.
+///
+/// `Err` says why the child gave no sizes (it crashed, or could not start).
+pub fn calibrate_in_child(
+    kernel: Kernel,
+    target_us: Option<f64>,
+    given_n: Option<u64>,
+) -> anyhow::Result<(u64, f64)> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["calibrate", "--kernel", kernel.name()])
+        .args(super::user::flags())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    if let Some(t) = target_us {
+        cmd.arg(format!("--target-us={t}"));
+    }
+    if let Some(n) = given_n {
+        cmd.arg(format!("--n={n}"));
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    anyhow::ensure!(out.status.success(), "calibrating it {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let n = words.next().and_then(|w| w.parse().ok());
+    let us = words.next().and_then(|w| w.parse().ok());
+    n.zip(us)
+        .with_context(|| format!("calibration printed {text:?}, not `N MICROSECONDS`"))
+}

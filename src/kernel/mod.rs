@@ -1,5 +1,6 @@
-//! The workloads: eleven kernels, each a deterministic function of its work size `n`, each built
-//! to expose one mechanism that separates threads from processes (SPEC §3).
+//! The workloads: fourteen kernels, each a deterministic function of its work size `n`, each built
+//! to expose one mechanism that separates threads from processes (SPEC §3), and the user's own
+//! functions ([`user`]: `lib:f`, `py:f`), whose mechanism is whatever they do.
 //!
 //! A kernel runs *for real* in [`Kernel::run`] (it allocates, maps, locks, sleeps), while
 //! [`Kernel::expected`] computes the same `u64` from the formula alone, so the load driver can
@@ -18,6 +19,10 @@
 //! | `table` | one random read of a 256 MiB table | memory per process (counter-example) | 15–28 | 3·10⁸ | [`table`] |
 //! | `sleep` | one microsecond blocked | none: I/O stand-in | 1 000 | 10⁷ | [`sleep`] |
 //! | `crash` | — | fault injection: panic (0) or abort (1) | — | 1 | never returns |
+//! | `pyfib` | one `fib` step in pure Python | the real GIL (cargo feature `python`) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-sub` | the same, in a sub-interpreter per thread | a GIL per interpreter (3.12+) | ~200 | 3·10⁷ | [`fib`] |
+//! | `pyfib-ft` | the same, free-threaded CPython | no GIL at all (3.13t+) | ~200 | 3·10⁷ | [`fib`] |
+//! | `lib:f`, `py:f` | the user's function | whatever it does: [`user`] | — | any | consistent |
 //!
 //! The ns/step and `max_n` figures come from single-thread release runs on the development
 //! machine (a 2-core VM; details beside each constant); one job at `max_n` takes at most about
@@ -38,21 +43,22 @@ pub mod gil;
 mod mapping;
 pub mod mprotect;
 pub mod munmap;
+pub mod pyfib;
 pub mod shared;
 pub mod sleep;
 pub mod table;
 pub mod tlb;
+pub mod user;
 
-pub use calibrate::calibrate;
+pub use calibrate::{calibrate, calibrate_in_child};
 pub use fib::{fib, ACC_MOD, FIB_MOD};
 pub use table::TABLE_BYTES;
 
 #[cfg(test)]
 mod tests;
 
-/// A workload, named on the wire by [`Kernel::name`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A workload, named on the wire by [`Kernel::name`] (and serialized as that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     Fib,
     Alloc,
@@ -65,11 +71,16 @@ pub enum Kernel {
     Table,
     Sleep,
     Crash,
+    Pyfib,
+    PyfibSub,
+    PyfibFt,
+    /// A function of the user's own (`lib:NAME`, `py:NAME`): see [`user`].
+    User(user::UserId),
 }
 
 impl Kernel {
-    /// Every kernel, in contract order.
-    pub const ALL: [Kernel; 11] = [
+    /// Every built-in kernel, in contract order (user kernels are not listed).
+    pub const ALL: [Kernel; 14] = [
         Kernel::Fib,
         Kernel::Alloc,
         Kernel::Fault,
@@ -81,6 +92,9 @@ impl Kernel {
         Kernel::Table,
         Kernel::Sleep,
         Kernel::Crash,
+        Kernel::Pyfib,
+        Kernel::PyfibSub,
+        Kernel::PyfibFt,
     ];
 
     /// The contract name, as sent in a request's `kernel` field.
@@ -97,12 +111,52 @@ impl Kernel {
             Kernel::Table => "table",
             Kernel::Sleep => "sleep",
             Kernel::Crash => "crash",
+            Kernel::Pyfib => "pyfib",
+            Kernel::PyfibSub => "pyfib-sub",
+            Kernel::PyfibFt => "pyfib-ft",
+            Kernel::User(id) => user::name(id),
         }
     }
 
-    /// The kernel with this contract name, if any (exact, case-sensitive).
+    /// The kernel with this name, if any (exact, case-sensitive): a built-in one, or a user
+    /// kernel this process has registered. Never registers a new name: what a server does
+    /// with a request's kernel field.
     pub fn parse(name: &str) -> Option<Kernel> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .or_else(|| user::lookup(name))
+    }
+
+    /// Like [`Kernel::parse`], but a user kernel name (`py:f`, `lib:f`) is registered by name
+    /// if it is new: what the driver does with `--kernel py:f`, naming a function it never
+    /// runs. `Err` lists the valid names.
+    pub fn named(name: &str) -> Result<Kernel, String> {
+        if let Some(k) = Kernel::parse(name) {
+            return Ok(k);
+        }
+        if user::is_user_name(name) {
+            return user::intern(name).map_err(|e| format!("{e:#}"));
+        }
+        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+        Err(format!(
+            "unknown kernel {name:?}; valid kernels: {}, or lib:NAME / py:NAME for your own",
+            names.join(", ")
+        ))
+    }
+
+    /// True for `lib:` and `py:` kernels, whose results have no formula: the driver checks
+    /// them for consistency (the same `n` always gives the same result) instead.
+    pub fn is_user(self) -> bool {
+        matches!(self, Kernel::User(_))
+    }
+
+    /// False for a user kernel this process knows only by name, and so cannot run.
+    pub fn is_runnable(self) -> bool {
+        match self {
+            Kernel::User(id) => user::is_loaded(id),
+            _ => true,
+        }
     }
 
     /// One line for reports: what mechanism the kernel exposes.
@@ -119,6 +173,10 @@ impl Kernel {
             Kernel::Table => "a large read-only table: threads share one copy, each process pays for its own",
             Kernel::Sleep => "blocking without CPU: an I/O stand-in, where more workers than cores help",
             Kernel::Crash => "fault injection: n = 0 panics inside the job, n = 1 aborts the process",
+            Kernel::Pyfib => "fib in pure Python under CPython's real GIL: threads take turns, each process has its own",
+            Kernel::PyfibSub => "fib in pure Python, a sub-interpreter with its own GIL per thread (CPython 3.12+)",
+            Kernel::PyfibFt => "fib in pure Python on a free-threaded CPython (3.13t+): no GIL at all",
+            Kernel::User(_) => "your own function: checked for consistency, not against a formula",
         }
     }
 
@@ -137,6 +195,30 @@ impl Kernel {
             Kernel::Table => table::MAX_N,
             Kernel::Sleep => sleep::MAX_N,
             Kernel::Crash => 1,
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::MAX_N,
+            // What n means is the function's business; the job timeout bounds a job.
+            Kernel::User(_) => u64::MAX,
+        }
+    }
+
+    /// Why this build cannot run the kernel, or `None` if it can: the `pyfib` kernels need
+    /// the `python` cargo feature and, for `pyfib-sub` and `pyfib-ft`, a CPython that has
+    /// sub-interpreter GILs or no GIL. The server answers such a request `unknown_kernel` with
+    /// this reason, and `serve`, `load` and `sweep` refuse to start with it.
+    pub fn why_unavailable(self) -> Option<String> {
+        match self {
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::why_unavailable(self),
+            _ => None,
+        }
+    }
+
+    /// The kernel itself if this build can run it, else the reason it cannot: what `serve
+    /// --preload`, `load` and `sweep` check before they start, rather than collect a grid of
+    /// error replies.
+    pub fn ensure_available(self) -> Result<Kernel, String> {
+        match self.why_unavailable() {
+            Some(why) => Err(why),
+            None => Ok(self),
         }
     }
 
@@ -158,6 +240,8 @@ impl Kernel {
             Kernel::Table => table::run(n),
             Kernel::Sleep => sleep::run(n),
             Kernel::Crash => crash(n),
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::run(self, n),
+            Kernel::User(id) => user::run(id, n),
         }
     }
 
@@ -167,10 +251,13 @@ impl Kernel {
     /// Cost: O(1) for `sleep` and `crash`; at most O(n) ALU steps (a few ns each) otherwise:
     /// `fib` and `gil` have no closed form, the others replay their random draws. A load
     /// driver that verifies many replies of the same size should compute it once per `n`.
-    /// `crash` returns 0: it never replies.
+    /// `crash` returns 0: it never replies. A user kernel has no formula and returns 0: the
+    /// driver checks its replies for consistency instead (`load::consistency`).
     pub fn expected(self, n: u64) -> u64 {
         match self {
-            Kernel::Fib | Kernel::Gil => fib(n),
+            Kernel::Fib | Kernel::Gil | Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => {
+                fib(n)
+            }
             Kernel::Alloc => alloc::expected(n),
             Kernel::Fault => fault::expected(n),
             Kernel::Tlb => tlb::expected(n),
@@ -179,16 +266,34 @@ impl Kernel {
             Kernel::Shared => shared::expected(n),
             Kernel::Table => table::expected(n),
             Kernel::Sleep => sleep::expected(n),
-            Kernel::Crash => 0,
+            Kernel::Crash | Kernel::User(_) => 0,
         }
     }
 
     /// Build per-process state ahead of time so the first job doesn't pay for it: `table`
-    /// builds its table here. Idempotent and cheap after the first call; a no-op for the rest.
+    /// builds its table here, the `pyfib` kernels start the interpreter. Idempotent and cheap
+    /// after the first call; a no-op for the rest.
     pub fn prepare(self) {
-        if self == Kernel::Table {
-            table::prepare();
+        match self {
+            Kernel::Table => {
+                table::prepare();
+            }
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::prepare(),
+            _ => {}
         }
+    }
+}
+
+impl Serialize for Kernel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kernel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Kernel::named(&name).map_err(serde::de::Error::custom)
     }
 }
 

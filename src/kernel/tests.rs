@@ -58,6 +58,9 @@ fn fib_matches_literal_modulo_transcription() {
 /// Sizes that exercise each kernel's edge cases: nothing, one step, and enough steps to wrap
 /// the alloc window and cycle the tlb page's words.
 fn sizes(kernel: Kernel) -> &'static [u64] {
+    if kernel.why_unavailable().is_some() {
+        return &[];
+    }
     match kernel {
         Kernel::Fib | Kernel::Gil => &[0, 1, 2, 1_000, 100_000],
         Kernel::Alloc => &[0, 1, 2, 300, 5_000],
@@ -68,7 +71,8 @@ fn sizes(kernel: Kernel) -> &'static [u64] {
         Kernel::Shared => &[0, 1, 2, 100_000],
         Kernel::Table => &[0, 1, 2, 10_000],
         Kernel::Sleep => &[0, 1, 2, 1_000],
-        Kernel::Crash => &[],
+        Kernel::Crash | Kernel::User(_) => &[],
+        Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => &[0, 1, 2, 1_000],
     }
 }
 
@@ -94,7 +98,13 @@ fn kernels_give_distinct_results_for_the_same_n() {
     let n = 1_000;
     let mut results: Vec<(Kernel, u64)> = Kernel::ALL
         .into_iter()
-        .filter(|k| !matches!(k, Kernel::Crash | Kernel::Gil))
+        // `gil` and the `pyfib` kernels are `fib` by design, computed another way.
+        .filter(|k| {
+            !matches!(
+                k,
+                Kernel::Crash | Kernel::Gil | Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt
+            )
+        })
         .map(|k| (k, k.expected(n)))
         .collect();
     results.sort_by_key(|&(_, r)| r);
@@ -128,8 +138,20 @@ fn names_round_trip() {
     assert_eq!(
         names,
         [
-            "fib", "alloc", "fault", "tlb", "mprotect", "munmap", "shared", "gil", "table",
-            "sleep", "crash"
+            "fib",
+            "alloc",
+            "fault",
+            "tlb",
+            "mprotect",
+            "munmap",
+            "shared",
+            "gil",
+            "table",
+            "sleep",
+            "crash",
+            "pyfib",
+            "pyfib-sub",
+            "pyfib-ft"
         ]
     );
     for kernel in Kernel::ALL {
@@ -301,4 +323,31 @@ fn calibrated_size_is_the_median_of_scaled_estimates() {
     );
     assert_eq!(scaled_median(10, 1.0, &[0.0]), 100);
     assert_eq!(scaled_median(7, 1.0, &[]), 7);
+}
+
+#[test]
+fn pyfib_kernels_equal_fib_or_say_why_not() {
+    for kernel in [Kernel::Pyfib, Kernel::PyfibSub, Kernel::PyfibFt] {
+        assert_eq!(kernel.expected(12_345), fib(12_345));
+        assert_eq!(kernel.max_n(), pyfib::MAX_N);
+        match kernel.why_unavailable() {
+            Some(why) => {
+                assert!(why.contains(kernel.name()), "{why}");
+                if cfg!(not(feature = "python")) {
+                    assert!(why.contains("--features python"), "{why}");
+                }
+            }
+            None => assert_eq!(kernel.run(12_345), fib(12_345)),
+        }
+    }
+    for kernel in Kernel::ALL
+        .into_iter()
+        .filter(|k| !k.name().starts_with("pyfib"))
+    {
+        assert_eq!(kernel.why_unavailable(), None, "{kernel}");
+    }
+    if cfg!(not(feature = "python")) {
+        let refused = std::panic::catch_unwind(|| Kernel::Pyfib.run(10));
+        assert!(refused.is_err(), "pyfib ran without the python feature");
+    }
 }

@@ -34,8 +34,8 @@ const KERNEL_STREAM: u64 = 2;
 pub(crate) struct Plan {
     pub spec: LoadSpec,
     pub encoder: Encoder,
-    /// Expected result per mix entry (empty for ping).
-    pub expected: Vec<u64>,
+    /// Expected result per mix entry (none for ping).
+    pub expected: super::consistency::Expected,
     /// Picks a mix entry by weight; `None` when there is only one.
     pub weights: Option<WeightedIndex<u32>>,
     /// When the first request may go out (warmup starts).
@@ -401,7 +401,7 @@ impl DriverConn {
         };
         let spec = &self.plan.spec;
         let kernel = spec.mix.get(req.entry).map(|(k, _)| *k);
-        let expected = self.plan.expected.get(req.entry).copied().unwrap_or(0);
+        let expected = self.plan.expected.for_reply(req.entry, parsed.reply.result);
         match check(
             &parsed.reply,
             spec.cmd,

@@ -13,6 +13,7 @@
 //! - `schedule`: the open loop's intended send times.
 //! - `conn`: the per-connection loop.
 //! - [`verify`]: request encoding, reply parsing and checking.
+//! - [`consistency`]: checking user kernels, which have no formula, for consistency.
 //! - [`histogram`]: the run's HdrHistograms and the percentile summaries drawn from them.
 //! - `timer`: sub-millisecond wake-ups for the open loop's sends.
 //! - [`histlog`]: HdrHistogram interval logs and merging them.
@@ -21,6 +22,7 @@
 //! - [`outcome`]: what a run measured ([`LoadReport`]) and whether to trust it.
 
 mod conn;
+pub mod consistency;
 pub mod histlog;
 pub mod histogram;
 pub mod ids;
@@ -32,6 +34,7 @@ pub mod threads;
 mod timer;
 pub mod verify;
 
+pub use consistency::Consistency;
 pub use histogram::Summary;
 pub use outcome::LoadReport;
 pub use spec::{Arrival, Cmd, LoadSpec, Pace, Stop};
@@ -62,6 +65,16 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
 /// time that has passed by the time the connections are open is an error: a late driver
 /// would measure a different load from its peers'.
 pub async fn run_at(spec: &LoadSpec, start_at: Option<SystemTime>) -> anyhow::Result<LoadReport> {
+    run_checked(spec, start_at, Arc::default()).await
+}
+
+/// Like [`run_at`], checking user kernels' replies against `seen`, the first results seen by
+/// this run and by every earlier run that shared it (a sweep's cells), and adding to it.
+pub async fn run_checked(
+    spec: &LoadSpec,
+    start_at: Option<SystemTime>,
+    seen: Arc<Consistency>,
+) -> anyhow::Result<LoadReport> {
     spec.validate()?;
     let expected = {
         let spec = spec.clone();
@@ -69,6 +82,7 @@ pub async fn run_at(spec: &LoadSpec, start_at: Option<SystemTime>) -> anyhow::Re
             .await
             .context("computing the expected results failed")?
     };
+    let expected = consistency::Expected::new(spec, expected, seen);
     let streams = connect_all(spec).await;
     if let Some(Err(first)) = streams.iter().find(|s| s.is_err()) {
         if streams.iter().all(Result::is_err) {

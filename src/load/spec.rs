@@ -141,7 +141,8 @@ impl LoadSpec {
         self.sizes.get(entry).copied().unwrap_or(self.size)
     }
 
-    /// Parses a kernel mix: one name (`fib`) or weighted names (`fib:9,tlb:1`).
+    /// Parses a kernel mix: one name (`fib`) or weighted names (`fib:9,tlb:1`). User kernels
+    /// have a colon of their own: `py:f` is weight 1, `py:f:3` weight 3.
     pub fn parse_mix(s: &str) -> anyhow::Result<Vec<(Kernel, u32)>> {
         let mut mix: Vec<(Kernel, u32)> = Vec::new();
         for part in s.split(',').map(str::trim) {
@@ -149,8 +150,9 @@ impl LoadSpec {
                 !part.is_empty(),
                 "empty entry in kernel mix {s:?}; write `fib` or `fib:9,tlb:1`"
             );
-            let (name, weight) = match part.split_once(':') {
+            let (name, weight) = match part.rsplit_once(':') {
                 None => (part, 1),
+                Some(_) if crate::kernel::user::is_user_name(part) => (part, 1),
                 Some((name, w)) => {
                     let weight: u32 = w.trim().parse().with_context(|| {
                         format!("weight {w:?} of kernel {name:?} is not a whole number")
@@ -158,13 +160,7 @@ impl LoadSpec {
                     (name.trim(), weight)
                 }
             };
-            let kernel = Kernel::parse(name).with_context(|| {
-                let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown kernel {name:?}; valid kernels: {}",
-                    names.join(", ")
-                )
-            })?;
+            let kernel = Kernel::named(name).map_err(anyhow::Error::msg)?;
             ensure!(
                 !mix.iter().any(|(k, _)| *k == kernel),
                 "kernel {name:?} appears twice in the mix {s:?}"
@@ -298,6 +294,13 @@ mod tests {
             LoadSpec::parse_mix("sleep:0,fib").unwrap(),
             vec![(Kernel::Sleep, 0), (Kernel::Fib, 1)]
         );
+        let f = Kernel::named("py:spec_f").unwrap();
+        let g = Kernel::named("lib:spec_g").unwrap();
+        assert_eq!(
+            LoadSpec::parse_mix("py:spec_f:3,lib:spec_g,fib:1").unwrap(),
+            vec![(f, 3), (g, 1), (Kernel::Fib, 1)]
+        );
+        assert_eq!(f.name(), "py:spec_f");
     }
 
     #[test]
@@ -309,6 +312,8 @@ mod tests {
             assert!(unknown.contains(k.name()), "{unknown} lacks {}", k.name());
         }
         assert!(err("fib:x").contains("not a whole number"));
+        assert!(err("py:f:x").contains("not a whole number"));
+        assert!(err("py:f,py:f:2").contains("twice"));
         assert!(err("fib:-1").contains("not a whole number"));
         assert!(err("fib:0").contains("add up to 0"));
         assert!(err("fib,fib:2").contains("twice"));

@@ -3,7 +3,8 @@
 //! Every request is one of a few fixed shapes that differ only in the id, so each shape is
 //! encoded once into a template and a request costs a few byte copies. Every reply is parsed
 //! with the lenient [`ClientReply`] (the original Python server echoes ids as strings and sends
-//! no timings) and checked: compute results against [`Kernel::expected`], pongs for their flags.
+//! no timings) and checked: compute results against [`Kernel::expected`] (user kernels against
+//! the first result seen, [`super::consistency`]), pongs for their flags.
 
 use super::spec::{Cmd, LoadSpec};
 use crate::connection::put_frame_with;
@@ -155,8 +156,14 @@ pub fn check(
             Some(r) => Verdict::Failed(
                 kind::MISMATCH,
                 Some(format!(
-                    "{}({n}) should be {expected}, the server said {r}",
-                    kernel.map_or("compute", Kernel::name)
+                    "{}({n}) should be {expected}{}, the server said {r}",
+                    kernel.map_or("compute", Kernel::name),
+                    if kernel.is_some_and(Kernel::is_user) {
+                        " (the first result seen for it: a user kernel must give the same \
+                         result for the same n on every reply, backend and repetition)"
+                    } else {
+                        ""
+                    }
                 )),
             ),
             None => Verdict::Failed(

@@ -216,6 +216,7 @@ fn per_machine_page(
     slots.insert("rows", html::Html::text(&rows.to_string()));
     slots.insert("methods", super::methods(&all, margin));
     slots.insert("noisy", super::noisy::section(&[], None, margin));
+    slots.insert("model", super::model::section(&[], margin));
     html::fill(html::TEMPLATE, &slots)
 }
 

@@ -10,6 +10,7 @@
 //! - [`usl`]: Universal Scalability Law fits of throughput against workers.
 //! - `student`: Student's t quantiles.
 //! - `service`: calibrated service times checked against their targets.
+//! - `crashes`: kernels that crashed a server, and which backends survived them.
 //! - `overview`, `measured`, `sections`: the page's text and tables; `charts`, `categorical`,
 //!   `figures`: plotters SVG charts; `html`, `template.html`: the page.
 //!
@@ -19,11 +20,13 @@
 mod categorical;
 mod charts;
 pub mod compare;
+mod crashes;
 pub mod data;
 mod figures;
 mod html;
 pub mod inputs;
 mod measured;
+pub mod model;
 pub mod noisy;
 mod overview;
 mod sections;
@@ -121,6 +124,7 @@ fn page(
 ) -> anyhow::Result<String> {
     let mut slots = dataset_slots(data, comparisons, env)?;
     slots.insert("noisy", noisy::section(data.rows, kernels, margin));
+    slots.insert("model", model::section(data.rows, margin));
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("methods", methods(comparisons, margin));
@@ -157,17 +161,20 @@ fn dataset_slots(
 
 /// The first screen: the map, the counts per kernel, the verdict list.
 fn overview_section(data: &data::Dataset<'_>, comparisons: &[Comparison]) -> html::Html {
+    // A server that crashed is a finding of its own, shown first, verdict or not.
+    let mut out = crashes::section(data.rows);
     let Some(challenger) = overview::headline_challenger(comparisons) else {
-        return html::Html::tagged(
+        out.push(html::Html::tagged(
             "p",
             "warn",
             html::Html::text(
                 "No grid point has valid measurements of both a process backend and a thread \
                  backend, so there is no verdict.",
             ),
-        );
+        ));
+        return out;
     };
-    let mut out = overview::map(data, comparisons, &challenger);
+    out.push(overview::map(data, comparisons, &challenger));
     out.push(html::Html::raw(format!(
         "<h2>1. Verdicts: {} ÷ best thread backend</h2>",
         html::escape(&challenger)
@@ -239,7 +246,16 @@ pub fn write_report_with(
         Some(k) => Some(noisy::csv_bytes(&noisy::all_comparisons(&rows, k, margin))?),
         None => None,
     };
+    let checks = model::checks(&rows, margin);
+    let model_csv = if checks.is_empty() {
+        None
+    } else {
+        Some(model::csv_bytes(&checks)?)
+    };
     compare::write_csv(&verdicts_path(out), &comparisons)?;
+    if let Some(bytes) = model_csv {
+        write_atomic(&verdicts_path(out).with_file_name(model::FILE), &bytes)?;
+    }
     if let Some(bytes) = noisy_csv {
         write_atomic(&verdicts_path(out).with_file_name(noisy::FILE), &bytes)?;
     }

@@ -150,25 +150,37 @@ pub struct Estimate {
 
 /// Welch's interval for challenger ÷ comparator at two-sided level `confidence`.
 pub fn welch(challenger: &LogSample, comparator: &LogSample, confidence: f64) -> Estimate {
-    let diff = challenger.mean - comparator.mean;
+    contrast(&[(challenger, 1.0), (comparator, -1.0)], confidence)
+}
+
+/// Welch's interval for exp(Σ cᵢ·meanᵢ), a contrast of independent log-scale means (a ratio
+/// of ratios with coefficients ±1), at two-sided level `confidence`. Its variance is
+/// Σ cᵢ²·varᵢ/nᵢ, its degrees of freedom Welch–Satterthwaite's; with two samples and
+/// coefficients +1, −1 it is the two-sample Welch interval exactly. No interval unless every
+/// sample has two or more repetitions.
+pub fn contrast(terms: &[(&LogSample, f64)], confidence: f64) -> Estimate {
+    let diff: f64 = terms.iter().map(|(s, c)| c * s.mean).sum();
     let ratio = diff.exp();
-    if challenger.n < 2 || comparator.n < 2 {
+    if terms.iter().any(|(s, _)| s.n < 2) {
         return Estimate {
             ratio,
             interval: None,
         };
     }
-    let (va, vb) = (
-        challenger.var / challenger.n as f64,
-        comparator.var / comparator.n as f64,
-    );
-    let se2 = va + vb;
+    let parts: Vec<(f64, usize)> = terms
+        .iter()
+        .map(|(s, c)| (c * c * s.var / s.n as f64, s.n))
+        .collect();
+    let se2: f64 = parts.iter().map(|(v, _)| v).sum();
     let half = if se2 > 0.0 {
-        let df =
-            se2 * se2 / (va * va / (challenger.n - 1) as f64 + vb * vb / (comparator.n - 1) as f64);
+        let df = se2 * se2
+            / parts
+                .iter()
+                .map(|(v, n)| v * v / (n - 1) as f64)
+                .sum::<f64>();
         student::quantile(0.5 + confidence / 2.0, df) * se2.sqrt()
     } else {
-        // Identical repetitions on both sides: no spread was observed, so none is shown.
+        // Identical repetitions everywhere: no spread was observed, so none is shown.
         0.0
     };
     Estimate {

@@ -5,12 +5,13 @@ use super::grid::Workload;
 use super::kernels::{self, KernelRow};
 use crate::backend::BackendKind;
 use crate::kernel::Kernel;
-use crate::load::{self, LoadReport, LoadSpec, Pace, Stop};
+use crate::load::{self, Consistency, LoadReport, LoadSpec, Pace, Stop};
 use crate::machine::{sample_tree, tlb_shootdowns};
 use crate::record::Row;
-use crate::server::child::{ServerChild, ServerCommand};
+use crate::server::child::{ServerChild, ServerCommand, Stopped};
 use anyhow::Context;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What to measure in one cell.
@@ -101,52 +102,47 @@ pub fn driver_saturated(report: &LoadReport) -> Option<String> {
     }
 }
 
-/// How every cell's server is started, beyond what the cell itself says.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerSetup<'a> {
-    /// Pin the server (and its workers) to these CPUs.
-    pub cpus: Option<&'a [usize]>,
-    /// `--spin-us` for `shm` servers; `None`: the server's default.
-    pub spin_us: Option<u64>,
-}
-
-/// Starts the cell's server, pinned to `cpus` when given, and measures how long it took to say
-/// where it listens.
-async fn start_server(
-    exe: &Path,
-    cell: &Cell,
-    server: &ServerSetup<'_>,
-) -> anyhow::Result<(ServerChild, Duration)> {
-    let mut cmd = ServerCommand::serve(exe)
+/// Starts the cell's server, pinned to the bench's server CPUs when given, and measures how long
+/// it took to say where it listens.
+async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerChild, Duration)> {
+    let mut cmd = ServerCommand::serve(bench.exe)
         .args(["--port", "0", "--backend", cell.backend.name()])
         .args(["--workers", &cell.workers.to_string()]);
-    if let (BackendKind::Shm, Some(spin)) = (cell.backend, server.spin_us) {
+    if let (BackendKind::Shm, Some(spin)) = (cell.backend, bench.spin_us) {
         cmd = cmd.args(["--spin-us".to_string(), spin.to_string()]);
     }
-    let cpus = server.cpus;
-    if let Some(cpus) = cpus {
+    if let Some(cpus) = bench.server_cpus {
         cmd = cmd.cpus(cpus);
     }
     if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
         cmd = cmd.args(["--preload", "table"]);
     }
+    // The sweep's own user kernels (`lib:`, `py:`), loaded by the same flags.
+    cmd = cmd.args(crate::kernel::user::flags());
     let started = Instant::now();
     let server = cmd.start_async(START_LIMIT).await?;
     Ok((server, started.elapsed()))
 }
 
-/// Runs one cell end to end, its server started as `server` says. Never fails: a cell that
-/// cannot be measured becomes an invalid row with its reason, and the sweep goes on. A mix's
-/// cell also gives its per-kernel rows.
-pub async fn run(
-    exe: &Path,
-    cell: &Cell,
-    cores: usize,
-    server: &ServerSetup<'_>,
-) -> (Row, Vec<KernelRow>) {
-    let mut row = empty_row(cell, cores);
+/// Where a cell runs, and what it checks user kernels' replies against.
+pub struct Bench<'a> {
+    pub exe: &'a Path,
+    /// The cores the server may use: a cell's ideal throughput counts them.
+    pub cores: usize,
+    /// The server's CPUs, when the sweep pins it.
+    pub server_cpus: Option<&'a [usize]>,
+    /// `--spin-us` for `shm` servers; `None`: the server's default.
+    pub spin_us: Option<u64>,
+    /// The first result seen for each user kernel and `n`, over the whole sweep.
+    pub seen: Arc<Consistency>,
+}
+
+/// Runs one cell end to end. Never fails: a cell that cannot be measured becomes an invalid
+/// row with its reason, and the sweep goes on. A mix's cell also gives its per-kernel rows.
+pub async fn run(bench: &Bench<'_>, cell: &Cell) -> (Row, Vec<KernelRow>) {
+    let mut row = empty_row(cell, bench.cores);
     let mut per_kernel = Vec::new();
-    if let Err(e) = measure(exe, cell, cores, server, &mut row, &mut per_kernel).await {
+    if let Err(e) = measure(bench, cell, &mut row, &mut per_kernel).await {
         row.valid = false;
         row.reason = format!("{e:#}");
     }
@@ -154,15 +150,14 @@ pub async fn run(
 }
 
 async fn measure(
-    exe: &Path,
+    bench: &Bench<'_>,
     cell: &Cell,
-    cores: usize,
-    setup: &ServerSetup<'_>,
     row: &mut Row,
     per_kernel: &mut Vec<KernelRow>,
 ) -> anyhow::Result<()> {
+    let cores = bench.cores;
     let window = window(cell).map_err(anyhow::Error::msg)?;
-    let (server, start_time) = start_server(exe, cell, setup).await?;
+    let (server, start_time) = start_server(cell, bench).await?;
     row.server_start_ms = start_time.as_secs_f64() * 1e3;
     let mut spec = LoadSpec {
         addr: server.addr(),
@@ -177,19 +172,35 @@ async fn measure(
         seed: cell.seed,
         ..LoadSpec::default()
     };
-    if !cell.warmup.is_zero() {
-        // Warm-up on the same server, not recorded: first-touch faults, thread creation, the
-        // allocator's first arenas.
-        load::run(&spec).await.context("warmup failed")?;
-    }
+    // Warm-up on the same server, not recorded: first-touch faults, thread creation, the
+    // allocator's first arenas.
+    let warm = match cell.warmup.is_zero() {
+        true => Ok(()),
+        false => load::run_checked(&spec, None, bench.seen.clone())
+            .await
+            .map(drop)
+            .context("warmup failed"),
+    };
     spec.stop = Stop::Duration(window);
     let tlb0 = tlb_shootdowns();
     let before = sample_tree(server.pid());
-    let report = load::run(&spec).await;
+    let report = match warm {
+        Ok(()) => load::run_checked(&spec, None, bench.seen.clone())
+            .await
+            .context("load failed"),
+        Err(e) => Err(e),
+    };
     let after = sample_tree(server.pid());
     let tlb1 = tlb_shootdowns();
-    let stopped = server.stop_async(STOP_LIMIT).await.clean();
-    let report = report.context("load failed")?;
+    let stopped = server.stop_async(STOP_LIMIT).await;
+    // A server that died under the load (a user kernel that crashed a thread backend) is the
+    // cell's finding, whatever the driver saw of it.
+    if let Some(why) = crashed(&stopped) {
+        row.reason = why;
+        return Ok(());
+    }
+    let stopped = stopped.clean();
+    let report = report?;
     let used = after.since(&before);
     fill(row, &report, cell, cores);
     *per_kernel = kernels::rows(&row.cell_key(), &report);
@@ -220,6 +231,12 @@ async fn measure(
             kinds.join(", ")
         ));
     }
+    // A wrong result is worth its detail: for a user kernel, the first result it contradicts.
+    let mismatch = report
+        .notes
+        .iter()
+        .find(|n| n.starts_with(load::verify::kind::MISMATCH));
+    reasons.extend(mismatch.cloned());
     reasons.extend(driver_saturated(&report));
     reasons.extend(overrun(report.tail_s, report.duration_s));
     if let Err(why) = stopped {
@@ -229,6 +246,24 @@ async fn measure(
     row.reason = reasons.join("; ");
     Ok(())
 }
+
+/// The reason a cell's server crashed, if it did: it died of a signal (`abort()`, a null
+/// dereference in a user's library) instead of exiting on the SIGTERM that stopped it. On a
+/// thread backend one crashing job is the whole server; only process backends survive it.
+pub fn crashed(stopped: &Stopped) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let signal = stopped.status()?.signal()?;
+    let name = nix::sys::signal::Signal::try_from(signal).map_or("?", |s| s.as_str());
+    (signal != libc::SIGTERM).then(|| {
+        format!(
+            "{SERVER_CRASHED}: the server died of signal {signal} ({name}) during the cell: a \
+             crashing job takes a thread backend's whole server down"
+        )
+    })
+}
+
+/// How the reason of a cell whose server crashed starts.
+pub const SERVER_CRASHED: &str = "server_crashed";
 
 fn fill(row: &mut Row, r: &LoadReport, cell: &Cell, cores: usize) {
     row.requests = r.ok;

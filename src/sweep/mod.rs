@@ -118,13 +118,18 @@ async fn run_cells(
         .has_headers(!resuming)
         .from_writer(file);
 
-    let bar = progress_bar(todo.len() as u64, grid);
-    // A cell's ideal throughput (its `efficiency`) counts the cores its server may use.
-    let server_cores = split.map_or(cores, |s| s.server.len());
-    let setup = cell::ServerSetup {
-        cpus: split.map(|s| s.server.as_slice()),
+    // User kernels' first results, kept across every cell (and, through the folder, across
+    // `--resume`): a backend that returns something else than another is a mismatch.
+    let seen_path = out.join(crate::load::consistency::FILE);
+    let bench = cell::Bench {
+        exe: &exe,
+        // A cell's ideal throughput (its `efficiency`) counts the cores its server may use.
+        cores: split.map_or(cores, |s| s.server.len()),
+        server_cpus: split.map(|s| s.server.as_slice()),
         spin_us: options.spin_us,
+        seen: std::sync::Arc::new(crate::load::Consistency::read(&seen_path)?),
     };
+    let bar = progress_bar(todo.len() as u64, grid);
     for c in &todo {
         bar.set_message(format!(
             "{} {} w={} c={} n={} rep {}",
@@ -135,7 +140,10 @@ async fn run_cells(
             c.size,
             c.repetition
         ));
-        let (row, per_kernel) = cell::run(&exe, c, server_cores, &setup).await;
+        let (row, per_kernel) = cell::run(&bench, c).await;
+        if !bench.seen.is_empty() {
+            bench.seen.write(&seen_path)?;
+        }
         if !row.valid {
             bar.println(format!(
                 "invalid: {} {} w={} n={} rep {}: {}",
@@ -208,7 +216,8 @@ fn prepare_folder(
     let mut done = HashSet::new();
     if options.force {
         let kernels_path = csv_path.with_file_name(kernels::FILE);
-        for p in [csv_path, env_path, &kernels_path] {
+        let seen_path = csv_path.with_file_name(crate::load::consistency::FILE);
+        for p in [csv_path, env_path, &kernels_path, &seen_path] {
             if p.exists() {
                 std::fs::remove_file(p)
                     .with_context(|| format!("cannot remove {}", p.display()))?;
@@ -312,7 +321,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                 SizeSpec::N(n) => (Some(n), None),
                 SizeSpec::TargetUs(t) => (None, Some(t)),
             };
-            let (n, single_us) = kernel::calibrate(w.main_kernel(), target, given);
+            let (n, single_us) = calibrate_one(w.main_kernel(), target, given);
             // In a mix, every kernel gets its own n for the same service time: one `tlb` round
             // costs as much as thousands of `fib` steps.
             let mix_sizes = match target {
@@ -323,7 +332,7 @@ pub fn calibrate(grid: &Grid) -> Calibration {
                         if *k == w.main_kernel() {
                             n
                         } else {
-                            kernel::calibrate(*k, target, None).0
+                            calibrate_one(*k, target, None).0
                         }
                     })
                     .collect(),
@@ -341,6 +350,20 @@ pub fn calibrate(grid: &Grid) -> Calibration {
         }
     }
     out
+}
+
+/// One kernel's size and single-job time: in this process, or in a child for a user kernel,
+/// whose function may crash. A calibration that fails keeps the size given (1 for a target
+/// time) with no service time, and says so: the cells then show what the function does.
+fn calibrate_one(k: kernel::Kernel, target: Option<f64>, given: Option<u64>) -> (u64, f64) {
+    if !k.is_user() {
+        return kernel::calibrate(k, target, given);
+    }
+    kernel::calibrate_in_child(k, target, given).unwrap_or_else(|e| {
+        let n = given.unwrap_or(1);
+        eprintln!("sweep: {k} could not be calibrated ({e:#}); its cells run at n = {n}");
+        (n, f64::NAN)
+    })
 }
 
 fn key_of(c: &cell::Cell) -> CellKey {

@@ -1,6 +1,8 @@
 //! Shared test helpers: a real server process on port 0 and a blocking protocol client.
 #![allow(dead_code)]
 
+pub mod blocking;
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -230,3 +232,34 @@ pub fn uuid4() -> String {
 
 /// Attack tooling for tests/hardening.rs and tests/chaos.rs.
 pub mod hostile;
+
+/// The example cdylib of `lib:` kernels (`examples/native`: `friendly`, `unfriendly`,
+/// `fragile`), built once per test binary into target/, so `cargo test` needs nothing else.
+pub fn native_example() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = root.join("target/examples-native");
+            let cargo = std::env::var("CARGO")
+                .ok()
+                .or(option_env!("CARGO").map(String::from))
+                .unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--offline",
+                    "--manifest-path",
+                ])
+                .arg(root.join("examples/native/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("run cargo to build examples/native");
+            assert!(status.success(), "building examples/native failed");
+            target.join("release/libthreadcenter_example_native.so")
+        })
+        .clone()
+}

@@ -48,6 +48,7 @@ impl Worker {
         if !shared.preload.is_empty() {
             cmd.arg("--preload").arg(shared.preload.join(","));
         }
+        cmd.args(crate::kernel::user::flags());
         let mut shm = None;
         match shared.transport {
             Transport::Pipe => {
