@@ -174,12 +174,13 @@ pub fn write_report_inputs(
         .map(|d| compare::comparisons(d, margin))
         .collect();
     if let [only] = &groups[..] {
+        let extras = super::Extras::new(&only.rows, kernels.as_deref(), margin);
         let page = super::page(
             &datasets[0],
             &comparisons[0],
             Some(&only.env),
             margin,
-            kernels.as_deref(),
+            &extras,
         )?;
         compare::write_csv(&super::verdicts_path(out), &comparisons[0])?;
         return super::write_atomic(out, page.as_bytes());
@@ -215,8 +216,8 @@ fn per_machine_page(
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&rows.to_string()));
     slots.insert("methods", super::methods(&all, margin));
-    slots.insert("noisy", super::noisy::section(&[], None, margin));
-    slots.insert("model", super::model::section(&[], margin));
+    slots.insert("noisy", super::noisy::section(None));
+    slots.insert("model", super::model::section(&[]));
     html::fill(html::TEMPLATE, &slots)
 }
 

@@ -92,7 +92,8 @@ pub fn render(
     let data = data::Dataset::new(rows);
     let margin = options.margin(env);
     let comparisons = compare::comparisons(&data, margin);
-    page(&data, &comparisons, env, margin, None)
+    let extras = Extras::new(rows, None, margin);
+    page(&data, &comparisons, env, margin, &extras)
 }
 
 /// The repetition counts worth simulating: each comparison's smaller side, two or more, the
@@ -115,16 +116,34 @@ fn rep_counts(comparisons: &[Comparison]) -> Vec<usize> {
     kept.into_iter().collect()
 }
 
+/// What the report computes beyond the verdicts, once for the page and the CSVs beside it.
+struct Extras {
+    /// The mixes' majority kernels; `None` without kernels.csv (or with an empty one).
+    noisy: Option<Vec<noisy::Judged>>,
+    checks: Vec<model::ModelCheck>,
+}
+
+impl Extras {
+    fn new(rows: &[Row], kernels: Option<&[KernelRow]>, margin: f64) -> Extras {
+        Extras {
+            noisy: kernels
+                .filter(|k| !k.is_empty())
+                .map(|k| noisy::judge(rows, k, margin)),
+            checks: model::checks(rows, margin),
+        }
+    }
+}
+
 fn page(
     data: &data::Dataset<'_>,
     comparisons: &[Comparison],
     env: Option<&serde_json::Value>,
     margin: f64,
-    kernels: Option<&[KernelRow]>,
+    extras: &Extras,
 ) -> anyhow::Result<String> {
     let mut slots = dataset_slots(data, comparisons, env)?;
-    slots.insert("noisy", noisy::section(data.rows, kernels, margin));
-    slots.insert("model", model::section(data.rows, margin));
+    slots.insert("noisy", noisy::section(extras.noisy.as_deref()));
+    slots.insert("model", model::section(&extras.checks));
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&data.rows.len().to_string()));
     slots.insert("methods", methods(comparisons, margin));
@@ -234,23 +253,17 @@ pub fn write_report_with(
     let margin = options.margin(env_value.as_ref());
     let comparisons = compare::comparisons(&data, margin);
     let kernels = kernels::read(&csv.with_file_name(kernels::FILE))?;
-    let page = page(
-        &data,
-        &comparisons,
-        env_value.as_ref(),
-        margin,
-        kernels.as_deref(),
-    )
-    .with_context(|| format!("cannot render a report from {}", csv.display()))?;
-    let noisy_csv = match kernels.as_deref() {
-        Some(k) => Some(noisy::csv_bytes(&noisy::all_comparisons(&rows, k, margin))?),
+    let extras = Extras::new(&rows, kernels.as_deref(), margin);
+    let page = page(&data, &comparisons, env_value.as_ref(), margin, &extras)
+        .with_context(|| format!("cannot render a report from {}", csv.display()))?;
+    let noisy_csv = match &extras.noisy {
+        Some(judged) => Some(noisy::csv_bytes(judged)?),
         None => None,
     };
-    let checks = model::checks(&rows, margin);
-    let model_csv = if checks.is_empty() {
+    let model_csv = if extras.checks.is_empty() {
         None
     } else {
-        Some(model::csv_bytes(&checks)?)
+        Some(model::csv_bytes(&extras.checks)?)
     };
     compare::write_csv(&verdicts_path(out), &comparisons)?;
     if let Some(bytes) = model_csv {

@@ -168,9 +168,8 @@ pub fn csv_bytes(checks: &[ModelCheck]) -> anyhow::Result<Vec<u8>> {
     w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The report's section; a note when the run has no pair to check.
-pub fn section(rows: &[Row], margin: f64) -> Html {
-    let checks = checks(rows, margin);
+/// The report's section from [`checks`]; a note when the run has no pair to check.
+pub fn section(checks: &[ModelCheck]) -> Html {
     if checks.is_empty() {
         return para(
             "This run has no model to check: it needs both `gil` and `pyfib` (the `python` \

@@ -102,83 +102,84 @@ pub fn comparisons(
 /// scripts (scripts/findings.py) to quote without recomputing a statistic.
 pub const FILE: &str = "noisy.csv";
 
-/// One row of noisy.csv (written by hand: the csv crate cannot flatten a struct).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NoisyRow {
-    pub comparison: Comparison,
-    pub metric: String,
+/// The majority kernels judged on one metric: their stand-in rows and the comparisons.
+pub struct Judged {
+    pub metric: Metric,
+    pub stand_ins: Vec<Row>,
+    pub comparisons: Vec<Comparison>,
 }
 
-/// Every majority-kernel comparison on both metrics, throughput first.
-pub fn all_comparisons(rows: &[Row], kernels: &[KernelRow], margin: f64) -> Vec<NoisyRow> {
+/// Both metrics, throughput first, computed once for the report's section and noisy.csv.
+pub fn judge(rows: &[Row], kernels: &[KernelRow], margin: f64) -> Vec<Judged> {
     [Metric::Throughput, Metric::P99Latency]
         .into_iter()
-        .flat_map(|metric| {
-            comparisons(rows, kernels, metric, margin)
-                .into_iter()
-                .map(move |comparison| NoisyRow {
-                    comparison,
-                    metric: metric.as_str().to_string(),
-                })
+        .map(|metric| {
+            let stand_ins = stand_ins(rows, kernels, metric);
+            let comparisons = compare::comparisons(&Dataset::new(&stand_ins), margin);
+            Judged {
+                metric,
+                stand_ins,
+                comparisons,
+            }
         })
         .collect()
 }
 
-/// noisy.csv's bytes: the header even when there is no row.
-pub fn csv_bytes(rows: &[NoisyRow]) -> anyhow::Result<Vec<u8>> {
+/// noisy.csv's bytes: the header even when there is no row. Written field by field, since
+/// the csv crate cannot flatten a [`Comparison`] beside the extra column.
+pub fn csv_bytes(judged: &[Judged]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<&str> = compare::COLUMNS.to_vec();
     header.push("metric");
     w.write_record(&header)?;
-    for r in rows {
-        let c = &r.comparison;
-        let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        w.write_record([
-            c.kernel.clone(),
-            c.workers.to_string(),
-            c.connections.to_string(),
-            c.depth.to_string(),
-            c.size.to_string(),
-            opt(c.target_us),
-            c.challenger.clone(),
-            c.comparator.clone(),
-            c.ratio.to_string(),
-            opt(c.lo),
-            opt(c.hi),
-            c.verdict.as_str().to_string(),
-            c.reps_challenger.to_string(),
-            c.reps_comparator.to_string(),
-            r.metric.clone(),
-        ])?;
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for j in judged {
+        for c in &j.comparisons {
+            w.write_record([
+                c.kernel.clone(),
+                c.workers.to_string(),
+                c.connections.to_string(),
+                c.depth.to_string(),
+                c.size.to_string(),
+                opt(c.target_us),
+                c.challenger.clone(),
+                c.comparator.clone(),
+                c.ratio.to_string(),
+                opt(c.lo),
+                opt(c.hi),
+                c.verdict.as_str().to_string(),
+                c.reps_challenger.to_string(),
+                c.reps_comparator.to_string(),
+                j.metric.as_str().to_string(),
+            ])?;
+        }
     }
     w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The report's noisy-neighbour section; `kernels` is `None` for a run without kernels.csv.
-pub fn section(rows: &[Row], kernels: Option<&[KernelRow]>, margin: f64) -> Html {
-    let Some(kernels) = kernels.filter(|k| !k.is_empty()) else {
+/// The report's noisy-neighbour section; `judged` is `None` for a run without kernels.csv.
+pub fn section(judged: Option<&[Judged]>) -> Html {
+    let Some(judged) = judged else {
         return para(
             "No per-kernel data: this run has no kernels.csv (it predates it, or it has no \
              mix), so no mix's majority kernel can be judged on its own.",
         );
     };
     let mut out = Html::default();
-    for metric in [Metric::Throughput, Metric::P99Latency] {
-        let stand_ins = stand_ins(rows, kernels, metric);
-        let data = Dataset::new(&stand_ins);
-        let cmps = compare::comparisons(&data, margin);
+    for j in judged {
+        let data = Dataset::new(&j.stand_ins);
         out.push(Html::tagged(
             "h3",
             "",
-            Html::text(&format!("Majority kernel's {}", metric.as_str())),
+            Html::text(&format!("Majority kernel's {}", j.metric.as_str())),
         ));
-        if cmps.is_empty() {
+        if j.comparisons.is_empty() {
             out.push(para(
                 "No mix has valid per-kernel rows of both a process and a thread backend.",
             ));
         }
-        for challenger in order_backends(cmps.iter().map(|c| c.challenger.clone())) {
-            out.push(challenger_table(&data, &cmps, &challenger));
+        for challenger in order_backends(j.comparisons.iter().map(|c| c.challenger.clone())) {
+            out.push(challenger_table(&data, &j.comparisons, &challenger));
         }
     }
     out
