@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
 use threadcenter::record::read_csv;
+use threadcenter::report::noisy;
 use threadcenter::sweep::grid::{Grid, Preset, SizeSpec};
+use threadcenter::sweep::kernels::{self, KernelRow};
 use threadcenter::sweep::shard::Shard;
 use threadcenter::sweep::{plan, Calibrated, Calibration};
 
@@ -209,6 +211,31 @@ fn two_shards_merge_into_the_report_of_the_whole_grid() {
     assert_eq!(workers(&rows_two), BTreeSet::from([2]));
     let whole = dir.path().join("whole");
     std::fs::create_dir_all(&whole).unwrap();
+    // Per-kernel rows, as a mix's cells write them (here one kernel standing for its cell), in
+    // each shard and in the whole: the merged report must judge them as the whole one does.
+    let per_kernel = |rows: &[threadcenter::record::Row]| -> Vec<KernelRow> {
+        rows.iter()
+            .map(|r| KernelRow {
+                kernel: r.kernel.clone(),
+                backend: r.backend.clone(),
+                workers: r.workers,
+                connections: r.connections,
+                depth: r.depth,
+                size: r.size,
+                repetition: r.repetition,
+                mix: r.kernel.clone(),
+                requests: r.requests,
+                throughput_rps: r.throughput_rps,
+                lat_p50_us: r.lat_p50_us,
+                lat_p99_us: r.lat_p99_us,
+                compute_p50_us: r.compute_p50_us,
+            })
+            .collect()
+    };
+    for (folder, rows) in [(&one, &rows_one), (&two, &rows_two)] {
+        kernels::append(&folder.join(kernels::FILE), &per_kernel(rows)).unwrap();
+        kernels::append(&whole.join(kernels::FILE), &per_kernel(rows)).unwrap();
+    }
     let mut w = csv::Writer::from_path(whole.join("results.csv")).unwrap();
     for r in rows_one.iter().chain(&rows_two) {
         w.serialize(r).unwrap();
@@ -227,6 +254,9 @@ fn two_shards_merge_into_the_report_of_the_whole_grid() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let verdicts = |d: &Path| std::fs::read_to_string(d.join("verdicts.csv")).unwrap();
     assert_eq!(verdicts(&merged), verdicts(&whole));
+    let noisy = |d: &Path| std::fs::read_to_string(d.join(noisy::FILE)).unwrap();
+    assert!(noisy(&whole).lines().count() > 1, "{}", noisy(&whole));
+    assert_eq!(noisy(&merged), noisy(&whole));
     assert_eq!(
         verdicts(&merged).lines().count(),
         1 + 2 * 2,

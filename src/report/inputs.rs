@@ -182,8 +182,7 @@ pub fn write_report_inputs(
             margin,
             &extras,
         )?;
-        compare::write_csv(&super::verdicts_path(out), &comparisons[0])?;
-        return super::write_atomic(out, page.as_bytes());
+        return super::write_all(out, &page, &comparisons[0], &extras);
     }
     let page = per_machine_page(&groups, &datasets, &comparisons, margin)?;
     write_verdicts_per_machine(&super::verdicts_path(out), &groups, &comparisons)?;

@@ -256,6 +256,18 @@ pub fn write_report_with(
     let extras = Extras::new(&rows, kernels.as_deref(), margin);
     let page = page(&data, &comparisons, env_value.as_ref(), margin, &extras)
         .with_context(|| format!("cannot render a report from {}", csv.display()))?;
+    write_all(out, &page, &comparisons, &extras)
+}
+
+/// Writes one machine's report `out` and the CSVs beside it: verdicts.csv always, noisy.csv
+/// when the run has per-kernel data, model.csv when it has a model to check. Every file's
+/// bytes are made before the first is written.
+fn write_all(
+    out: &Path,
+    page: &str,
+    comparisons: &[Comparison],
+    extras: &Extras,
+) -> anyhow::Result<()> {
     let noisy_csv = match &extras.noisy {
         Some(judged) => Some(noisy::csv_bytes(judged)?),
         None => None,
@@ -265,7 +277,7 @@ pub fn write_report_with(
     } else {
         Some(model::csv_bytes(&extras.checks)?)
     };
-    compare::write_csv(&verdicts_path(out), &comparisons)?;
+    compare::write_csv(&verdicts_path(out), comparisons)?;
     if let Some(bytes) = model_csv {
         write_atomic(&verdicts_path(out).with_file_name(model::FILE), &bytes)?;
     }
