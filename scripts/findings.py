@@ -225,16 +225,18 @@ def model_table(run: Path) -> str:
     targets = sorted({float(r["target_us"]) for r in rows})
     labels = {service_time(str(t), ""): t for t in targets}
     cells: dict[tuple[str, float], str] = {}
+    order: dict[str, tuple] = {}
     for r in rows:
         name = (
             f"`{r['model']}` vs `{r['real']}`, {r['workers']} workers, "
             f"{r['challenger']} ÷ {r['comparator']}"
         )
+        order[name] = (r["model"], r["real"], int(r["workers"]), r["challenger"], r["comparator"])
         interval = cell({"ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "verdict": r["verdict"]})
         cells[(name, float(r["target_us"]))] = (
             f"{float(r['model_ratio']):.2f} vs {float(r['real_ratio']):.2f}: {interval}"
         )
-    names = sorted({n for n, _ in cells}, key=lambda n: (n.split(",")[0], int(n.split(", ")[1].split()[0]), n))
+    names = sorted(order, key=order.get)
     caption = (
         "model's process ÷ thread ratio vs the real kernel's, then model ÷ real with its 95 % "
         "interval (Welch, four samples) and what it says: `agrees` within the equivalence "
