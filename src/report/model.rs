@@ -140,28 +140,10 @@ pub fn checks(rows: &[Row], margin: f64) -> Vec<ModelCheck> {
     out
 }
 
-/// model.csv's bytes: the header even when there is no row.
+/// model.csv's bytes. Written only for a run with a check, so serde's header (which comes
+/// with the first row) is always there.
 pub fn csv_bytes(checks: &[ModelCheck]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    if checks.is_empty() {
-        w.write_record([
-            "model",
-            "real",
-            "workers",
-            "connections",
-            "depth",
-            "target_us",
-            "challenger",
-            "comparator",
-            "model_ratio",
-            "real_ratio",
-            "ratio",
-            "lo",
-            "hi",
-            "verdict",
-            "reps",
-        ])?;
-    }
     for c in checks {
         w.serialize(c)?;
     }
