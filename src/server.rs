@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +49,14 @@ pub async fn run(
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let tracker = TaskTracker::new();
+    let stopping = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
+        async move {
+            shutdown.cancelled().await;
+            stopping.store(true, Ordering::Release);
+        }
+    });
     let fatal = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
@@ -59,8 +67,12 @@ pub async fn run(
                     let _ = socket.set_nodelay(true);
                     match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            let handler =
-                                Handler::new(backend.clone(), config.clone(), shutdown.clone());
+                            let handler = Handler::new(
+                                backend.clone(),
+                                config.clone(),
+                                shutdown.clone(),
+                                stopping.clone(),
+                            );
                             tracker.spawn(handler.serve(socket, slot));
                         }
                         Err(_) => {
@@ -117,24 +129,152 @@ async fn refuse(mut socket: TcpStream, max: usize) {
     .await;
 }
 
-/// A reply on its way to the writer, with what the writer needs to finish it.
-struct Outgoing {
-    reply: Reply,
-    /// When the request frame was read, if the client asked for timings.
-    read_at: Option<Instant>,
-    /// An in-flight id this reply releases for reuse.
-    releases: Option<Id>,
-    /// Held until the reply is written: the in-flight cap counts unanswered requests.
-    _permit: OwnedSemaphorePermit,
+/// A connection's replies on their way out: every reply, whoever produces it (the reader for a
+/// ping or a refusal, a backend thread for a finished job, the drain deadline), is encoded
+/// straight into `buf` under one lock, and the writer takes the whole buffer at once. No
+/// per-request message, channel or permit object travels between them: a request costs one
+/// append, and a batch one wake-up and one write.
+///
+/// The in-flight cap counts requests read and not yet written: the reader takes one of
+/// `slots` per request, and the writer gives back a batch's worth after writing it. So a
+/// client that stops reading stops being read (backpressure), and `buf` never holds more
+/// than `max_in_flight` replies.
+struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes the writer: replies arrived, or the last owed reply was settled.
+    ready: Notify,
+    /// Requests read and not yet written, at most `max_in_flight` (permits are forgotten when
+    /// taken and added back by the writer).
+    slots: Semaphore,
+    /// Ids of requests not yet answered, for `duplicate_id`.
+    ids: Mutex<HashSet<Id, FastHash>>,
+    /// The writer gave up on the peer (or is done): readers and producers stop. `is_closed`
+    /// mirrors it for the per-request checks (a token's own check takes a lock).
+    closed: CancellationToken,
+    is_closed: AtomicBool,
 }
 
-/// What answering a job handed to the backend takes: its in-flight permit and a sender to
-/// the writer. Taken exactly once, by the job's completion or, at the drain deadline, by the
-/// server itself. Keeping the sender here rather than in the completion lets the server end a
-/// connection whose job is stuck on a thread that cannot be stopped.
+struct OutState {
+    /// Encoded frames not yet handed to the socket.
+    buf: Vec<u8>,
+    /// Replies in `buf`: the slots the writer gives back once they are written.
+    replies: usize,
+    /// Jobs handed to a backend whose reply is not in `buf` yet.
+    owed: usize,
+    /// The reader has returned: with nothing owed and `buf` empty, the writer ends.
+    reader_done: bool,
+}
+
+impl Outbox {
+    fn new(max_in_flight: usize) -> Self {
+        Outbox {
+            state: Mutex::new(OutState {
+                buf: Vec::with_capacity(4096),
+                replies: 0,
+                owed: 0,
+                reader_done: false,
+            }),
+            ready: Notify::new(),
+            slots: Semaphore::new(max_in_flight),
+            ids: Mutex::new(HashSet::default()),
+            closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
+        }
+    }
+
+    fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
+        self.closed.cancel();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
+    }
+
+    /// Encodes `reply` into the outgoing buffer, stamping `server_us` now if the client asked
+    /// for timings, and frees the id it answers. `settles` says the reply pays a debt counted
+    /// in `owed` (a backend job's).
+    fn push(
+        &self,
+        mut reply: Reply,
+        read_at: Option<Instant>,
+        releases: Option<&Id>,
+        settles: bool,
+    ) {
+        if let Some(id) = releases {
+            self.ids.lock().remove(id);
+        }
+        if let Some(at) = read_at {
+            let server_us = at.elapsed().as_secs_f64() * 1e6;
+            if let Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } = &mut reply {
+                t.server_us = server_us;
+            }
+        }
+        let mut st = self.state.lock();
+        let was_empty = st.buf.is_empty();
+        if !self.is_closed() {
+            put_frame_with(&mut st.buf, |o| reply.encode_into(o));
+            st.replies += 1;
+        }
+        if settles {
+            st.owed -= 1;
+        }
+        let wake = was_empty && !st.buf.is_empty() || st.owed == 0 && st.reader_done;
+        drop(st);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// A job's reply will never come (the job was dropped with its peer gone): its debt and
+    /// its slot are given up.
+    fn forgive(&self) {
+        let mut st = self.state.lock();
+        st.owed -= 1;
+        let wake = st.owed == 0 && st.reader_done;
+        drop(st);
+        self.slots.add_permits(1);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    fn reader_done(&self) {
+        self.state.lock().reader_done = true;
+        self.ready.notify_one();
+    }
+}
+
+/// One reply owed to a connection for a job handed to the backend. Taken exactly once, by the
+/// job's completion or, at the drain deadline, by the server itself; dropped unanswered (a
+/// job discarded because its peer is gone), it gives up the debt. Keeping it here rather than
+/// in the completion lets the server end a connection whose job is stuck on a thread that
+/// cannot be stopped.
 struct Owed {
-    permit: OwnedSemaphorePermit,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    out: Option<Arc<Outbox>>,
+}
+
+impl Owed {
+    fn new(out: &Arc<Outbox>) -> Self {
+        out.state.lock().owed += 1;
+        Owed {
+            out: Some(out.clone()),
+        }
+    }
+
+    fn answer(mut self, reply: Reply, read_at: Option<Instant>, releases: &Id) {
+        if let Some(out) = self.out.take() {
+            out.push(reply, read_at, Some(releases), true);
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            out.forgive();
+        }
+    }
 }
 
 /// A job the backend has not answered yet.
@@ -152,8 +292,10 @@ struct Handler {
     backend: Arc<dyn Backend>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
-    /// Ids of requests not yet answered, for `duplicate_id`.
-    in_flight_ids: Arc<Mutex<HashSet<Id, FastHash>>>,
+    /// Mirrors `shutdown` for the per-request check, which must not take the token's lock
+    /// (shared by every connection).
+    stopping: Arc<AtomicBool>,
+    out: Arc<Outbox>,
     /// Jobs handed to the backend and not yet answered, so that the drain deadline can
     /// answer them.
     ledger: Ledger,
@@ -167,12 +309,15 @@ impl Handler {
         backend: Arc<dyn Backend>,
         config: Arc<ServerConfig>,
         shutdown: CancellationToken,
+        stopping: Arc<AtomicBool>,
     ) -> Self {
+        let out = Arc::new(Outbox::new(config.max_in_flight));
         Handler {
             backend,
             config,
             shutdown,
-            in_flight_ids: Arc::new(Mutex::new(HashSet::default())),
+            stopping,
+            out,
             ledger: Arc::new(Mutex::new(HashMap::default())),
             next_seq: AtomicU64::new(0),
             gone: Arc::new(AtomicBool::new(false)),
@@ -181,15 +326,12 @@ impl Handler {
 
     async fn serve(self, socket: TcpStream, _slot: OwnedSemaphorePermit) {
         let (rd, wr) = socket.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = write_replies(
-            wr,
-            rx,
-            self.in_flight_ids.clone(),
-            self.config.idle_timeout,
-            self.gone.clone(),
-        );
-        let reader = self.read_requests(FrameReader::new(rd, self.config.max_frame), tx);
+        let writer = write_replies(wr, &self.out, self.config.idle_timeout, &self.gone);
+        let reader = async {
+            self.read_requests(FrameReader::new(rd, self.config.max_frame))
+                .await;
+            self.out.reader_done();
+        };
         let work = async { tokio::join!(reader, writer) };
         tokio::pin!(work);
         let drain_over = async {
@@ -217,46 +359,41 @@ impl Handler {
                     ErrorCode::ShuttingDown,
                     "drain time exceeded before the job finished",
                 ));
-                send(&owed.tx, reply, o.read_at, Some(o.id.clone()), owed.permit);
+                owed.answer(reply, o.read_at, &o.id);
             }
         }
     }
 
     /// Reads and dispatches requests until the peer closes, a framing error, or shutdown.
-    /// Returning drops this side's sender; the writer ends once every reply is out.
-    async fn read_requests(
-        &self,
-        mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>,
-        tx: mpsc::UnboundedSender<Outgoing>,
-    ) {
+    async fn read_requests(&self, mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>) {
         let cap = self.config.max_in_flight;
-        let in_flight = Arc::new(Semaphore::new(cap));
+        let out = &self.out;
         loop {
-            // Requests pipelined into one read are dispatched back to back: while a permit is
+            // Requests pipelined into one read are dispatched back to back: while a slot is
             // free and a whole frame is buffered there is nothing to wait for, so the waits
             // below (and their futures) are skipped. Shutdown and a gone writer are still
             // seen before each request.
-            if self.shutdown.is_cancelled() || tx.is_closed() {
+            if self.stopping.load(Ordering::Acquire) || out.is_closed() {
                 return;
             }
-            let permit = match in_flight.clone().try_acquire_owned() {
-                Ok(p) => p,
+            match out.slots.try_acquire() {
+                Ok(p) => p.forget(),
                 Err(_) => tokio::select! {
-                    p = in_flight.clone().acquire_owned() => match p {
-                        Ok(p) => p,
+                    p = out.slots.acquire() => match p {
+                        Ok(p) => p.forget(),
                         Err(_) => return,
                     },
                     _ = self.shutdown.cancelled() => return,
                     // The writer gave up on the peer: reading more would only make work for
                     // no one.
-                    _ = tx.closed() => return,
+                    _ = out.closed.cancelled() => return,
                 },
-            };
+            }
             let frame = match frames.buffered_frame() {
                 Ok(None) => {
                     // Idle means nothing arriving and nothing owed: a client waiting on a
                     // slow job is not idle.
-                    let idle = (in_flight.available_permits() + 1 == cap)
+                    let idle = (out.slots.available_permits() + 1 == cap)
                         .then_some(self.config.idle_timeout);
                     let limits = ReadLimits {
                         idle,
@@ -265,13 +402,13 @@ impl Handler {
                     tokio::select! {
                         f = frames.read_frame(limits) => f,
                         _ = self.shutdown.cancelled() => return,
-                        _ = tx.closed() => return,
+                        _ = out.closed.cancelled() => return,
                     }
                 }
                 buffered => buffered,
             };
             match frame {
-                Ok(Some(payload)) => self.dispatch(&payload, frames.read_at(), permit, &tx),
+                Ok(Some(payload)) => self.dispatch(&payload, frames.read_at()),
                 Ok(None) => return,
                 Err(e @ (FrameError::TooLarge { .. } | FrameError::Deadline(_))) => {
                     let reply = Reply::Error(ErrorReply::new(
@@ -279,7 +416,7 @@ impl Handler {
                         ErrorCode::FrameTooLarge,
                         format!("{e}; closing the connection"),
                     ));
-                    send(&tx, reply, None, None, permit);
+                    out.push(reply, None, None, false);
                     return;
                 }
                 Err(FrameError::Idle(_)) => return,
@@ -294,58 +431,59 @@ impl Handler {
         }
     }
 
-    /// Answers or hands on one request, read in full at `read_at`.
-    fn dispatch(
-        &self,
-        payload: &[u8],
-        read_at: Instant,
-        permit: OwnedSemaphorePermit,
-        tx: &mpsc::UnboundedSender<Outgoing>,
-    ) {
+    /// Answers or hands on one request, read in full at `read_at`. The request holds one of
+    /// the connection's slots, given back when its reply is written.
+    fn dispatch(&self, payload: &[u8], read_at: Instant) {
+        let out = &self.out;
         let req = match parse_request(payload) {
             Ok(r) => r,
-            Err(e) => return send(tx, Reply::Error(e), None, None, permit),
+            Err(e) => return out.push(Reply::Error(e), None, None, false),
         };
         let read_at = req.timing.then_some(read_at);
-        if !self.in_flight_ids.lock().insert(req.id.clone()) {
-            let reply = Reply::Error(ErrorReply::new(
-                Some(req.id.clone()),
-                ErrorCode::DuplicateId,
-                format!(
-                    "a request with id {} is already in flight on this connection",
-                    req.id
-                ),
-            ));
-            return send(tx, reply, read_at, None, permit);
-        }
         let id = req.id;
-        let refuse = |code: ErrorCode, detail: String, permit| {
+        let refuse = |code: ErrorCode, detail: String| {
             let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
-            send(tx, reply, read_at, Some(id.clone()), permit)
+            out.push(reply, read_at, None, false)
         };
+        let duplicate =
+            || format!("a request with id {id} is already in flight on this connection");
         let (kernel, n) = match req.cmd {
             Command::Ping => {
+                // Answered here and now, so its id is in flight only if another request holds
+                // it: no need to enter it in the set and take it out again.
+                {
+                    let ids = out.ids.lock();
+                    if !ids.is_empty() && ids.contains(&id) {
+                        drop(ids);
+                        return refuse(ErrorCode::DuplicateId, duplicate());
+                    }
+                }
                 let t = read_at.map(|_| Timings::default());
-                let reply = Reply::Pong { id: id.clone(), t };
-                return send(tx, reply, read_at, Some(id.clone()), permit);
+                return out.push(Reply::Pong { id, t }, read_at, None, false);
             }
             Command::Compute { kernel, n } => (kernel, n),
+        };
+        if !out.ids.lock().insert(id.clone()) {
+            return refuse(ErrorCode::DuplicateId, duplicate());
+        }
+        let refuse = |code: ErrorCode, detail: String| {
+            let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
+            out.push(reply, read_at, Some(&id), false)
         };
         let kernel = match Kernel::parse(&kernel) {
             Some(Kernel::Crash) if !self.config.allow_crash => {
                 return refuse(
                     ErrorCode::UnknownKernel,
                     "kernel \"crash\" is disabled; start the server with --allow-crash".into(),
-                    permit,
                 )
             }
             Some(k) if k.is_runnable() => match k.why_unavailable() {
-                Some(why) => return refuse(ErrorCode::UnknownKernel, why, permit),
+                Some(why) => return refuse(ErrorCode::UnknownKernel, why),
                 None => k,
             },
             _ if user::is_user_name(&kernel) => {
                 let detail = user::not_loaded_detail(&kernel);
-                return refuse(ErrorCode::UnknownKernel, detail, permit);
+                return refuse(ErrorCode::UnknownKernel, detail);
             }
             _ => {
                 let mut names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
@@ -353,7 +491,6 @@ impl Handler {
                 return refuse(
                     ErrorCode::UnknownKernel,
                     format!("unknown kernel {kernel:?}; known: {}", names.join(", ")),
-                    permit,
                 );
             }
         };
@@ -365,7 +502,6 @@ impl Handler {
                     kernel.max_n(),
                     kernel.name()
                 ),
-                permit,
             );
         }
         let job = Job {
@@ -374,16 +510,13 @@ impl Handler {
             submitted: Instant::now(),
             abandoned: Some(self.gone.clone()),
         };
-        // The permit and reply sender travel with the job, through the ledger; if the backend
-        // refuses the job, they come back here.
+        // The reply owed travels with the job, through the ledger; if the backend refuses the
+        // job, it comes back here.
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Outstanding {
             id: id.clone(),
             read_at,
-            owed: Mutex::new(Some(Owed {
-                permit,
-                tx: tx.clone(),
-            })),
+            owed: Mutex::new(Some(Owed::new(out))),
         });
         self.ledger.lock().insert(seq, entry.clone());
         let ledger = self.ledger.clone();
@@ -409,79 +542,56 @@ impl Handler {
                         Reply::Error(ErrorReply::new(Some(mine.id.clone()), f.code, f.detail))
                     }
                 };
-                send(&owed.tx, reply, read_at, Some(mine.id.clone()), owed.permit);
+                owed.answer(reply, read_at, &mine.id);
             }),
         );
         if let Err(f) = submitted {
             self.ledger.lock().remove(&seq);
             if let Some(owed) = entry.owed.lock().take() {
-                refuse(f.code, f.detail, owed.permit);
+                let reply = Reply::Error(ErrorReply::new(Some(id.clone()), f.code, f.detail));
+                owed.answer(reply, read_at, &id);
             }
         }
     }
 }
 
-fn send(
-    tx: &mpsc::UnboundedSender<Outgoing>,
-    reply: Reply,
-    read_at: Option<Instant>,
-    releases: Option<Id>,
-    permit: OwnedSemaphorePermit,
-) {
-    // Fails only when the writer is gone (peer vanished): the reply has nowhere to go.
-    let _ = tx.send(Outgoing {
-        reply,
-        read_at,
-        releases,
-        _permit: permit,
-    });
-}
-
-/// Most bytes gathered into one write when many replies are ready at once.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// Writes replies until every sender is gone. A peer that does not take a batch of replies
-/// within `stall` (it stopped reading) is given up on: otherwise it would hold its connection
-/// slot, and the replies queued for it, forever.
-async fn write_replies(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    ids: Arc<Mutex<HashSet<Id, FastHash>>>,
-    stall: Duration,
-    gone: Arc<AtomicBool>,
-) {
-    let mut buf = Vec::with_capacity(4096);
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(mut out) = next.take() {
-            if let Some(at) = out.read_at {
-                let server_us = at.elapsed().as_secs_f64() * 1e6;
-                match &mut out.reply {
-                    Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } => {
-                        t.server_us = server_us
-                    }
-                    _ => {}
+/// Writes replies until the reader is done and every owed reply is out. Each pass takes the
+/// whole outgoing buffer (up to `max_in_flight` replies) and writes it in one go. A peer that
+/// does not take a batch within `stall` (it stopped reading) is given up on: otherwise it
+/// would hold its connection slot, and the replies queued for it, forever.
+async fn write_replies(mut wr: OwnedWriteHalf, out: &Outbox, stall: Duration, gone: &AtomicBool) {
+    let mut spare = Vec::with_capacity(4096);
+    loop {
+        let written = {
+            let mut st = out.state.lock();
+            if st.buf.is_empty() {
+                if st.reader_done && st.owed == 0 {
+                    break;
                 }
+                None
+            } else {
+                std::mem::swap(&mut st.buf, &mut spare);
+                Some(std::mem::take(&mut st.replies))
             }
-            put_frame_with(&mut buf, |o| out.reply.encode_into(o));
-            if let Some(id) = &out.releases {
-                ids.lock().remove(id);
-            }
-            if buf.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
+        };
+        let Some(replies) = written else {
+            // A push after the check above left a stored notification: no wake-up is lost.
+            out.ready.notified().await;
+            continue;
+        };
         if !matches!(
-            tokio::time::timeout(stall, wr.write_all(&buf)).await,
+            tokio::time::timeout(stall, wr.write_all(&spare)).await,
             Ok(Ok(()))
         ) {
-            // The peer is gone or not reading. Its jobs not yet started are dropped; dropping
-            // the receiver makes the running ones' sends fail quietly (their results are
-            // discarded) and tells the reader to stop.
+            // The peer is gone or not reading. Its jobs not yet started are dropped; replies
+            // still to come are discarded, and the reader stops.
             gone.store(true, Ordering::Release);
+            out.close();
             return;
         }
-        buf.clear();
+        spare.clear();
+        out.slots.add_permits(replies);
     }
+    out.close();
     let _ = wr.shutdown().await;
 }
