@@ -39,12 +39,34 @@ struct Raw<'a> {
     // Unknown fields are ignored (serde's default), as the original server does.
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// An id as it arrives. Deserialized by hand: an untagged enum makes serde buffer every id
+/// into an intermediate value (an allocation and a second pass per request) before it tries
+/// each variant.
 enum RawId<'a> {
     Num(u64),
-    #[serde(borrow)]
     Str(std::borrow::Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawId<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawId<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a non-negative integer")
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(RawId::Num(n))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(RawId::Str(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(RawId::Str(std::borrow::Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Parses one frame's payload into a request.
@@ -60,6 +82,9 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, ErrorReply> {
             format!("frame is not valid UTF-8: {e}"),
         )
     })?;
+    if let Some(raw) = flat::parse(text.as_bytes()) {
+        return from_raw(raw);
+    }
     match serde_json::from_str::<Raw>(text) {
         Ok(raw) => from_raw(raw),
         // Something is off: parse generically to say precisely what, and to recover the id.
@@ -117,6 +142,123 @@ fn from_raw(raw: Raw) -> Result<Request, ErrorReply> {
         }
     };
     Ok(Request { id, cmd, timing })
+}
+
+/// The common request read without serde: one flat object whose values are unsigned
+/// integers, strings without escapes, or booleans, with JSON's whitespace anywhere and keys in
+/// any order. It reads that object exactly as the derived [`Raw`] does, and gives up (`None`)
+/// on anything else (a nested value, `null`, a float, an escape, a repeated known key,
+/// trailing bytes), which then takes serde's path and its diagnosis. At a million requests a
+/// second, serde's general machinery was the server's largest user-space cost.
+mod flat {
+    use super::{Raw, RawId};
+    use std::borrow::Cow;
+
+    enum Scalar<'a> {
+        Uint(u64),
+        Str(&'a str),
+        Bool(bool),
+    }
+
+    pub(super) fn parse(p: &[u8]) -> Option<Raw<'_>> {
+        let mut raw = Raw {
+            id: None,
+            cmd: None,
+            n: None,
+            kernel: None,
+            timing: None,
+        };
+        let mut i = skip_ws(p, 0);
+        if p.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = skip_ws(p, i + 1);
+        if p.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                let (key, at) = string(p, i)?;
+                i = skip_ws(p, at);
+                if p.get(i) != Some(&b':') {
+                    return None;
+                }
+                let (value, at) = scalar(p, skip_ws(p, i + 1))?;
+                i = skip_ws(p, at);
+                // A known key twice is serde's "duplicate field" error: leave it to serde.
+                match (key, value) {
+                    ("id", _) if raw.id.is_some() => return None,
+                    ("id", Scalar::Uint(n)) => raw.id = Some(RawId::Num(n)),
+                    ("id", Scalar::Str(s)) => raw.id = Some(RawId::Str(Cow::Borrowed(s))),
+                    ("cmd", Scalar::Str(s)) if raw.cmd.is_none() => {
+                        raw.cmd = Some(Cow::Borrowed(s))
+                    }
+                    ("n", Scalar::Uint(n)) if raw.n.is_none() => raw.n = Some(n),
+                    ("kernel", Scalar::Str(s)) if raw.kernel.is_none() => {
+                        raw.kernel = Some(Cow::Borrowed(s))
+                    }
+                    ("timing", Scalar::Bool(b)) if raw.timing.is_none() => raw.timing = Some(b),
+                    ("id" | "cmd" | "n" | "kernel" | "timing", _) => return None,
+                    // Unknown fields are ignored, as serde (and the original server) do.
+                    _ => {}
+                }
+                match p.get(i) {
+                    Some(b',') => i = skip_ws(p, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (skip_ws(p, i) == p.len()).then_some(raw)
+    }
+
+    fn skip_ws(p: &[u8], mut i: usize) -> usize {
+        while matches!(p.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    }
+
+    /// A string without escapes or control characters (which JSON forbids raw), starting at
+    /// its opening quote; `p` is valid UTF-8 and a quote is ASCII, so the slice is too.
+    fn string(p: &[u8], i: usize) -> Option<(&str, usize)> {
+        if p.get(i) != Some(&b'"') {
+            return None;
+        }
+        let body = &p[i + 1..];
+        let len = body
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if body[len] != b'"' {
+            return None;
+        }
+        let s = std::str::from_utf8(&body[..len]).ok()?;
+        Some((s, i + 1 + len + 1))
+    }
+
+    fn scalar(p: &[u8], i: usize) -> Option<(Scalar<'_>, usize)> {
+        match p.get(i)? {
+            b'"' => string(p, i).map(|(s, at)| (Scalar::Str(s), at)),
+            b't' if p[i..].starts_with(b"true") => Some((Scalar::Bool(true), i + 4)),
+            b'f' if p[i..].starts_with(b"false") => Some((Scalar::Bool(false), i + 5)),
+            b'0'..=b'9' => {
+                let digits = p[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                // No leading zero; a fraction or exponent makes it a float: serde's to judge.
+                if digits > 1 && p[i] == b'0'
+                    || matches!(p.get(i + digits), Some(b'.' | b'e' | b'E'))
+                {
+                    return None;
+                }
+                let n = p[i..i + digits].iter().try_fold(0u64, |v, d| {
+                    v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })?;
+                Some((Scalar::Uint(n), i + digits))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Explains why a payload failed the typed parse: bad JSON, not an object, or a field of the
@@ -309,5 +451,63 @@ mod tests {
         let e = err(r#"{"id": 1, "cmd": "compute", "n": 5, "n": 6}"#);
         assert_eq!((e.error, e.id), (ErrorCode::BadRequest, Some(Id::Num(1))));
         assert!(e.detail.contains("duplicate"), "{}", e.detail);
+    }
+
+    /// The flat reader either gives up or reads a payload exactly as serde's derived `Raw`
+    /// does; and it does not give up on the shapes real clients send.
+    #[test]
+    fn the_flat_reader_agrees_with_serde_or_gives_up() {
+        let cases = [
+            // Taken by the flat reader.
+            (r#"{"id":7,"cmd":"ping","timing":true}"#, true),
+            (
+                r#"{"id":12,"cmd":"compute","n":500000,"kernel":"fib","timing":true}"#,
+                true,
+            ),
+            (
+                r#"{"id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "cmd": "compute", "n": 30}"#,
+                true,
+            ),
+            (" {\t\"cmd\" :\"ping\" ,\r\n\"id\":0 } \n", true),
+            (
+                r#"{"id":7,"cmd":"ping","extra":"x","more":18446744073709551615,"b":false}"#,
+                true,
+            ),
+            (r#"{"id":"é☃","cmd":"ping"}"#, true),
+            (r#"{}"#, true),
+            (r#"{"cmd":"ping"}"#, true),
+            (r#"{"id":7,"cmd":"nope"}"#, true),
+            (r#"{"id":7,"cmd":1}"#, false),
+            // Left to serde.
+            (r#"{"id":7,"cmd":"ping","id":8}"#, false),
+            (r#"{"id":7,"cmd":"ping","cmd":"ping"}"#, false),
+            (r#"{"id":07,"cmd":"ping"}"#, false),
+            (r#"{"id":-7,"cmd":"ping"}"#, false),
+            (r#"{"id":7.0,"cmd":"ping"}"#, false),
+            (r#"{"id":7e0,"cmd":"ping"}"#, false),
+            (r#"{"id":18446744073709551616,"cmd":"ping"}"#, false),
+            (r#"{"id":"a\"b","cmd":"ping"}"#, false),
+            (r#"{"id":"a\u0041","cmd":"ping"}"#, false),
+            ("{\"id\":\"a\tb\",\"cmd\":\"ping\"}", false),
+            (r#"{"id":7,"cmd":"ping","n":null}"#, false),
+            (r#"{"id":7,"cmd":"ping","x":[1]}"#, false),
+            (r#"{"id":7,"cmd":"ping","x":{}}"#, false),
+            (r#"{"id":7,"cmd":"ping",}"#, false),
+            (r#"{"id":7,"cmd":"ping"}x"#, false),
+            (r#"{"id":7,"cmd":"ping"}{}"#, false),
+            (r#"{"id":7 "cmd":"ping"}"#, false),
+            (r#"{"id":7,"cmd":"ping""#, false),
+            (r#"[7]"#, false),
+            (r#"{"id":7,"timing":"yes","cmd":"ping"}"#, false),
+            (r#"{"id":7,"cmd":"ping","timing":truex}"#, false),
+        ];
+        for (text, taken) in cases {
+            let fast = flat::parse(text.as_bytes());
+            assert_eq!(fast.is_some(), taken, "{text}");
+            if let Some(raw) = fast {
+                let typed: Raw = serde_json::from_str(text).expect("serde reads it too");
+                assert_eq!(from_raw(raw), from_raw(typed), "{text}");
+            }
+        }
     }
 }
