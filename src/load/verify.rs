@@ -119,6 +119,9 @@ pub fn parse_reply(payload: &[u8]) -> Result<Parsed, String> {
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(format!("reply is not a JSON object: {:?}", shown()));
     }
+    if let Some(parsed) = parse_own_reply(payload) {
+        return Ok(parsed);
+    }
     let reply: ClientReply = serde_json::from_slice(payload)
         .map_err(|e| format!("reply is not a protocol JSON object ({e}): {:?}", shown()))?;
     let id = match &reply.id {
@@ -128,6 +131,98 @@ pub fn parse_reply(payload: &[u8]) -> Result<Parsed, String> {
         _ => None,
     };
     Ok(Parsed { reply, id })
+}
+
+/// The replies this crate's server writes for results and pongs (`Reply::encode_into`), in
+/// their one layout, read by matching it byte for byte: a few comparisons per reply instead of
+/// a general JSON parse. Anything that departs from it (another server, a string id, an error,
+/// whitespace, a number JSON would refuse such as `01`) returns `None` and takes the general
+/// path, so this never accepts a reply serde_json would refuse, or reads one differently.
+fn parse_own_reply(p: &[u8]) -> Option<Parsed> {
+    let mut c = Cursor(p);
+    c.tag(b"{\"id\":")?;
+    let id = c.uint()?;
+    let (result, ok, pong) = if c.tag(b",\"result\":").is_some() {
+        (Some(c.uint()?), None, None)
+    } else {
+        c.tag(b",\"ok\":true,\"pong\":true")?;
+        (None, Some(true), Some(true))
+    };
+    let t = match c.tag(b",\"t\":{\"queue_us\":") {
+        None => None,
+        Some(()) => {
+            let queue_us = c.decimal()?;
+            c.tag(b",\"compute_us\":")?;
+            let compute_us = c.decimal()?;
+            c.tag(b",\"server_us\":")?;
+            let server_us = c.decimal()?;
+            c.tag(b"}")?;
+            Some(Timings {
+                queue_us,
+                compute_us,
+                server_us,
+            })
+        }
+    };
+    c.tag(b"}")?;
+    if !c.0.is_empty() {
+        return None;
+    }
+    Some(Parsed {
+        reply: ClientReply {
+            id: Some(Value::from(id)),
+            result,
+            ok,
+            pong,
+            error: None,
+            detail: None,
+            t,
+        },
+        id: Some(id),
+    })
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn tag(&mut self, t: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(t)?;
+        Some(())
+    }
+
+    /// The digits at the front, as JSON writes an integer: no sign, no leading zero.
+    fn digits(&mut self) -> Option<&[u8]> {
+        let n = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (d, rest) = self.0.split_at(n);
+        if d.is_empty() || d.len() > 1 && d[0] == b'0' {
+            return None;
+        }
+        self.0 = rest;
+        Some(d)
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        self.digits()?.iter().try_fold(0u64, |v, d| {
+            v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+
+    /// `123` or `123.456` (no sign, no exponent), parsed as Rust parses an f64: exactly
+    /// as serde_json's default reading of the same digits.
+    fn decimal(&mut self) -> Option<f64> {
+        let start = self.0;
+        let int = self.digits()?.len();
+        let mut len = int;
+        if let Some(rest) = self.0.strip_prefix(b".") {
+            let frac = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if frac == 0 {
+                return None;
+            }
+            len += 1 + frac;
+            self.0 = &rest[frac..];
+        }
+        std::str::from_utf8(&start[..len]).ok()?.parse().ok()
+    }
 }
 
 /// What one matched reply says about its request.
@@ -343,5 +438,87 @@ mod tests {
             check(&r(r#"{"id":"1","ok":true}"#), Cmd::Ping, None, 0, 0),
             Verdict::Failed(kind::BAD_REPLY, _)
         ));
+    }
+
+    #[test]
+    fn own_replies_are_read_exactly_as_the_general_parse_reads_them() {
+        use crate::protocol::{Reply, Timings};
+        let general = |p: &[u8]| -> Option<(Option<u64>, ClientReply)> {
+            let r: ClientReply = serde_json::from_slice(p).ok()?;
+            let id = match &r.id {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => s.parse().ok(),
+                _ => None,
+            };
+            Some((id, r))
+        };
+        let same = |p: &[u8]| {
+            let fast = parse_own_reply(p);
+            if let Some(f) = &fast {
+                let (id, r) = general(p).expect("the fast path took what serde refuses");
+                assert_eq!(f.id, id, "{}", String::from_utf8_lossy(p));
+                assert_eq!(
+                    (
+                        &f.reply.id,
+                        f.reply.result,
+                        f.reply.ok,
+                        f.reply.pong,
+                        f.reply.t
+                    ),
+                    (&r.id, r.result, r.ok, r.pong, r.t),
+                    "{}",
+                    String::from_utf8_lossy(p)
+                );
+                assert!(r.error.is_none() && r.detail.is_none());
+            }
+            fast.is_some()
+        };
+        let t = Some(Timings {
+            queue_us: 0.25,
+            compute_us: 4000.123,
+            server_us: 17.0,
+        });
+        for id in [0, 7, u64::MAX] {
+            for t in [None, t] {
+                for reply in [
+                    Reply::Result {
+                        id: Id::Num(id),
+                        result: 869502129,
+                        t,
+                    },
+                    Reply::Pong { id: Id::Num(id), t },
+                ] {
+                    let mut out = Vec::new();
+                    reply.encode_into(&mut out);
+                    assert!(
+                        same(&out),
+                        "own layout not taken: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+        // Departures from the layout take the general path (and are read or refused there).
+        for p in [
+            r#"{"id":"7","result":5}"#,
+            r#"{"id":07,"result":5}"#,
+            r#"{"id":7,"result":5} "#,
+            r#"{"id":7,"result":5,"t":{"queue_us":1e3,"compute_us":1,"server_us":2}}"#,
+            r#"{"id":7,"result":5,"t":{"queue_us":1.,"compute_us":1,"server_us":2}}"#,
+            r#"{"id":7,"result":-5}"#,
+            r#"{"id":18446744073709551616,"result":5}"#,
+            r#"{"id":7,"ok":true,"pong":false}"#,
+            r#"{"id":7,"error":"timeout","detail":"x"}"#,
+            r#"{"id":7,"result":5}}"#,
+            r#"{"id":7,"result":5"#,
+        ] {
+            assert!(!same(p.as_bytes()), "{p}");
+        }
+        // The general path still reads what the fast one leaves.
+        assert_eq!(
+            parse_reply(br#"{"id":"7","result":5}"#).unwrap().id,
+            Some(7)
+        );
+        assert!(parse_reply(br#"{"id":07,"result":5}"#).is_err());
     }
 }
