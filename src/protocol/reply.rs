@@ -135,7 +135,8 @@ fn put_timings(out: &mut Vec<u8>, t: Option<&Timings>) {
 /// huge, not finite) goes through serde_json, which writes `null` for what JSON cannot hold.
 fn put_micros(out: &mut Vec<u8>, us: f64) {
     if us.is_finite() && (0.0..1e12).contains(&us) {
-        let ns = (us * 1000.0).round() as u64;
+        // Rounded half up (libm's `round` was a call per value).
+        let ns = (us * 1000.0 + 0.5) as u64;
         out.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
         let frac = (ns % 1000) as u16;
         out.extend_from_slice(&[
