@@ -11,6 +11,7 @@ use super::schedule::{stream_rng, Schedule};
 use super::spec::{Cmd, LoadSpec, Pace, Stop};
 use super::timer::SendTimer;
 use super::verify::{check, error_kind, kind, parse_reply, Encoder, Verdict, MAX_REPLY};
+use super::window::Window;
 use crate::connection::{peek_frame, Oversize, HEADER};
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
@@ -93,7 +94,7 @@ struct DriverConn {
     rng: StdRng,
     next_id: u64,
     /// Keyed by id; ids grow with send time, so the first entry is the oldest.
-    in_flight: BTreeMap<u64, InFlight>,
+    in_flight: Window<InFlight>,
     /// Ids counted as timeouts whose replies may still come.
     expired: HashSet<u64>,
     sending: bool,
@@ -128,7 +129,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
         ),
         rng: stream_rng(plan.spec.seed, index, KERNEL_STREAM),
         next_id: plan.ids.first(index),
-        in_flight: BTreeMap::new(),
+        in_flight: Window::new((4 * depth).max(64)),
         expired: HashSet::new(),
         sending: true,
         samples: Vec::with_capacity(depth.min(1024)),
@@ -320,7 +321,7 @@ impl DriverConn {
         if let (true, Some(end)) = (self.sending, self.plan.end) {
             next = next.min(end);
         }
-        if let Some((_, oldest)) = self.in_flight.first_key_value() {
+        if let Some((_, oldest)) = self.in_flight.first() {
             next = next.min(oldest.sent + self.spec().timeout);
         }
         next
@@ -387,7 +388,7 @@ impl DriverConn {
             }
             return Ok(());
         };
-        let Some(req) = self.in_flight.remove(&id) else {
+        let Some(req) = self.in_flight.remove(id) else {
             if self.expired.remove(&id) {
                 self.tally.late_replies += 1;
             } else {
@@ -432,11 +433,13 @@ impl DriverConn {
     /// Counts every request still in flight as `timeout` once its time is up.
     fn expire(&mut self, now: Instant) {
         let timeout = self.spec().timeout;
-        while let Some(entry) = self.in_flight.first_entry() {
-            if entry.get().sent + timeout > now {
+        while let Some((_, oldest)) = self.in_flight.first() {
+            if oldest.sent + timeout > now {
                 break;
             }
-            let (id, req) = entry.remove_entry();
+            let Some((id, req)) = self.in_flight.pop_first() else {
+                break;
+            };
             self.expired.insert(id);
             let reason = format!("no reply within {}", humantime::format_duration(timeout));
             self.count(kind::TIMEOUT, req.warm, Some(reason));
@@ -446,10 +449,7 @@ impl DriverConn {
     /// The connection is gone: every request in flight is lost, and so is the rest of the run
     /// on this connection (counted once when nothing was in flight).
     fn fail(&mut self, reason: &str) {
-        let lost: Vec<bool> = std::mem::take(&mut self.in_flight)
-            .into_values()
-            .map(|r| r.warm)
-            .collect();
+        let lost: Vec<bool> = self.in_flight.drain().iter().map(|r| r.warm).collect();
         let reason = format!(
             "{reason} ({} request{} in flight)",
             lost.len(),

@@ -33,6 +33,7 @@ pub mod spec;
 pub mod threads;
 mod timer;
 pub mod verify;
+mod window;
 
 pub use consistency::Consistency;
 pub use histogram::Summary;
