@@ -4,10 +4,11 @@
 use super::worker::Worker;
 use super::{Pending, Shared};
 use crate::backend::pipe::{PipeJob, PipeReply};
-use crate::backend::{dropped_unstarted, Done, Failure};
+use crate::backend::{dropped_unstarted, Done, Failure, Transport};
 use crate::protocol::ErrorCode;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Work written ahead into a worker's pipe when its jobs are short: enough to cover the pipe
@@ -46,6 +47,10 @@ pub(super) async fn serve(
     // Recent jobs' cost on this worker (ns), which sets how many to write ahead.
     let mut job_ns: Option<u64> = None;
     let mut depth = shared.worker_queue;
+    let spin_ns = match shared.transport {
+        Transport::Shm { spin_us } => spin_us.saturating_mul(1000),
+        Transport::Pipe => 0,
+    };
     // Write ahead only while no other worker is idle.
     let room = |in_flight: &VecDeque<Pending>, depth: usize| {
         in_flight.is_empty()
@@ -100,10 +105,16 @@ pub(super) async fn serve(
             return Ended::Drained;
         }
         let room = room(in_flight, depth) && !queue_closed;
+        // On shm, wait for a reply by polling the ring while the job in flight is expected
+        // back within the spin budget: tiny jobs then come back without a wake-up.
+        let spin = match (in_flight.is_empty(), job_ns) {
+            (false, Some(ns)) if ns <= spin_ns => Duration::from_nanos(spin_ns),
+            _ => Duration::ZERO,
+        };
         tokio::select! {
             // Replies first: they free the worker's pipe for more work.
             biased;
-            reply = w.recv() => {
+            reply = w.recv(spin) => {
                 let reply = match reply {
                     Ok(r) => r,
                     Err(why) => return Ended::Crashed(why),

@@ -148,8 +148,9 @@ impl Worker {
     }
 
     /// The worker's next reply; an error says why there will be none (it died, or wrote
-    /// garbage). Cancel-safe.
-    pub async fn recv(&mut self) -> Result<PipeReply, String> {
+    /// garbage). Cancel-safe. `spin` is how long an shm link polls its ring (yielding) before
+    /// it sleeps; pipes ignore it.
+    pub async fn recv(&mut self, spin: std::time::Duration) -> Result<PipeReply, String> {
         let Link::Shm { rings, .. } = &mut self.link else {
             return match self.stdout.read_frame(ReadLimits::NONE).await {
                 Ok(Some(frame)) => PipeReply::decode(&frame)
@@ -160,7 +161,7 @@ impl Worker {
         };
         tokio::select! {
             biased;
-            reply = rings.recv() => reply,
+            reply = rings.recv(spin) => reply,
             // Nothing follows the ready message: any end of the pipe is the worker's end.
             _ = self.stdout.read_frame(ReadLimits::NONE) => {
                 // A reply it published before dying is still its answer.

@@ -7,8 +7,9 @@
 //! to the worker over its stdin, a Unix socket (`SCM_RIGHTS`). A side that finds its ring empty
 //! spins (the worker, up to `--spin-us`) and then raises its ring's `sleeping` flag and waits on
 //! its eventfd; the other side writes the eventfd only when it sees that flag, so a busy pair
-//! makes no system call per job. The server side does not spin: it is a task on the I/O
-//! runtime, and a spin there would hold up every connection on that thread.
+//! makes no system call per job. The server side, a task on the I/O runtime, must not hold up
+//! the connections on its thread: it "spins" by yielding (see [`ServerRings::recv`]), and only
+//! when the job in flight is expected back within the budget.
 //!
 //! Liveness stays on the pipes: the worker's stdout carries only its ready message, so end of
 //! file there means it died; end of file on its stdin socket tells it to exit. Everything
@@ -101,10 +102,24 @@ impl ServerRings {
     }
 
     /// The next reply. Cancel-safe: a reply is taken off the ring only when it is returned.
-    pub async fn recv(&mut self) -> Result<PipeReply, String> {
+    ///
+    /// With a `spin` budget, an empty ring is polled again after each `yield_now` for up to
+    /// that long before the task sleeps on the eventfd: the I/O thread keeps serving every
+    /// other task in between (a yield lets the runtime run what is ready and poll its sockets
+    /// without blocking), but does not go to sleep, so a reply due within the budget costs
+    /// neither the worker's eventfd write nor this thread's wake-up.
+    pub async fn recv(&mut self, spin: std::time::Duration) -> Result<PipeReply, String> {
+        let mut spin_until = None;
         loop {
             if let Some(r) = self.try_recv()? {
                 return Ok(r);
+            }
+            if !spin.is_zero() {
+                let now = std::time::Instant::now();
+                if now < *spin_until.get_or_insert(now + spin) {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
             if !self.replies.prepare_sleep() {
                 continue;
