@@ -25,7 +25,9 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
 - `table=model`, from `model.csv`: the model kernel (`gil`) against the real one (`pyfib`):
   each one's process ÷ thread ratio and the ratio of the two with its 95 % interval and what
   it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
-- `workers=N`: the worker count the verdict tables show (default: the run's largest).
+- `workers=N`: the worker count the verdict tables show (default: the run's largest);
+- `challenger=NAME`: the process-side backend the verdict tables show (default `process`; a
+  run with `--backends ...,shm,prefork` has rows for those too).
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
 
@@ -107,13 +109,13 @@ def read_rows(path: Path) -> list[dict]:
         raise SystemExit(f"findings.py: cannot read {path}: {e.strerror}")
 
 
-def verdict_table(run: Path, file: str, workers: int | None) -> str:
+def verdict_table(run: Path, file: str, workers: int | None, challenger: str) -> str:
     verdicts_path = run / file
     rows = read_rows(verdicts_path)
     env = json.loads((run / "env.json").read_text())
-    chosen = [r for r in rows if r["challenger"] == CHALLENGER and r["comparator"] == COMPARATOR]
+    chosen = [r for r in rows if r["challenger"] == challenger and r["comparator"] == COMPARATOR]
     if not chosen:
-        raise SystemExit(f"findings.py: {verdicts_path} has no {CHALLENGER} ÷ {COMPARATOR} rows")
+        raise SystemExit(f"findings.py: {verdicts_path} has no {challenger} ÷ {COMPARATOR} rows")
     noisy = "metric" in chosen[0]
     if workers is None:
         workers = max(int(r["workers"]) for r in chosen)
@@ -134,14 +136,14 @@ def verdict_table(run: Path, file: str, workers: int | None) -> str:
     valid, total = row_counts(run / "results.csv")
     what = (
         "each mix's majority kernel on its own: throughput, and p99 latency as thread p99 ÷ "
-        f"{CHALLENGER} p99 (above 1: {CHALLENGER} better);"
+        f"{challenger} p99 (above 1: {challenger} better);"
         if noisy
         else "throughput,"
     )
     caption = (
-        f"{CHALLENGER} ÷ {COMPARATOR}, {what} 95 % interval and verdict, {workers} workers, "
+        f"{challenger} ÷ {COMPARATOR}, {what} 95 % interval and verdict, {workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
-        f"repetitions {CHALLENGER}/threads: {', '.join(reps)}; "
+        f"repetitions {challenger}/threads: {', '.join(reps)}; "
         f"{valid} of {total} rows of results.csv valid."
     )
     kernels = sorted(by_kernel, key=lambda k: k.replace("`", ""))
@@ -250,16 +252,17 @@ def table(spec: str, base: Path) -> str:
     opts = {}
     for o in options:
         key, eq, value = o.partition("=")
-        if not eq or key not in ("workers", "table"):
+        if not eq or key not in ("workers", "table", "challenger"):
             raise SystemExit(f"findings.py: unknown marker option {o!r} in {spec!r}")
         opts[key] = value
     folder = (base / run).resolve()
     workers = int(opts["workers"]) if "workers" in opts else None
     kind = opts.get("table", "verdicts")
+    challenger = opts.get("challenger", CHALLENGER)
     if kind == "verdicts":
-        return verdict_table(folder, "verdicts.csv", workers)
+        return verdict_table(folder, "verdicts.csv", workers, challenger)
     if kind == "noisy":
-        return verdict_table(folder, "noisy.csv", workers)
+        return verdict_table(folder, "noisy.csv", workers, challenger)
     if kind == "service":
         return service_table(folder)
     if kind == "tails":

@@ -82,6 +82,8 @@ fn a_marker_with_an_unknown_option_or_table_is_refused() {
     for (marker, says) in [
         ("workerz=2", "unknown marker option"),
         ("table=median", "unknown table"),
+        // A backend the run did not measure.
+        ("challenger=shm", "has no shm ÷ best thread rows"),
     ] {
         let file = dir.path().join("bad.md");
         std::fs::write(
