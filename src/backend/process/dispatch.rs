@@ -59,6 +59,9 @@ pub(super) async fn serve(
     // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
     // lazily, when it fires early for a job that finished: moving it on every reply would
     // cost a timer-wheel update per job.
+    // Until when this dispatcher, its worker just emptied, polls the queue for the next job
+    // (shm, tiny jobs) instead of listening: its worker is still spinning.
+    let mut hot_until: Option<Instant> = None;
     let timer = tokio::time::sleep_until(running_since + shared.timeout);
     tokio::pin!(timer);
     let abort = shared.abort.cancelled();
@@ -105,6 +108,33 @@ pub(super) async fn serve(
             return Ended::Drained;
         }
         let room = room(in_flight, depth) && !queue_closed;
+        if let Some(until) = hot_until.take() {
+            if room && in_flight.is_empty() && carry.is_empty() {
+                match poll_queue(shared, until).await {
+                    Polled::Job(p) => carry.push_back(p),
+                    Polled::Closed => queue_closed = true,
+                    Polled::Nothing => {}
+                }
+                continue;
+            }
+        }
+        // An idle dispatcher leaves the next job to one that is polling the queue, and looks
+        // again whenever a poll starts or stops. (The wake-up is enabled before the check: a
+        // change between the two still wakes it.)
+        let mut polling_changed = None;
+        let mut listen = room;
+        if room && in_flight.is_empty() {
+            let mut n = Box::pin(shared.polling_changed.notified());
+            n.as_mut().enable();
+            listen = shared.polling.load(Ordering::Acquire) == 0;
+            polling_changed = Some(n);
+        }
+        let look_again = async {
+            match polling_changed.as_mut() {
+                Some(n) => n.await,
+                None => std::future::pending().await,
+            }
+        };
         // On shm, wait for a reply by polling the ring while the job in flight is expected
         // back within the spin budget: tiny jobs then come back without a wake-up.
         let spin = match (in_flight.is_empty(), job_ns) {
@@ -145,14 +175,18 @@ pub(super) async fn serve(
                 }
                 if in_flight.is_empty() {
                     shared.idle.fetch_add(1, Ordering::AcqRel);
+                    if !spin.is_zero() {
+                        hot_until = Some(Instant::now() + spin);
+                    }
                 }
             }
-            next = shared.queue.recv(), if room => {
+            next = shared.queue.recv(), if listen => {
                 match next {
                     Ok(p) => carry.push_back(p),
                     Err(_) => queue_closed = true,
                 }
             }
+            _ = look_again => {}
             _ = &mut timer, if !in_flight.is_empty() => {
                 let deadline = running_since + shared.timeout;
                 if Instant::now() >= deadline {
@@ -162,6 +196,41 @@ pub(super) async fn serve(
             }
             _ = &mut abort => return Ended::Aborted,
         }
+    }
+}
+
+enum Polled {
+    Job(Pending),
+    Closed,
+    Nothing,
+}
+
+/// An idle dispatcher whose worker has just finished a tiny job looks for the next one until
+/// `until`, re-checking the queue after each yield (the I/O thread keeps serving its other
+/// tasks). Other idle dispatchers hold back meanwhile (`Shared::polling`); they are told when
+/// this starts and when it stops, however it stops.
+async fn poll_queue(shared: &Shared, until: Instant) -> Polled {
+    struct Polling<'a>(&'a Shared);
+    impl Drop for Polling<'_> {
+        fn drop(&mut self) {
+            self.0.polling.fetch_sub(1, Ordering::AcqRel);
+            self.0.polling_changed.notify_waiters();
+        }
+    }
+    shared.polling.fetch_add(1, Ordering::AcqRel);
+    let _polling = Polling(shared);
+    // Idle dispatchers listening on the queue stop, so that they do not take the job first.
+    shared.polling_changed.notify_waiters();
+    loop {
+        match shared.queue.try_recv() {
+            Ok(p) => return Polled::Job(p),
+            Err(async_channel::TryRecvError::Closed) => return Polled::Closed,
+            Err(async_channel::TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= until || shared.abort.is_cancelled() {
+            return Polled::Nothing;
+        }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -61,6 +61,15 @@ struct Shared {
     /// none is idle: otherwise one worker could take two long jobs while another sits idle.
     idle: AtomicUsize,
     pids: Mutex<Vec<Option<u32>>>,
+    /// Idle dispatchers polling the queue (see `dispatch::serve`). While one is, the other idle
+    /// ones do not listen on the queue, so a lone job goes to the worker that has just
+    /// finished one and is still spinning. Left to itself the queue would wake the dispatcher
+    /// that has waited longest, whose worker sleeps: with one job at a time the workers would
+    /// take turns, and every job would pay a wake-up.
+    polling: AtomicUsize,
+    /// Told when a dispatcher starts or stops polling, so that the idle ones stop or start
+    /// listening.
+    polling_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -101,6 +110,8 @@ impl ProcessBackend {
             live: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             pids: Mutex::new(vec![None; config.workers]),
+            polling: AtomicUsize::new(0),
+            polling_changed: tokio::sync::Notify::new(),
         });
         // Start every worker before serving, so start-up cost is not measured as latency.
         let mut first = Vec::with_capacity(config.workers);
