@@ -444,3 +444,36 @@ fn every_backend_sweeps_side_by_side_and_shm_is_its_own_challenger() {
         "no shm overview"
     );
 }
+
+#[test]
+fn without_spin_us_the_sweep_records_the_spin_each_worker_count_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = Command::new(BIN)
+        .arg("sweep")
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--exact",
+            "--backends",
+            "shm,rayon",
+            "--server-cpus",
+            "0",
+            "--driver-cpus",
+            "1",
+        ])
+        .args(["--workers", "1", "--connections", "1", "--kernels", "fib"])
+        .args(["--sizes", "20us", "--repeat", "2"])
+        .args(["--duration", "150ms", "--warmup", "50ms"])
+        .output()
+        .expect("run sweep");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    // One server CPU for one worker: no core to spare for a spin.
+    assert_eq!(
+        env["spin_us"],
+        serde_json::json!({"auto_by_workers": {"1": 0}}),
+        "{env}"
+    );
+}

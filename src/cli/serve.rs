@@ -68,9 +68,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub worker_queue: u64,
     /// `--backend shm`: µs an idle worker polls its job ring before it sleeps (0: sleep at
-    /// once). Spinning takes CPU from the other workers and the I/O thread on small machines.
-    #[arg(long, default_value_t = crate::backend::shm::DEFAULT_SPIN_US, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
-    pub spin_us: u64,
+    /// once), and the dispatcher its reply ring and the queue after a tiny job. Spinning takes
+    /// CPU from the other workers and the I/O thread: by default 20 where the server has more
+    /// cores than workers + 1, else 0.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub spin_us: Option<u64>,
     /// Build these kernels' per-process state before listening (e.g. `table`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kernel)]
     pub preload: Vec<Kernel>,
@@ -111,7 +113,12 @@ impl ServeArgs {
                 worker_exe: self.worker_exe.clone(),
                 transport: match self.backend {
                     BackendKind::Shm => Transport::Shm {
-                        spin_us: self.spin_us,
+                        spin_us: self.spin_us.unwrap_or_else(|| {
+                            crate::backend::shm::auto_spin_us(
+                                cores,
+                                self.workers.map_or(cores, |w| w as usize),
+                            )
+                        }),
                     },
                     _ => Transport::Pipe,
                 },

@@ -108,7 +108,11 @@ async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerC
     let mut cmd = ServerCommand::serve(bench.exe)
         .args(["--port", "0", "--backend", cell.backend.name()])
         .args(["--workers", &cell.workers.to_string()]);
-    if let (BackendKind::Shm, Some(spin)) = (cell.backend, bench.spin_us) {
+    if cell.backend == BackendKind::Shm {
+        // Always explicit, so the value env.json records is the one the server used.
+        let spin = bench.spin_us.unwrap_or_else(|| {
+            crate::backend::shm::auto_spin_us(bench.cores, cell.workers as usize)
+        });
         cmd = cmd.args(["--spin-us".to_string(), spin.to_string()]);
     }
     if let Some(cpus) = bench.server_cpus {
@@ -131,7 +135,8 @@ pub struct Bench<'a> {
     pub cores: usize,
     /// The server's CPUs, when the sweep pins it.
     pub server_cpus: Option<&'a [usize]>,
-    /// `--spin-us` for `shm` servers; `None`: the server's default.
+    /// `--spin-us` for `shm` servers; `None`: [`crate::backend::shm::auto_spin_us`] for the
+    /// cell's workers on `cores`.
     pub spin_us: Option<u64>,
     /// The first result seen for each user kernel and `n`, over the whole sweep.
     pub seen: Arc<Consistency>,

@@ -265,9 +265,22 @@ fn prepare_folder(
         env["equivalence"] = serde_json::json!(options.margin());
         env["shard"] = serde_json::to_value(options.shard)?;
         env["cpu_split"] = serde_json::to_value(split)?;
-        env["spin_us"] = serde_json::json!(options
-            .spin_us
-            .unwrap_or(crate::backend::shm::DEFAULT_SPIN_US));
+        // The value given, or the one each worker count gets by default (see `cell::Bench`).
+        env["spin_us"] = match options.spin_us {
+            Some(us) => serde_json::json!(us),
+            None => {
+                let cores = split.map_or_else(crate::machine::cores, |s| s.server.len());
+                let by_workers: serde_json::Map<String, serde_json::Value> = grid
+                    .workers
+                    .iter()
+                    .map(|&w| {
+                        let us = crate::backend::shm::auto_spin_us(cores, w as usize);
+                        (w.to_string(), serde_json::json!(us))
+                    })
+                    .collect();
+                serde_json::json!({ "auto_by_workers": by_workers })
+            }
+        };
         let tmp = env_path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;

@@ -32,6 +32,19 @@ use tokio::io::unix::AsyncFd;
 /// spins is taken from the server's I/O thread or the other worker.
 pub const DEFAULT_SPIN_US: u64 = 20;
 
+/// `--spin-us` when none is given: [`DEFAULT_SPIN_US`] where the server has a core to spare
+/// beyond one per worker and one for its I/O thread, else 0. A spin is CPU taken from
+/// whoever else wanted that core: on 2 cores with 2 workers, `fib` at 10–50 µs over 4
+/// connections at depth 1 (15 repetitions, docs/PERFORMANCE.md), `shm` with a 20 µs spin was
+/// 8–10 % behind `shm` without one, which was level with the pipes.
+pub fn auto_spin_us(cores: usize, workers: usize) -> u64 {
+    if cores > workers + 1 {
+        DEFAULT_SPIN_US
+    } else {
+        0
+    }
+}
+
 /// Descriptors sent to each worker, in this order: the rings, the job eventfd, the reply one.
 pub const SENT_FDS: usize = 3;
 
@@ -190,5 +203,19 @@ impl WorkerRings {
             job_wake,
             reply_wake,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spin_needs_a_core_beyond_the_workers_and_the_io_thread() {
+        assert_eq!(auto_spin_us(2, 2), 0);
+        assert_eq!(auto_spin_us(2, 1), 0);
+        assert_eq!(auto_spin_us(16, 16), 0);
+        assert_eq!(auto_spin_us(16, 14), DEFAULT_SPIN_US);
+        assert_eq!(auto_spin_us(4, 2), DEFAULT_SPIN_US);
     }
 }
