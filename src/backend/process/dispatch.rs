@@ -56,12 +56,12 @@ pub(super) async fn serve(
         in_flight.is_empty()
             || (in_flight.len() < depth && shared.idle.load(Ordering::Acquire) == 0)
     };
-    // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
-    // lazily, when it fires early for a job that finished: moving it on every reply would
-    // cost a timer-wheel update per job.
     // Until when this dispatcher, its worker just emptied, polls the queue for the next job
     // (shm, tiny jobs) instead of listening: its worker is still spinning.
     let mut hot_until: Option<Instant> = None;
+    // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
+    // lazily, when it fires early for a job that finished: moving it on every reply would
+    // cost a timer-wheel update per job.
     let timer = tokio::time::sleep_until(running_since + shared.timeout);
     tokio::pin!(timer);
     let abort = shared.abort.cancelled();
@@ -119,11 +119,12 @@ pub(super) async fn serve(
             }
         }
         // An idle dispatcher leaves the next job to one that is polling the queue, and looks
-        // again whenever a poll starts or stops. (The wake-up is enabled before the check: a
+        // again whenever a poll starts or stops (only with a spin budget: otherwise none
+        // polls). (The wake-up is enabled before the check: a
         // change between the two still wakes it.)
         let mut polling_changed = None;
         let mut listen = room;
-        if room && in_flight.is_empty() {
+        if room && in_flight.is_empty() && spin_ns > 0 {
             let mut n = Box::pin(shared.polling_changed.notified());
             n.as_mut().enable();
             listen = shared.polling.load(Ordering::Acquire) == 0;
