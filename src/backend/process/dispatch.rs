@@ -107,6 +107,37 @@ pub(super) async fn serve(
         if queue_closed && in_flight.is_empty() && carry.is_empty() {
             return Ended::Drained;
         }
+        // On shm, wait for a reply by polling the ring while the job in flight is expected
+        // back within the spin budget: tiny jobs then come back without a wake-up.
+        let spin = match (in_flight.is_empty(), job_ns) {
+            (false, Some(ns)) if ns <= spin_ns => Duration::from_nanos(spin_ns),
+            _ => Duration::ZERO,
+        };
+        // A reply already there (on the ring, or read from the pipe with an earlier one) is
+        // taken without setting up the wait below; the top-up above still follows each one.
+        if !in_flight.is_empty() {
+            match w.try_recv() {
+                Ok(None) => {}
+                Ok(Some(reply)) => {
+                    if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared)
+                    {
+                        return ended;
+                    }
+                    running_since = Instant::now();
+                    if in_flight.is_empty() {
+                        shared.idle.fetch_add(1, Ordering::AcqRel);
+                        if !spin.is_zero() {
+                            hot_until = Some(Instant::now() + spin);
+                        }
+                    }
+                    // A worker that keeps answering must not keep this thread from its
+                    // sockets: counts against the task's budget, and yields when it is spent.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
+                Err(why) => return Ended::Crashed(why),
+            }
+        }
         let room = room(in_flight, depth) && !queue_closed;
         if let Some(until) = hot_until.take() {
             if room && in_flight.is_empty() && carry.is_empty() {
@@ -120,8 +151,8 @@ pub(super) async fn serve(
         }
         // An idle dispatcher leaves the next job to one that is polling the queue, and looks
         // again whenever a poll starts or stops (only with a spin budget: otherwise none
-        // polls). (The wake-up is enabled before the check: a
-        // change between the two still wakes it.)
+        // polls). The wake-up is enabled before the check: a change between the two still
+        // wakes it.
         let mut polling_changed = None;
         let mut listen = room;
         if room && in_flight.is_empty() && spin_ns > 0 {
@@ -136,12 +167,6 @@ pub(super) async fn serve(
                 None => std::future::pending().await,
             }
         };
-        // On shm, wait for a reply by polling the ring while the job in flight is expected
-        // back within the spin budget: tiny jobs then come back without a wake-up.
-        let spin = match (in_flight.is_empty(), job_ns) {
-            (false, Some(ns)) if ns <= spin_ns => Duration::from_nanos(spin_ns),
-            _ => Duration::ZERO,
-        };
         tokio::select! {
             // Replies first: they free the worker's pipe for more work.
             biased;
@@ -150,30 +175,10 @@ pub(super) async fn serve(
                     Ok(r) => r,
                     Err(why) => return Ended::Crashed(why),
                 };
-                let Some(p) = in_flight.pop_front() else {
-                    return Ended::Crashed("worker replied with no job in flight".into());
-                };
-                running_since = Instant::now();
-                match reply {
-                    PipeReply::Done { result, started_ns, compute_ns } => {
-                        let cost = compute_ns.saturating_add(PER_JOB_OVERHEAD_NS);
-                        let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
-                        job_ns = Some(avg);
-                        depth = write_ahead(shared.worker_queue, avg);
-                        (p.done)(Ok(Done {
-                            result,
-                            queue_us: started_ns.saturating_sub(p.submitted_ns) as f64 / 1e3,
-                            compute_us: compute_ns as f64 / 1e3,
-                        }));
-                    }
-                    PipeReply::Panicked(msg) => {
-                        (p.done)(Err(Failure::new(ErrorCode::JobPanicked, msg)));
-                    }
-                    PipeReply::Ready { .. } => {
-                        in_flight.push_front(p);
-                        return Ended::Crashed("worker wrote garbage on its pipe".into());
-                    }
+                if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared) {
+                    return ended;
                 }
+                running_since = Instant::now();
                 if in_flight.is_empty() {
                     shared.idle.fetch_add(1, Ordering::AcqRel);
                     if !spin.is_zero() {
@@ -198,6 +203,47 @@ pub(super) async fn serve(
             _ = &mut abort => return Ended::Aborted,
         }
     }
+}
+
+/// Answers the oldest job in flight with `reply` (a worker runs its jobs in order), and
+/// updates the job cost estimate and the write-ahead depth it sets.
+fn on_reply(
+    reply: PipeReply,
+    in_flight: &mut VecDeque<Pending>,
+    job_ns: &mut Option<u64>,
+    depth: &mut usize,
+    shared: &Shared,
+) -> Result<(), Ended> {
+    let Some(p) = in_flight.pop_front() else {
+        return Err(Ended::Crashed(
+            "worker replied with no job in flight".into(),
+        ));
+    };
+    match reply {
+        PipeReply::Done {
+            result,
+            started_ns,
+            compute_ns,
+        } => {
+            let cost = compute_ns.saturating_add(PER_JOB_OVERHEAD_NS);
+            let avg = job_ns.map_or(cost, |a| a - a / 8 + cost / 8);
+            *job_ns = Some(avg);
+            *depth = write_ahead(shared.worker_queue, avg);
+            (p.done)(Ok(Done {
+                result,
+                queue_us: started_ns.saturating_sub(p.submitted_ns) as f64 / 1e3,
+                compute_us: compute_ns as f64 / 1e3,
+            }));
+        }
+        PipeReply::Panicked(msg) => {
+            (p.done)(Err(Failure::new(ErrorCode::JobPanicked, msg)));
+        }
+        PipeReply::Ready { .. } => {
+            in_flight.push_front(p);
+            return Err(Ended::Crashed("worker wrote garbage on its pipe".into()));
+        }
+    }
+    Ok(())
 }
 
 enum Polled {

@@ -170,6 +170,21 @@ impl Worker {
         }
     }
 
+    /// A reply that can be taken without waiting: on the ring, or already read from the pipe
+    /// behind an earlier one.
+    pub fn try_recv(&mut self) -> Result<Option<PipeReply>, String> {
+        if let Link::Shm { rings, .. } = &mut self.link {
+            return rings.try_recv();
+        }
+        match self.stdout.buffered_frame() {
+            Ok(Some(frame)) => PipeReply::decode(&frame)
+                .map(Some)
+                .ok_or_else(|| "worker wrote garbage on its pipe".into()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Closes the worker's input: it exits once it sees that.
     pub fn close(&mut self) {
         self.link = Link::Closed;
