@@ -35,8 +35,8 @@ pub const DEFAULT_SPIN_US: u64 = 20;
 /// `--spin-us` when none is given: [`DEFAULT_SPIN_US`] where the server has a core to spare
 /// beyond one per worker and one for its I/O thread, else 0. A spin is CPU taken from
 /// whoever else wanted that core: on 2 cores with 2 workers, `fib` at 10–50 µs over 4
-/// connections at depth 1 (15 repetitions, docs/PERFORMANCE.md), `shm` with a 20 µs spin was
-/// 8–10 % behind `shm` without one, which was level with the pipes.
+/// connections at depth 1, `shm` with a 20 µs spin did worse than without one, which was level
+/// with the pipes (`results/2026-11-27-xeon-2c-shm` against `-shm-spin0`).
 pub fn auto_spin_us(cores: usize, workers: usize) -> u64 {
     if cores > workers + 1 {
         DEFAULT_SPIN_US
