@@ -115,92 +115,89 @@ pub(super) async fn serve(
         };
         // A reply already there (on the ring, or read from the pipe with an earlier one) is
         // taken without setting up the wait below; the top-up above still follows each one.
-        if !in_flight.is_empty() {
-            match w.try_recv() {
-                Ok(None) => {}
-                Ok(Some(reply)) => {
-                    if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared)
-                    {
-                        return ended;
-                    }
-                    running_since = Instant::now();
-                    if in_flight.is_empty() {
-                        shared.idle.fetch_add(1, Ordering::AcqRel);
-                        if !spin.is_zero() {
-                            hot_until = Some(Instant::now() + spin);
+        let ready = if in_flight.is_empty() {
+            None
+        } else {
+            w.try_recv().transpose()
+        };
+        let reply = match ready {
+            Some(reply) => {
+                // A worker that keeps answering must not keep this thread from its sockets:
+                // counts against the task's budget, and yields when it is spent.
+                tokio::task::consume_budget().await;
+                reply
+            }
+            None => {
+                let room = room(in_flight, depth) && !queue_closed;
+                if let Some(until) = hot_until.take() {
+                    if room && in_flight.is_empty() && carry.is_empty() {
+                        match poll_queue(shared, until).await {
+                            Polled::Job(p) => carry.push_back(p),
+                            Polled::Closed => queue_closed = true,
+                            Polled::Nothing => {}
                         }
+                        continue;
                     }
-                    // A worker that keeps answering must not keep this thread from its
-                    // sockets: counts against the task's budget, and yields when it is spent.
-                    tokio::task::consume_budget().await;
-                    continue;
                 }
-                Err(why) => return Ended::Crashed(why),
-            }
-        }
-        let room = room(in_flight, depth) && !queue_closed;
-        if let Some(until) = hot_until.take() {
-            if room && in_flight.is_empty() && carry.is_empty() {
-                match poll_queue(shared, until).await {
-                    Polled::Job(p) => carry.push_back(p),
-                    Polled::Closed => queue_closed = true,
-                    Polled::Nothing => {}
+                // An idle dispatcher leaves the next job to one that is polling the queue, and looks
+                // again whenever a poll starts or stops (only with a spin budget: otherwise none
+                // polls). The wake-up is enabled before the check: a change between the two still
+                // wakes it.
+                let mut polling_changed = None;
+                let mut listen = room;
+                if room && in_flight.is_empty() && spin_ns > 0 {
+                    let mut n = Box::pin(shared.polling_changed.notified());
+                    n.as_mut().enable();
+                    listen = shared.polling.load(Ordering::Acquire) == 0;
+                    polling_changed = Some(n);
                 }
-                continue;
-            }
-        }
-        // An idle dispatcher leaves the next job to one that is polling the queue, and looks
-        // again whenever a poll starts or stops (only with a spin budget: otherwise none
-        // polls). The wake-up is enabled before the check: a change between the two still
-        // wakes it.
-        let mut polling_changed = None;
-        let mut listen = room;
-        if room && in_flight.is_empty() && spin_ns > 0 {
-            let mut n = Box::pin(shared.polling_changed.notified());
-            n.as_mut().enable();
-            listen = shared.polling.load(Ordering::Acquire) == 0;
-            polling_changed = Some(n);
-        }
-        let look_again = async {
-            match polling_changed.as_mut() {
-                Some(n) => n.await,
-                None => std::future::pending().await,
+                let look_again = async {
+                    match polling_changed.as_mut() {
+                        Some(n) => n.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let waited = tokio::select! {
+                    // Replies first: they free the worker's pipe for more work.
+                    biased;
+                    reply = w.recv(spin) => Some(reply),
+                    next = shared.queue.recv(), if listen => {
+                        match next {
+                            Ok(p) => carry.push_back(p),
+                            Err(_) => queue_closed = true,
+                        }
+                        None
+                    }
+                    _ = look_again => None,
+                    _ = &mut timer, if !in_flight.is_empty() => {
+                        let deadline = running_since + shared.timeout;
+                        if Instant::now() >= deadline {
+                            return Ended::TimedOut;
+                        }
+                        timer.as_mut().reset(deadline);
+                        None
+                    }
+                    _ = &mut abort => return Ended::Aborted,
+                };
+                match waited {
+                    Some(reply) => reply,
+                    None => continue,
+                }
             }
         };
-        tokio::select! {
-            // Replies first: they free the worker's pipe for more work.
-            biased;
-            reply = w.recv(spin) => {
-                let reply = match reply {
-                    Ok(r) => r,
-                    Err(why) => return Ended::Crashed(why),
-                };
-                if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared) {
-                    return ended;
-                }
-                running_since = Instant::now();
-                if in_flight.is_empty() {
-                    shared.idle.fetch_add(1, Ordering::AcqRel);
-                    if !spin.is_zero() {
-                        hot_until = Some(Instant::now() + spin);
-                    }
-                }
+        let reply = match reply {
+            Ok(r) => r,
+            Err(why) => return Ended::Crashed(why),
+        };
+        if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared) {
+            return ended;
+        }
+        running_since = Instant::now();
+        if in_flight.is_empty() {
+            shared.idle.fetch_add(1, Ordering::AcqRel);
+            if !spin.is_zero() {
+                hot_until = Some(Instant::now() + spin);
             }
-            next = shared.queue.recv(), if listen => {
-                match next {
-                    Ok(p) => carry.push_back(p),
-                    Err(_) => queue_closed = true,
-                }
-            }
-            _ = look_again => {}
-            _ = &mut timer, if !in_flight.is_empty() => {
-                let deadline = running_since + shared.timeout;
-                if Instant::now() >= deadline {
-                    return Ended::TimedOut;
-                }
-                timer.as_mut().reset(deadline);
-            }
-            _ = &mut abort => return Ended::Aborted,
         }
     }
 }
