@@ -153,8 +153,7 @@ impl Worker {
     pub async fn recv(&mut self, spin: std::time::Duration) -> Result<PipeReply, String> {
         let Link::Shm { rings, .. } = &mut self.link else {
             return match self.stdout.read_frame(ReadLimits::NONE).await {
-                Ok(Some(frame)) => PipeReply::decode(&frame)
-                    .ok_or_else(|| "worker wrote garbage on its pipe".into()),
+                Ok(Some(frame)) => decode_piped(&frame),
                 Ok(None) => Err("worker exited".into()),
                 Err(e) => Err(e.to_string()),
             };
@@ -177,9 +176,7 @@ impl Worker {
             return rings.try_recv();
         }
         match self.stdout.buffered_frame() {
-            Ok(Some(frame)) => PipeReply::decode(&frame)
-                .map(Some)
-                .ok_or_else(|| "worker wrote garbage on its pipe".into()),
+            Ok(Some(frame)) => decode_piped(&frame).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
@@ -189,4 +186,9 @@ impl Worker {
     pub fn close(&mut self) {
         self.link = Link::Closed;
     }
+}
+
+/// A reply frame read from the worker's stdout.
+fn decode_piped(frame: &[u8]) -> Result<PipeReply, String> {
+    PipeReply::decode(frame).ok_or_else(|| "worker wrote garbage on its pipe".into())
 }
