@@ -180,28 +180,18 @@ impl Cursor<'_> {
         Some(())
     }
 
-    /// The digits at the front, as JSON writes an integer: no sign, no leading zero.
-    fn digits(&mut self) -> Option<&[u8]> {
-        let n = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
-        let (d, rest) = self.0.split_at(n);
-        if d.is_empty() || d.len() > 1 && d[0] == b'0' {
-            return None;
-        }
-        self.0 = rest;
-        Some(d)
-    }
-
     fn uint(&mut self) -> Option<u64> {
-        self.digits()?.iter().try_fold(0u64, |v, d| {
-            v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })
+        let (v, n) = crate::protocol::json_uint(self.0)?;
+        self.0 = &self.0[n..];
+        Some(v)
     }
 
     /// `123` or `123.456` (no sign, no exponent), parsed as Rust parses an f64: exactly
     /// as serde_json's default reading of the same digits.
     fn decimal(&mut self) -> Option<f64> {
         let start = self.0;
-        let int = self.digits()?.len();
+        let int = crate::protocol::json_uint_len(start)?;
+        self.0 = &start[int..];
         let mut len = int;
         if let Some(rest) = self.0.strip_prefix(b".") {
             let frac = rest.iter().take_while(|b| b.is_ascii_digit()).count();

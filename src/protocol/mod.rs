@@ -39,3 +39,21 @@ impl fmt::Display for Id {
         }
     }
 }
+
+/// Length of the digits at the front of `p` when they are an unsigned integer as JSON writes
+/// one: at least one digit, no sign, no leading zero. The hand-written readers (the server's
+/// flat request reader, the driver's reply reader) share it.
+pub fn json_uint_len(p: &[u8]) -> Option<usize> {
+    let n = p.iter().take_while(|b| b.is_ascii_digit()).count();
+    (n > 0 && !(n > 1 && p[0] == b'0')).then_some(n)
+}
+
+/// The unsigned integer at the front of `p` (see [`json_uint_len`]) and its length; `None`
+/// when there is none or it does not fit a u64.
+pub fn json_uint(p: &[u8]) -> Option<(u64, usize)> {
+    let n = json_uint_len(p)?;
+    let v = p[..n].iter().try_fold(0u64, |v, d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((v, n))
+}

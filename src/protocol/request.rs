@@ -248,16 +248,11 @@ mod flat {
             b't' if p[i..].starts_with(b"true") => Some((Scalar::Bool(true), i + 4)),
             b'f' if p[i..].starts_with(b"false") => Some((Scalar::Bool(false), i + 5)),
             b'0'..=b'9' => {
-                let digits = p[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-                // No leading zero; a fraction or exponent makes it a float: serde's to judge.
-                if digits > 1 && p[i] == b'0'
-                    || matches!(p.get(i + digits), Some(b'.' | b'e' | b'E'))
-                {
+                let (n, digits) = crate::protocol::json_uint(&p[i..])?;
+                // A fraction or exponent makes it a float: serde's to judge.
+                if matches!(p.get(i + digits), Some(b'.' | b'e' | b'E')) {
                     return None;
                 }
-                let n = p[i..i + digits].iter().try_fold(0u64, |v, d| {
-                    v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                })?;
                 Some((Scalar::Uint(n), i + digits))
             }
             _ => None,
