@@ -442,31 +442,28 @@ impl Handler {
         };
         let read_at = req.timing.then_some(read_at);
         let id = req.id;
-        let refuse = |code: ErrorCode, detail: String| {
-            let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
-            out.push(reply, read_at, None, false)
+        // A ping is answered here and now, so its id is in flight only if another request
+        // holds it: it is checked against the set, not entered in it. A compute request holds
+        // its id until its reply.
+        let fresh = {
+            let mut ids = out.ids.lock();
+            match &req.cmd {
+                Command::Ping => ids.is_empty() || !ids.contains(&id),
+                Command::Compute { .. } => ids.insert(id.clone()),
+            }
         };
-        let duplicate =
-            || format!("a request with id {id} is already in flight on this connection");
+        if !fresh {
+            let detail = format!("a request with id {id} is already in flight on this connection");
+            let reply = Reply::Error(ErrorReply::new(Some(id), ErrorCode::DuplicateId, detail));
+            return out.push(reply, read_at, None, false);
+        }
         let (kernel, n) = match req.cmd {
             Command::Ping => {
-                // Answered here and now, so its id is in flight only if another request holds
-                // it: no need to enter it in the set and take it out again.
-                {
-                    let ids = out.ids.lock();
-                    if !ids.is_empty() && ids.contains(&id) {
-                        drop(ids);
-                        return refuse(ErrorCode::DuplicateId, duplicate());
-                    }
-                }
                 let t = read_at.map(|_| Timings::default());
                 return out.push(Reply::Pong { id, t }, read_at, None, false);
             }
             Command::Compute { kernel, n } => (kernel, n),
         };
-        if !out.ids.lock().insert(id.clone()) {
-            return refuse(ErrorCode::DuplicateId, duplicate());
-        }
         let refuse = |code: ErrorCode, detail: String| {
             let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
             out.push(reply, read_at, Some(&id), false)
