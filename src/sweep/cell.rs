@@ -110,9 +110,7 @@ async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerC
         .args(["--workers", &cell.workers.to_string()]);
     if cell.backend == BackendKind::Shm {
         // Always explicit, so the value env.json records is the one the server used.
-        let spin = bench.spin_us.unwrap_or_else(|| {
-            crate::backend::shm::auto_spin_us(bench.cores, cell.workers as usize)
-        });
+        let spin = shm_spin_us(bench.spin_us, bench.cores, cell.workers);
         cmd = cmd.args(["--spin-us".to_string(), spin.to_string()]);
     }
     if let Some(cpus) = bench.server_cpus {
@@ -126,6 +124,12 @@ async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerC
     let started = Instant::now();
     let server = cmd.start_async(START_LIMIT).await?;
     Ok((server, started.elapsed()))
+}
+
+/// The `--spin-us` an `shm` server of `workers` gets: the one given, else the server's default
+/// for the cores it may use. env.json records the same.
+pub fn shm_spin_us(given: Option<u64>, server_cores: usize, workers: u32) -> u64 {
+    given.unwrap_or_else(|| crate::backend::shm::auto_spin_us(server_cores, workers as usize))
 }
 
 /// Where a cell runs, and what it checks user kernels' replies against.

@@ -75,7 +75,10 @@ pub fn run(grid: &Grid, options: &SweepOptions) -> anyhow::Result<SweepResult> {
     let driver = split.as_ref().map(|s| s.driver.as_slice());
     let runtime = crate::runtime::build_on(crate::runtime::Threads::count(threads), driver)
         .context("cannot start the load driver on its CPUs")?;
-    runtime.block_on(run_cells(grid, options, cores, split.as_ref()))
+    // The cores a cell's server may use: its ideal throughput (`efficiency`) and its default
+    // spin count them.
+    let server_cores = split.as_ref().map_or(cores, |s| s.server.len());
+    runtime.block_on(run_cells(grid, options, server_cores, split.as_ref()))
 }
 
 /// What a finished sweep wrote: rows in results.csv and the headline lines.
@@ -88,7 +91,7 @@ pub struct SweepResult {
 async fn run_cells(
     grid: &Grid,
     options: &SweepOptions,
-    cores: usize,
+    server_cores: usize,
     split: Option<&CpuSplit>,
 ) -> anyhow::Result<SweepResult> {
     let out = &options.out;
@@ -98,7 +101,8 @@ async fn run_cells(
         s.check_points(grid.cells_per_rep() / grid.backends.len())?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (done, calibration) = prepare_folder(options, grid, split, &csv_path, &env_path)?;
+    let (done, calibration) =
+        prepare_folder(options, grid, split, server_cores, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
     let plan = plan(grid, &calibration, options.shard);
@@ -123,8 +127,7 @@ async fn run_cells(
     let seen_path = out.join(crate::load::consistency::FILE);
     let bench = cell::Bench {
         exe: &exe,
-        // A cell's ideal throughput (its `efficiency`) counts the cores its server may use.
-        cores: split.map_or(cores, |s| s.server.len()),
+        cores: server_cores,
         server_cpus: split.map(|s| s.server.as_slice()),
         spin_us: options.spin_us,
         seen: std::sync::Arc::new(crate::load::Consistency::read(&seen_path)?),
@@ -140,8 +143,10 @@ async fn run_cells(
             c.size,
             c.repetition
         ));
+        let known = bench.seen.len();
         let (row, per_kernel) = cell::run(&bench, c).await;
-        if !bench.seen.is_empty() {
+        // Entries are only ever added: a record that did not grow is the file as it stands.
+        if bench.seen.len() != known {
             bench.seen.write(&seen_path)?;
         }
         if !row.valid {
@@ -202,6 +207,7 @@ fn prepare_folder(
     options: &SweepOptions,
     grid: &Grid,
     split: Option<&CpuSplit>,
+    server_cores: usize,
     csv_path: &Path,
     env_path: &Path,
 ) -> anyhow::Result<(HashSet<CellKey>, Calibration)> {
@@ -269,12 +275,11 @@ fn prepare_folder(
         env["spin_us"] = match options.spin_us {
             Some(us) => serde_json::json!(us),
             None => {
-                let cores = split.map_or_else(crate::machine::cores, |s| s.server.len());
                 let by_workers: serde_json::Map<String, serde_json::Value> = grid
                     .workers
                     .iter()
                     .map(|&w| {
-                        let us = crate::backend::shm::auto_spin_us(cores, w as usize);
+                        let us = cell::shm_spin_us(None, server_cores, w);
                         (w.to_string(), serde_json::json!(us))
                     })
                     .collect();
@@ -307,7 +312,6 @@ fn calibration_key(w: &Workload, s: &SizeSpec) -> String {
     format!("{}|{}", w.name, s.label())
 }
 
-/// Calibrates each (workload, size) once, on one thread of this machine.
 /// [`calibrate`] on a thread of its own kept to the server's CPUs, where the cells will run
 /// (the caller is the driver's runtime, pinned to the driver's CPUs).
 fn calibrate_on_server_cpus(grid: &Grid, split: Option<&CpuSplit>) -> anyhow::Result<Calibration> {
@@ -326,6 +330,7 @@ fn calibrate_on_server_cpus(grid: &Grid, split: Option<&CpuSplit>) -> anyhow::Re
     })
 }
 
+/// Calibrates each (workload, size) once, on one thread of this machine.
 pub fn calibrate(grid: &Grid) -> Calibration {
     let mut out = Calibration::new();
     for w in &grid.kernels {
