@@ -73,16 +73,13 @@ impl Consistency {
 
     /// Writes the record as CSV (`kernel,n,result`), replacing `path` whole.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("csv.tmp");
-        let mut w = csv::Writer::from_path(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(["kernel", "n", "result"])?;
         for ((kernel, n), result) in self.seen.lock().iter() {
             w.serialize((kernel, n, result))?;
         }
-        w.flush()?;
-        drop(w);
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::report::write_atomic(path, &bytes)
     }
 }
 

@@ -295,7 +295,7 @@ pub fn verdicts_path(out: &Path) -> PathBuf {
     }
 }
 
-fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -314,8 +314,13 @@ fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("cannot move the report into place at {}", out.display()))
+        std::fs::rename(&tmp, out).with_context(|| {
+            format!(
+                "cannot move {} into place at {}",
+                tmp.display(),
+                out.display()
+            )
+        })
     })();
     if result.is_err() {
         // Best effort: the error being returned matters more than a leftover temp file.
