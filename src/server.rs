@@ -484,7 +484,7 @@ impl Handler {
                 return refuse(ErrorCode::UnknownKernel, detail);
             }
             _ => {
-                let mut names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                let mut names = Kernel::builtin_names();
                 names.extend(user::loaded_names());
                 return refuse(
                     ErrorCode::UnknownKernel,

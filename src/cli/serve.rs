@@ -12,8 +12,10 @@ use std::time::Duration;
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
     Kernel::parse(s)
         .ok_or_else(|| {
-            let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown kernel {s:?}; known: {}", names.join(", "))
+            format!(
+                "unknown kernel {s:?}; known: {}",
+                Kernel::builtin_names().join(", ")
+            )
         })
         .and_then(Kernel::ensure_available)
 }

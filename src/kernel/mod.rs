@@ -138,11 +138,15 @@ impl Kernel {
         if user::is_user_name(name) {
             return user::intern(name).map_err(|e| format!("{e:#}"));
         }
-        let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
         Err(format!(
             "unknown kernel {name:?}; valid kernels: {}, or lib:NAME / py:NAME for your own",
-            names.join(", ")
+            Kernel::builtin_names().join(", ")
         ))
+    }
+
+    /// Every built-in kernel's name, in [`Kernel::ALL`]'s order: what "unknown kernel" lists.
+    pub fn builtin_names() -> Vec<&'static str> {
+        Kernel::ALL.iter().map(|k| k.name()).collect()
     }
 
     /// True for `lib:` and `py:` kernels, whose results have no formula: the driver checks
