@@ -143,10 +143,6 @@ impl SweepArgs {
         }
         if let Some(s) = &self.kernels {
             g.kernels = parse_list("--kernels", s, Workload::parse)?;
-            // A kernel this build cannot run would only fill the grid with error replies.
-            for (kernel, _) in g.kernels.iter().flat_map(|w| &w.mix) {
-                kernel.ensure_available().map_err(anyhow::Error::msg)?;
-            }
         }
         if let Some(r) = self.repeat {
             g.repeat = r;
@@ -190,6 +186,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     args.user.load()?;
     let grid = args.grid(crate::machine::cores())?;
     for (k, _) in grid.kernels.iter().flat_map(|w| &w.mix) {
+        // A kernel this build cannot run, or no flag loads, would only fill the grid with
+        // error replies.
+        k.ensure_available().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             k.is_runnable(),
             "--kernels names {k}, which no flag loads: give --python FILE.py for py: kernels, \

@@ -142,7 +142,7 @@ impl Expected {
 }
 
 /// How the driver checks each kernel of `mix`: `formula` or `consistency`, by kernel name (for
-/// the printed summary and `load --json`).
+/// `load --json`; the printed summary lists the consistency-checked ones in the mix's order).
 pub fn methods(mix: &[(Kernel, u32)]) -> BTreeMap<&'static str, &'static str> {
     mix.iter()
         .map(|(k, _)| {
