@@ -52,6 +52,7 @@ BLOCK = re.compile(
     r"(<!-- findings: (?P<spec>[^>]+?) -->\n)(?P<body>.*?)(<!-- /findings -->)", re.DOTALL
 )
 TOLERANCE = 0.25  # src/report/service.rs
+MAX_TAIL_SHARE = 0.25  # src/sweep/cell.rs: a longer drain tail makes a cell `overrun`
 CHALLENGER = "process"
 COMPARATOR = "best thread"
 
@@ -101,6 +102,14 @@ def grid_table(caption: str, columns: list[str], kernels: list[str], cell_of) ->
     return "\n".join(lines) + "\n"
 
 
+def size_columns(rows: list[dict]) -> list[str]:
+    """The service-time column labels of `rows`, shortest first, each once."""
+    times = sorted(
+        {(float(r.get("target_us") or 0), int(r["size"]), r.get("target_us") or "") for r in rows}
+    )
+    return list(dict.fromkeys(service_time(t, str(s)) for _, s, t in times))
+
+
 def read_rows(path: Path) -> list[dict]:
     try:
         with path.open(newline="") as f:
@@ -122,12 +131,7 @@ def verdict_table(run: Path, file: str, workers: int | None, challenger: str) ->
     chosen = [r for r in chosen if int(r["workers"]) == workers]
     if not chosen:
         raise SystemExit(f"findings.py: {verdicts_path} has no rows at {workers} workers")
-    times = sorted({(float(r["target_us"] or 0), int(r["size"]), r["target_us"]) for r in chosen})
-    columns = []
-    for _, size, target in times:
-        label = service_time(target, str(size))
-        if label not in columns:
-            columns.append(label)
+    columns = size_columns(chosen)
     by_kernel: dict[str, dict[str, dict]] = {}
     for r in chosen:
         name = f"`{r['kernel']}`: {r['metric']}" if noisy else f"`{r['kernel']}`"
@@ -167,12 +171,12 @@ def service_table(run: Path) -> str:
         if measured and float(measured) > 0:
             entry.append(float(measured))
     targets = sorted({t for _, t in sums})
-    def cell_of(kernel: str, target: str) -> str | None:
-        values = sums.get((kernel, float(target)))
+    def cell_of(kernel: str, target: float) -> str | None:
+        values = sums.get((kernel, target))
         if not values:
             return None
         mean = sum(values) / len(values)
-        off = mean / float(target) - 1
+        off = mean / target - 1
         mark = " ⚠" if abs(off) > TOLERANCE else ""
         measured = f"{mean / 1000:.3g} ms" if mean >= 1000 else f"{mean:.3g} µs"
         return f"{measured} ({off:+.0%}){mark}"
@@ -181,7 +185,7 @@ def service_table(run: Path) -> str:
         "target service time → mean single-job time measured at the calibrated n, and how far "
         f"off; ⚠ marks more than {TOLERANCE:.0%} off (the report's rule)."
     )
-    labels = {service_time(str(t), ""): str(t) for t in targets}
+    labels = {service_time(str(t), ""): t for t in targets}
     kernels = sorted({k for k, _ in sums})
     return grid_table(caption, list(labels), kernels, lambda k, c: cell_of(k, labels[c]))
 
@@ -192,14 +196,12 @@ def tails_table(run: Path) -> str:
     window = float(env["grid"]["duration"])
     rows = read_rows(run / "results.csv")
     worst: dict[tuple[str, str], tuple[float, str]] = {}
-    order: dict[str, tuple[float, int]] = {}
     for r in rows:
         if r.get("tail_s"):
             tail = float(r["tail_s"])
         else:
             tail = max(0.0, float(r["duration_s"]) - window)
         label = service_time(r.get("target_us", ""), r["size"])
-        order.setdefault(label, (float(r.get("target_us") or 0), int(r["size"])))
         share = tail / window
         key = (r["kernel"], label)
         if key not in worst or share > worst[key][0]:
@@ -208,15 +210,14 @@ def tails_table(run: Path) -> str:
         if (kernel, column) not in worst:
             return None
         share, where = worst[(kernel, column)]
-        mark = " ⚠" if share > TOLERANCE else ""
+        mark = " ⚠" if share > MAX_TAIL_SHARE else ""
         return f"{share:.0%} ({where}){mark}"
 
     caption = (
         f"largest drain tail ÷ measured window ({window:g} s), over every backend and worker "
-        f"count, and where it was; ⚠ marks more than {TOLERANCE:.0%} (`overrun`)."
+        f"count, and where it was; ⚠ marks more than {MAX_TAIL_SHARE:.0%} (`overrun`)."
     )
-    columns = sorted(order, key=order.get)
-    return grid_table(caption, columns, sorted({k for k, _ in worst}), cell_of)
+    return grid_table(caption, size_columns(rows), sorted({k for k, _ in worst}), cell_of)
 
 
 def model_table(run: Path) -> str:
@@ -234,7 +235,7 @@ def model_table(run: Path) -> str:
             f"{r['challenger']} ÷ {r['comparator']}"
         )
         order[name] = (r["model"], r["real"], int(r["workers"]), r["challenger"], r["comparator"])
-        interval = cell({"ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "verdict": r["verdict"]})
+        interval = cell(r)
         cells[(name, float(r["target_us"]))] = (
             f"{float(r['model_ratio']):.2f} vs {float(r['real_ratio']):.2f}: {interval}"
         )
