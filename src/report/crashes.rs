@@ -3,8 +3,8 @@
 //! one such job is the whole server; a process backend loses one worker (`worker_crashed`) or
 //! one prefork child and goes on. The report says, per kernel, which backends survived.
 
+use super::compare::is_thread_backend;
 use super::html::Html;
-use crate::backend::BackendKind;
 use crate::record::Row;
 use crate::sweep::cell::SERVER_CRASHED;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,13 +19,14 @@ pub fn section(rows: &[Row]) -> Html {
             crashed.entry(&r.kernel).or_default().insert(&r.backend);
         }
     }
+    if crashed.is_empty() {
+        return Html::default();
+    }
     let paragraphs: Html = crashed
         .iter()
         .map(|(kernel, died)| {
             let survived: Vec<&str> = ran[kernel].difference(died).copied().collect();
-            let thread_only = died
-                .iter()
-                .all(|b| BackendKind::parse(b).is_some_and(BackendKind::is_thread));
+            let thread_only = died.iter().all(|b| is_thread_backend(b));
             let verdict = match (survived.is_empty(), thread_only) {
                 (true, _) => "no backend survived it".to_string(),
                 (false, true) => format!(
@@ -43,9 +44,6 @@ pub fn section(rows: &[Row]) -> Html {
             Html::tagged("p", "warn", Html::text(&text))
         })
         .collect();
-    if paragraphs == Html::default() {
-        return paragraphs;
-    }
     let mut out = Html::raw("<h2>Servers that crashed</h2>".to_string());
     out.push(paragraphs);
     out

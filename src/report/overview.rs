@@ -16,9 +16,7 @@ use super::verdict::{band, Verdict};
 /// The challenger the first screen is about: `process` when it was measured, else the first
 /// other process-like backend in the canonical order.
 pub fn headline_challenger(comparisons: &[Comparison]) -> Option<String> {
-    order_backends(comparisons.iter().map(|c| c.challenger.clone()))
-        .into_iter()
-        .next()
+    challengers(comparisons).into_iter().next()
 }
 
 /// Every challenger in the data, in the canonical order (the headline one first).
