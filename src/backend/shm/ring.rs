@@ -297,13 +297,16 @@ impl Consumer {
             )));
         }
         let slot = m.slot(self.which, self.head);
-        let mut raw = [0u8; SLOT];
         // SAFETY: the slot was published (Acquire load of tail above) and the producer does not
         // touch it again until our head store below; a misbehaving producer can only make the
-        // bytes wrong, which the checks below catch.
-        unsafe { std::ptr::copy_nonoverlapping(slot, raw.as_mut_ptr(), SLOT) };
-        let seq = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
+        // bytes wrong, which the checks below catch. The header is read once, and only the
+        // `len` it gave, checked against PAYLOAD, is copied: SLOT = 12 + PAYLOAD bytes.
+        let (seq, len) = unsafe {
+            (
+                u64::from_le_bytes(std::ptr::read_volatile(slot as *const [u8; 8])),
+                u32::from_le_bytes(std::ptr::read_volatile(slot.add(8) as *const [u8; 4])) as usize,
+            )
+        };
         if seq != self.head || len > PAYLOAD {
             return Err(Corrupt(format!(
                 "slot {} holds sequence {seq} and length {len}",
@@ -311,7 +314,12 @@ impl Consumer {
             )));
         }
         out.clear();
-        out.extend_from_slice(&raw[12..12 + len]);
+        out.reserve(len);
+        // SAFETY: as above; `out` has room for `len` bytes, all of which the copy initializes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(slot.add(12), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
         self.head += 1;
         m.head(self.which).store(self.head, Ordering::Release);
         Ok(true)
