@@ -119,7 +119,7 @@ fn submit(
     let job = Job {
         kernel,
         n,
-        submitted: Instant::now(),
+        submitted_ns: threadcenter::backend::mono_ns(),
         abandoned: None,
     };
     if let Err(f) = backend.submit(job, Box::new(done)) {

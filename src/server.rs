@@ -505,7 +505,7 @@ impl Handler {
         let job = Job {
             kernel,
             n,
-            submitted: Instant::now(),
+            submitted_ns: crate::backend::mono_ns(),
             abandoned: Some(self.gone.clone()),
         };
         // The reply owed travels with the job, through the ledger; if the backend refuses the

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 pub struct Job {
     pub kernel: Kernel,
     pub n: u64,
-    /// When the server handed the job to the backend; `queue_us` is measured from here.
-    pub submitted: Instant,
+    /// When the server handed the job to the backend, in [`mono_ns`] (the clock every process
+    /// shares, so a worker process measures `queue_us` from here without a conversion).
+    pub submitted_ns: u64,
     /// Set when no one is left to read the result (the client vanished): a job that has not
     /// started by then is dropped instead of run. A running job cannot be stopped.
     pub abandoned: Option<Arc<AtomicBool>>,
@@ -201,6 +202,11 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "job panicked".to_string()
     }
+}
+
+/// Microseconds from `from_ns` to `to_ns` on [`mono_ns`]; 0 when `to_ns` is earlier.
+pub fn micros_between(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e3
 }
 
 pub fn micros(d: Duration) -> f64 {

@@ -48,11 +48,6 @@ pub fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Converts an `Instant` (CLOCK_MONOTONIC on Linux) to the shared nanosecond clock.
-pub fn instant_to_ns(at: std::time::Instant) -> u64 {
-    mono_ns().saturating_sub(at.elapsed().as_nanos() as u64)
-}
-
 impl PipeJob {
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_frame_with(out, |o| {

@@ -6,13 +6,13 @@
 //! the watchdog and keeps its thread until it ends on its own; its late result is dropped.
 //! Exactly one of the two, the job or the watchdog, takes the completion out of the slot.
 
-use super::{micros, run_caught, Completion, Done, Failure, Job};
+use super::{run_caught, Completion, Done, Failure, Job};
 use crate::protocol::ErrorCode;
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(crate) struct ThreadPoolCore {
     id: usize,
@@ -37,7 +37,8 @@ struct Slot {
 }
 
 struct Running {
-    started: Instant,
+    /// [`mono_ns`](super::mono_ns) when the job started.
+    started_ns: u64,
     done: Completion,
 }
 
@@ -117,11 +118,11 @@ impl ThreadPoolCore {
             return;
         }
         let slot = self.my_slot();
-        let started = Instant::now();
-        *slot.running.lock() = Some(Running { started, done });
+        let started_ns = super::mono_ns();
+        *slot.running.lock() = Some(Running { started_ns, done });
         let outcome = run_caught(job.kernel, job.n).map(|(result, compute_us)| Done {
             result,
-            queue_us: micros(started.saturating_duration_since(job.submitted)),
+            queue_us: super::micros_between(job.submitted_ns, started_ns),
             compute_us,
         });
         let taken = slot.running.lock().take();
@@ -161,11 +162,15 @@ impl ThreadPoolCore {
                 _ = stop.cancelled() => return,
             }
             let slots: Vec<Arc<Slot>> = self.slots.lock().clone();
+            let now_ns = super::mono_ns();
+            let timeout_ns = self.timeout.as_nanos() as u64;
             for slot in slots {
                 let expired = {
                     let mut running = slot.running.lock();
                     match &*running {
-                        Some(r) if r.started.elapsed() > self.timeout => running.take(),
+                        Some(r) if now_ns.saturating_sub(r.started_ns) > timeout_ns => {
+                            running.take()
+                        }
                         _ => None,
                     }
                 };

@@ -9,10 +9,12 @@
 //! a child that dies is replaced; SIGTERM is passed on and the children drain.
 
 use super::child::{ServerCommand, StderrTo};
-use crate::backend::{micros, run_caught, Backend, BoxFuture, Completion, Done, Failure, Job};
+use crate::backend::{
+    micros_between, mono_ns, run_caught, Backend, BoxFuture, Completion, Done, Failure, Job,
+};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs each job at once on the calling thread: inside a prefork child that is the thread that
@@ -25,8 +27,7 @@ impl Backend for InlineBackend {
     }
 
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
-        let started = Instant::now();
-        let queue_us = micros(started.saturating_duration_since(job.submitted));
+        let queue_us = micros_between(job.submitted_ns, mono_ns());
         done(
             run_caught(job.kernel, job.n).map(|(result, compute_us)| Done {
                 result,

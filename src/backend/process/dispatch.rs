@@ -4,7 +4,7 @@
 use super::worker::Worker;
 use super::{Pending, Shared};
 use crate::backend::pipe::{PipeJob, PipeReply};
-use crate::backend::{dropped_unstarted, Done, Failure, Transport};
+use crate::backend::{dropped_unstarted, micros_between, Done, Failure, Transport};
 use crate::protocol::ErrorCode;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -94,7 +94,7 @@ pub(super) async fn serve(
             let sent = w.send(&PipeJob {
                 kernel: next.job.kernel,
                 n: next.job.n,
-                submitted_ns: next.submitted_ns,
+                submitted_ns: next.job.submitted_ns,
             });
             in_flight.push_back(next);
             if let Err(why) = sent {
@@ -228,7 +228,7 @@ fn on_reply(
             *depth = write_ahead(shared.worker_queue, avg);
             (p.done)(Ok(Done {
                 result,
-                queue_us: started_ns.saturating_sub(p.submitted_ns) as f64 / 1e3,
+                queue_us: micros_between(p.job.submitted_ns, started_ns),
                 compute_us: compute_ns as f64 / 1e3,
             }));
         }

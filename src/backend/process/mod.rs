@@ -24,7 +24,6 @@ mod dispatch;
 mod supervise;
 mod worker;
 
-use super::pipe::instant_to_ns;
 use super::{Backend, BoxFuture, Completion, Failure, Job, PoolConfig, Transport};
 use crate::protocol::ErrorCode;
 use anyhow::Context;
@@ -40,8 +39,6 @@ use worker::Worker;
 
 struct Pending {
     job: Job,
-    /// `job.submitted` on the clock shared with the workers, converted once.
-    submitted_ns: u64,
     done: Completion,
 }
 
@@ -150,12 +147,7 @@ impl Backend for ProcessBackend {
     }
 
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
-        let submitted_ns = instant_to_ns(job.submitted);
-        match self.queue.try_send(Pending {
-            job,
-            submitted_ns,
-            done,
-        }) {
+        match self.queue.try_send(Pending { job, done }) {
             Ok(()) => Ok(()),
             Err(async_channel::TrySendError::Full(_)) => Err(Failure::new(
                 ErrorCode::Overloaded,
