@@ -75,13 +75,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawId<'a> {
 /// rejected requests. Kernel names and `n` ranges are checked by the caller against
 /// [`crate::kernel`], since only it knows the limits.
 pub fn parse_request(payload: &[u8]) -> Result<Request, ErrorReply> {
-    // ASCII is valid UTF-8 in every part, so the flat reader need not check it string by
-    // string; anything else is checked whole, below.
-    if payload.is_ascii() {
-        if let Some(raw) = flat::parse(payload) {
-            return from_raw(raw);
-        }
-    }
     let text = std::str::from_utf8(payload).map_err(|e| {
         ErrorReply::new(
             None,
@@ -89,6 +82,9 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, ErrorReply> {
             format!("frame is not valid UTF-8: {e}"),
         )
     })?;
+    if let Some(raw) = flat::parse(text) {
+        return from_raw(raw);
+    }
     match serde_json::from_str::<Raw>(text) {
         Ok(raw) => from_raw(raw),
         // Something is off: parse generically to say precisely what, and to recover the id.
@@ -148,7 +144,7 @@ fn from_raw(raw: Raw) -> Result<Request, ErrorReply> {
     Ok(Request { id, cmd, timing })
 }
 
-/// The common request read without serde: one flat ASCII object whose values are unsigned
+/// The common request read without serde: one flat object whose values are unsigned
 /// integers, strings without escapes, or booleans, with JSON's whitespace anywhere and keys in
 /// any order. It reads that object exactly as the derived [`Raw`] does, and gives up (`None`)
 /// on anything else (a nested value, `null`, a float, an escape, a repeated known key,
@@ -164,7 +160,10 @@ mod flat {
         Bool(bool),
     }
 
-    pub(super) fn parse(p: &[u8]) -> Option<Raw<'_>> {
+    /// Keys are matched as bytes and strings cut out of the already checked `text` at their
+    /// quotes (ASCII, so always character boundaries): no string is validated twice.
+    pub(super) fn parse(text: &str) -> Option<Raw<'_>> {
+        let p = text.as_bytes();
         let mut raw = Raw {
             id: None,
             cmd: None,
@@ -181,27 +180,27 @@ mod flat {
             i += 1;
         } else {
             loop {
-                let (key, at) = string(p, i)?;
+                let (key, at) = string(text, i)?;
                 i = skip_ws(p, at);
                 if p.get(i) != Some(&b':') {
                     return None;
                 }
-                let (value, at) = scalar(p, skip_ws(p, i + 1))?;
+                let (value, at) = scalar(text, skip_ws(p, i + 1))?;
                 i = skip_ws(p, at);
                 // A known key twice is serde's "duplicate field" error: leave it to serde.
-                match (key, value) {
-                    ("id", _) if raw.id.is_some() => return None,
-                    ("id", Scalar::Uint(n)) => raw.id = Some(RawId::Num(n)),
-                    ("id", Scalar::Str(s)) => raw.id = Some(RawId::Str(Cow::Borrowed(s))),
-                    ("cmd", Scalar::Str(s)) if raw.cmd.is_none() => {
+                match (key.as_bytes(), value) {
+                    (b"id", _) if raw.id.is_some() => return None,
+                    (b"id", Scalar::Uint(n)) => raw.id = Some(RawId::Num(n)),
+                    (b"id", Scalar::Str(s)) => raw.id = Some(RawId::Str(Cow::Borrowed(s))),
+                    (b"cmd", Scalar::Str(s)) if raw.cmd.is_none() => {
                         raw.cmd = Some(Cow::Borrowed(s))
                     }
-                    ("n", Scalar::Uint(n)) if raw.n.is_none() => raw.n = Some(n),
-                    ("kernel", Scalar::Str(s)) if raw.kernel.is_none() => {
+                    (b"n", Scalar::Uint(n)) if raw.n.is_none() => raw.n = Some(n),
+                    (b"kernel", Scalar::Str(s)) if raw.kernel.is_none() => {
                         raw.kernel = Some(Cow::Borrowed(s))
                     }
-                    ("timing", Scalar::Bool(b)) if raw.timing.is_none() => raw.timing = Some(b),
-                    ("id" | "cmd" | "n" | "kernel" | "timing", _) => return None,
+                    (b"timing", Scalar::Bool(b)) if raw.timing.is_none() => raw.timing = Some(b),
+                    (b"id" | b"cmd" | b"n" | b"kernel" | b"timing", _) => return None,
                     // Unknown fields are ignored, as serde (and the original server) do.
                     _ => {}
                 }
@@ -226,25 +225,26 @@ mod flat {
     }
 
     /// A string without escapes or control characters (which JSON forbids raw), starting at
-    /// its opening quote. The caller has checked that `p` is ASCII.
-    fn string(p: &[u8], i: usize) -> Option<(&str, usize)> {
+    /// its opening quote; other characters, non-ASCII ones included, are taken as they are.
+    fn string(text: &str, i: usize) -> Option<(&str, usize)> {
+        let p = text.as_bytes();
         if p.get(i) != Some(&b'"') {
             return None;
         }
-        let body = &p[i + 1..];
-        let len = body
+        let len = p[i + 1..]
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if body[len] != b'"' {
+        let end = i + 1 + len;
+        if p[end] != b'"' {
             return None;
         }
-        let s = std::str::from_utf8(&body[..len]).ok()?;
-        Some((s, i + 1 + len + 1))
+        Some((text.get(i + 1..end)?, end + 1))
     }
 
-    fn scalar(p: &[u8], i: usize) -> Option<(Scalar<'_>, usize)> {
+    fn scalar(text: &str, i: usize) -> Option<(Scalar<'_>, usize)> {
+        let p = text.as_bytes();
         match p.get(i)? {
-            b'"' => string(p, i).map(|(s, at)| (Scalar::Str(s), at)),
+            b'"' => string(text, i).map(|(s, at)| (Scalar::Str(s), at)),
             b't' if p[i..].starts_with(b"true") => Some((Scalar::Bool(true), i + 4)),
             b'f' if p[i..].starts_with(b"false") => Some((Scalar::Bool(false), i + 5)),
             b'0'..=b'9' => {
@@ -472,7 +472,13 @@ mod tests {
                 r#"{"id":7,"cmd":"ping","extra":"x","more":18446744073709551615,"b":false}"#,
                 true,
             ),
-            (r#"{"id":"é☃","cmd":"ping"}"#, false),
+            (r#"{"id":"é☃","cmd":"ping"}"#, true),
+            (
+                r#"{"id":7,"cmd":"compute","kernel":"fíb","über":"ß"}"#,
+                true,
+            ),
+            ("{\"id\":7,\"cmd\":\"ping\",\"x\":\"\u{7f}\"}", true),
+            ("{\"id\":7,\u{a0}\"cmd\":\"ping\"}", false),
             (r#"{}"#, true),
             (r#"{"cmd":"ping"}"#, true),
             (r#"{"id":7,"cmd":"nope"}"#, true),
@@ -501,9 +507,7 @@ mod tests {
             (r#"{"id":7,"cmd":"ping","timing":truex}"#, false),
         ];
         for (text, taken) in cases {
-            let fast = Some(text)
-                .filter(|t| t.is_ascii())
-                .and_then(|t| flat::parse(t.as_bytes()));
+            let fast = flat::parse(text);
             assert_eq!(fast.is_some(), taken, "{text}");
             if let Some(raw) = fast {
                 let typed: Raw = serde_json::from_str(text).expect("serde reads it too");
