@@ -16,9 +16,6 @@ use std::io::{BufWriter, Write};
 /// ([`crate::backend::shm::worker`]), polled for up to `spin` before sleeping.
 pub fn run(preload: &[String], shm: Option<std::time::Duration>) -> anyhow::Result<()> {
     die_with_parent()?;
-    // This process's own interpreter, before it says it is ready.
-    #[cfg(feature = "python")]
-    crate::python::start();
     for name in preload {
         let k = Kernel::parse(name).with_context(|| format!("unknown kernel {name:?}"))?;
         k.prepare();

@@ -42,6 +42,45 @@ mod with_python {
         }
     }
 
+    /// Anonymous resident memory of `pid` and every process below it, KiB.
+    fn tree_rss_anon_kib(pid: i32) -> u64 {
+        let mut all = vec![pid];
+        let mut i = 0;
+        while i < all.len() {
+            all.extend(children(all[i]).0);
+            i += 1;
+        }
+        all.iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                let line = s.lines().find(|l| l.starts_with("RssAnon:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// A process that runs no Python starts no interpreter (one is about 5.5 MiB of anonymous
+    /// memory here), so `server_rss_kib` means the same with or without the feature: the
+    /// interpreter appears with the first `pyfib` job, which still gets its right answer.
+    #[test]
+    fn an_interpreter_starts_only_where_python_runs() {
+        const INTERPRETER_KIB: u64 = 3 * 1024;
+        for backend in ["process", "prefork", "rayon"] {
+            let server = Server::start(backend, 1, &[]);
+            let mut c = server.connect();
+            let (n, want) = fib_vectors()[3];
+            assert_eq!(c.compute(1, "fib", n)["result"], json!(want), "{backend}");
+            let before = tree_rss_anon_kib(server.pid());
+            assert_eq!(c.compute(2, "pyfib", n)["result"], json!(want), "{backend}");
+            let after = tree_rss_anon_kib(server.pid());
+            assert!(
+                after >= before + INTERPRETER_KIB,
+                "{backend}: {before} KiB before the first pyfib job, {after} KiB after: \
+                 was an interpreter already running?"
+            );
+        }
+    }
+
     #[test]
     fn modes_this_build_cannot_run_are_refused_with_the_reason() {
         let server = Server::start("rayon", 1, &[]);

@@ -146,11 +146,6 @@ impl BackendKind {
     pub fn parse(s: &str) -> Option<BackendKind> {
         Self::ALL.into_iter().find(|b| b.name() == s)
     }
-
-    /// True for the designs whose workers are threads sharing one address space.
-    pub fn is_thread(self) -> bool {
-        matches!(self, BackendKind::Rayon | BackendKind::Tokio)
-    }
 }
 
 /// How a pool is sized and limited.

@@ -274,6 +274,17 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel keeps per-process state that [`Kernel::prepare`] builds: `table`'s
+    /// table, the `pyfib` kernels' interpreter. A server given them in `--preload` builds it in
+    /// every process before it listens; otherwise the first job in each process pays for it,
+    /// and a process that never runs one never builds it (its memory is the server's own).
+    pub fn has_process_state(self) -> bool {
+        matches!(
+            self,
+            Kernel::Table | Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt
+        )
+    }
+
     /// Build per-process state ahead of time so the first job doesn't pay for it: `table`
     /// builds its table here, the `pyfib` kernels start the interpreter. Idempotent and cheap
     /// after the first call; a no-op for the rest.

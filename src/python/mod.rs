@@ -2,9 +2,12 @@
 //! project's `cpu_bound_task` in pure Python, so the question "threads or processes?" is asked
 //! of the real GIL rather than of [`crate::kernel::gil`]'s imitation.
 //!
-//! Each process has one interpreter, started by [`start`] before the server says it is
-//! listening (and by a worker process before its first job), so its start-up is never billed to
-//! a job. The three kernels differ only in which interpreter runs the function:
+//! Each process that runs Python has one interpreter, started by [`start`]: before the server
+//! says it is listening (and by a worker process before it says it is ready) when a `pyfib`
+//! kernel is in `--preload`, as the sweep does for its `pyfib` cells, or by a `--python` file's
+//! loading; otherwise by the first job that needs it, which then pays for it. A process that
+//! runs no Python never starts one, so a `fib` server's memory is the same with or without the
+//! `python` feature. The three kernels differ only in which interpreter runs the function:
 //!
 //! - `pyfib`: the process's main interpreter. Every job holds its GIL while it computes, so on
 //!   the thread backends the workers take turns (CPython hands the GIL over every 5 ms of

@@ -122,12 +122,6 @@ pub async fn serve(
     );
     let addr = config.addr;
     let pool = config.pool.clone();
-    // Where jobs run in this process, its Python interpreter starts before it listens, so no
-    // job pays for the start-up (worker processes start their own: crate::worker).
-    #[cfg(feature = "python")]
-    if config.backend.is_thread() || config.prefork_child {
-        crate::python::start();
-    }
     // Each pool starts before the port is bound, so no connection waits on a pool that is
     // still starting.
     let (backend, listener): (Arc<dyn Backend>, TcpListener) = match config.backend {

@@ -116,14 +116,27 @@ async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerC
     if let Some(cpus) = bench.server_cpus {
         cmd = cmd.cpus(cpus);
     }
-    if cell.workload.mix.iter().any(|(k, _)| *k == Kernel::Table) {
-        cmd = cmd.args(["--preload", "table"]);
+    if let Some(kernels) = preload(&cell.workload.mix) {
+        cmd = cmd.args(["--preload".to_string(), kernels]);
     }
     // The sweep's own user kernels (`lib:`, `py:`), loaded by the same flags.
     cmd = cmd.args(crate::kernel::user::flags());
     let started = Instant::now();
     let server = cmd.start_async(START_LIMIT).await?;
     Ok((server, started.elapsed()))
+}
+
+/// The `--preload` list of a cell running `mix`: its kernels with per-process state (the
+/// table, the interpreter), built before the server listens so that no measured job pays for
+/// it, and only those, so that a server's memory holds no interpreter a `fib` cell never uses.
+fn preload(mix: &[(Kernel, u32)]) -> Option<String> {
+    let names: Vec<&str> = mix
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.has_process_state())
+        .map(Kernel::name)
+        .collect();
+    (!names.is_empty()).then(|| names.join(","))
 }
 
 /// The `--spin-us` an `shm` server of `workers` gets: the one given, else the server's default
@@ -371,6 +384,24 @@ mod tests {
             warmup: Duration::ZERO,
             seed: 0,
         }
+    }
+
+    #[test]
+    fn a_server_preloads_only_the_per_process_state_its_cell_runs() {
+        assert_eq!(preload(&[(Kernel::Fib, 1)]), None);
+        assert_eq!(preload(&[(Kernel::Fib, 9), (Kernel::Tlb, 1)]), None);
+        assert_eq!(
+            preload(&[(Kernel::Fib, 9), (Kernel::Table, 1)]).as_deref(),
+            Some("table")
+        );
+        assert_eq!(
+            preload(&[(Kernel::Pyfib, 1), (Kernel::Table, 1)]).as_deref(),
+            Some("pyfib,table")
+        );
+        assert_eq!(
+            preload(&[(Kernel::PyfibSub, 1)]).as_deref(),
+            Some("pyfib-sub")
+        );
     }
 
     #[test]
