@@ -92,8 +92,7 @@ pub fn comparisons(
     metric: Metric,
     margin: f64,
 ) -> Vec<Comparison> {
-    let stand_ins = stand_ins(rows, kernels, metric);
-    compare::comparisons(&Dataset::new(&stand_ins), margin)
+    judge_on(rows, kernels, metric, margin).comparisons
 }
 
 /// The file beside verdicts.csv that holds the majority kernels' comparisons: verdicts.csv's
@@ -113,16 +112,18 @@ pub struct Judged {
 pub fn judge(rows: &[Row], kernels: &[KernelRow], margin: f64) -> Vec<Judged> {
     [Metric::Throughput, Metric::P99Latency]
         .into_iter()
-        .map(|metric| {
-            let stand_ins = stand_ins(rows, kernels, metric);
-            let comparisons = compare::comparisons(&Dataset::new(&stand_ins), margin);
-            Judged {
-                metric,
-                stand_ins,
-                comparisons,
-            }
-        })
+        .map(|metric| judge_on(rows, kernels, metric, margin))
         .collect()
+}
+
+fn judge_on(rows: &[Row], kernels: &[KernelRow], metric: Metric, margin: f64) -> Judged {
+    let stand_ins = stand_ins(rows, kernels, metric);
+    let comparisons = compare::comparisons(&Dataset::new(&stand_ins), margin);
+    Judged {
+        metric,
+        stand_ins,
+        comparisons,
+    }
 }
 
 /// noisy.csv's bytes: the header even when there is no row. Written field by field, since
