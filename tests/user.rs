@@ -176,42 +176,6 @@ fn load_checks_user_kernels_for_consistency_and_says_so() {
     server.stop(Duration::from_secs(20));
 }
 
-/// A server that answers every compute with a different result: consistent with nothing.
-#[test]
-fn a_reply_that_differs_from_the_first_is_a_mismatch() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        for result in 0u64.. {
-            let mut len = [0u8; 4];
-            if s.read_exact(&mut len).is_err() {
-                return;
-            }
-            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-            s.read_exact(&mut body).unwrap();
-            let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let reply = json!({"id": req["id"], "result": result}).to_string();
-            let _ = s.write_all(&(reply.len() as u32).to_be_bytes());
-            let _ = s.write_all(reply.as_bytes());
-        }
-    });
-    let spec = threadcenter::load::LoadSpec {
-        addr,
-        connections: 1,
-        stop: threadcenter::load::Stop::Requests(3),
-        mix: threadcenter::load::LoadSpec::parse_mix("lib:changing").unwrap(),
-        size: 9,
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(threadcenter::load::run(&spec)).unwrap();
-    assert_eq!((report.ok, report.errors.get("mismatch")), (1, Some(&2)));
-    let notes = report.notes.join("\n");
-    assert!(notes.contains("first result seen"), "{notes}");
-}
-
 fn sweep(out: &std::path::Path, kernels: &str) -> std::process::Output {
     Command::new(BIN)
         .args(["sweep", "--exact", "--out"])

@@ -36,6 +36,32 @@ async fn wrong_results_are_mismatches_and_fail_the_run() {
     assert!(stdout.contains("mismatch 8"), "{stdout}");
 }
 
+/// A user kernel has no formula to check against, only consistency: a server that answers
+/// every request with a different result agrees with nothing it said before.
+#[tokio::test]
+async fn a_user_kernel_reply_that_differs_from_the_first_is_a_mismatch() {
+    let addr = fake(|mut s| async move {
+        let mut result = 0u64;
+        while let Some(req) = read_json(&mut s).await {
+            write_json(&mut s, &json!({"id": req["id"], "result": result})).await;
+            result += 1;
+        }
+    })
+    .await;
+    let r = load::run(&LoadSpec {
+        connections: 1,
+        stop: Stop::Requests(3),
+        mix: LoadSpec::parse_mix("lib:changing").unwrap(),
+        size: 9,
+        ..spec(addr)
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.ok, errors(&r, "mismatch")), (1, 2));
+    let notes = r.notes.join("\n");
+    assert!(notes.contains("first result seen"), "{notes}");
+}
+
 #[tokio::test]
 async fn a_huge_declared_length_is_a_bad_reply_not_an_allocation() {
     let addr = fake(|mut s| async move {
