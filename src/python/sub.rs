@@ -212,15 +212,9 @@ unsafe fn call_with_u64(func: *mut ffi::PyObject, n: u64) -> Result<u64, String>
     if arg.is_null() {
         return Err(take_error());
     }
-    let args = ffi::PyTuple_New(1);
-    if args.is_null() {
-        ffi::Py_DECREF(arg);
-        return Err(take_error());
-    }
-    // Steals `arg`.
-    ffi::PyTuple_SetItem(args, 0, arg);
-    let result = ffi::PyObject_Call(func, args, ptr::null_mut());
-    ffi::Py_DECREF(args);
+    // A vectorcall on the current thread state (this interpreter's): no argument tuple.
+    let result = ffi::PyObject_CallOneArg(func, arg);
+    ffi::Py_DECREF(arg);
     if result.is_null() {
         return Err(take_error());
     }
