@@ -23,8 +23,8 @@
 //! wake-ups that CPython's barging avoids, and the model overstated the process advantage (the
 //! committed `results/2026-11-27-xeon-2c-python` run shows it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::fib::FibState;

@@ -97,10 +97,13 @@ pub(crate) struct Recorder {
     /// plus any wait for a free slot in the window.
     pub send_lag: Histogram<u64>,
     split: Option<Split>,
-    pub per_entry: Vec<Histogram<u64>>,
+    /// Latency per mix entry; empty for a mix of one entry, whose latency is `latency` itself
+    /// (see [`Recorder::entry_latency`]): recorded once, not twice.
+    per_entry: Vec<Histogram<u64>>,
     /// Compute time per mix entry, from replies that carried timings: whether a kernel's
-    /// latency rose because it waited or because its own work slowed.
-    pub per_entry_compute: Vec<Histogram<u64>>,
+    /// latency rose because it waited or because its own work slowed. Empty for a mix of
+    /// one entry, as `per_entry`.
+    per_entry_compute: Vec<Histogram<u64>>,
     intervals: IntervalRecorder,
 }
 
@@ -111,6 +114,15 @@ pub(crate) struct SplitSummaries {
     pub server: Option<Summary>,
     pub transport: Option<Summary>,
     pub network: Option<Summary>,
+}
+
+/// Per-entry histograms for a mix of `entries`: none for one entry, whose are the totals.
+fn per_entry(entries: usize) -> Vec<Histogram<u64>> {
+    if entries <= 1 {
+        Vec::new()
+    } else {
+        (0..entries).map(|_| new_histogram()).collect()
+    }
 }
 
 fn us(v: f64) -> u64 {
@@ -130,8 +142,8 @@ impl Recorder {
             service: new_histogram(),
             send_lag: new_histogram(),
             split: None,
-            per_entry: (0..entries.max(1)).map(|_| new_histogram()).collect(),
-            per_entry_compute: (0..entries.max(1)).map(|_| new_histogram()).collect(),
+            per_entry: per_entry(entries),
+            per_entry_compute: per_entry(entries),
             intervals: IntervalRecorder::new(origin, interval),
         }
     }
@@ -169,6 +181,27 @@ impl Recorder {
         }
     }
 
+    /// Latency per mix entry, in mix order.
+    pub fn entry_latency(&self) -> Vec<&Histogram<u64>> {
+        if self.per_entry.is_empty() {
+            vec![&self.latency]
+        } else {
+            self.per_entry.iter().collect()
+        }
+    }
+
+    /// Compute time per mix entry, in mix order; `None` where no reply carried timings.
+    pub fn entry_compute(&self) -> Vec<Option<&Histogram<u64>>> {
+        if self.per_entry_compute.is_empty() {
+            vec![self.split.as_ref().map(|sp| &sp.compute)]
+        } else {
+            self.per_entry_compute
+                .iter()
+                .map(|h| (!h.is_empty()).then_some(h))
+                .collect()
+        }
+    }
+
     pub fn split_summaries(&self) -> SplitSummaries {
         let s = |f: fn(&Split) -> &Histogram<u64>| self.split.as_ref().map(|sp| Summary::of(f(sp)));
         SplitSummaries {
@@ -198,7 +231,7 @@ impl Recorder {
                 parts.insert(name.to_string(), h.clone());
             }
         }
-        for (name, h) in kernels.iter().zip(&self.per_entry) {
+        for (name, h) in kernels.iter().zip(self.entry_latency()) {
             parts.insert(format!("{KERNEL_TAG}{name}"), h.clone());
         }
         parts
@@ -253,8 +286,11 @@ mod tests {
         assert_eq!(split.transport.map(|s| s.p50_us), Some(50.0));
         assert_eq!(split.network.map(|s| s.p50_us), Some(150.0));
         assert_eq!(split.queue.map(|s| s.count), Some(1));
-        assert_eq!(r.per_entry[1].len(), 2);
-        assert_eq!(r.per_entry[0].len(), 0);
+        let per_entry = r.entry_latency();
+        assert_eq!((per_entry[0].len(), per_entry[1].len()), (0, 2));
         assert_eq!(r.latency.len(), 2);
+        let compute = r.entry_compute();
+        assert!(compute[0].is_none());
+        assert_eq!(compute[1].map(|h| h.len()), Some(1));
     }
 }

@@ -279,14 +279,13 @@ pub(crate) fn assemble(plan: &Plan, tallies: Vec<Tally>, t: Timing) -> LoadRepor
     };
     let per_kernel = kernels
         .iter()
-        .zip(&rec.per_entry)
+        .zip(rec.entry_latency())
         .map(|(k, h)| (k.to_string(), Summary::of(h)))
         .collect();
     let per_kernel_compute = kernels
         .iter()
-        .zip(&rec.per_entry_compute)
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(k, h)| (k.to_string(), Summary::of(h)))
+        .zip(rec.entry_compute())
+        .filter_map(|(k, h)| Some((k.to_string(), Summary::of(h?))))
         .collect();
     let mut notes: Vec<String> = notes
         .into_iter()
