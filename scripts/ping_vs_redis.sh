@@ -8,9 +8,12 @@
 #
 # BIN defaults to target/release/threadcenter-bench; ROUNDS (default 1) repeats the whole set,
 # backends and redis alternating, so that drift on the machine hits every line alike. Prints
-# one line per measurement: `server depth timing req/s`. With PIN=1 every server (ours and
-# redis) runs on CPU 1 and every driver (ours and redis-benchmark) on CPU 0, so the two sides
-# cannot share or swap cores; without it the scheduler places them. BACKENDS picks backends.
+# one line per measurement: requests per second, then the CPU time per request of the server
+# process and of the driver (user + system, warm-up included), which moves less from run to
+# run than the rate does and says which side a difference comes from. With PIN=1 every server
+# (ours and redis) runs on CPU 1 and every driver (ours and redis-benchmark) on CPU 0, so the
+# two sides cannot share or swap cores; without it the scheduler places them. BACKENDS picks
+# backends.
 #
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server). Run it on an
 # otherwise idle machine: the server, the driver and redis share its cores.
@@ -25,8 +28,20 @@ SRV= DRV=
 if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 1" DRV="taskset -c 0"; fi
 out=$(mktemp)
 lines=$(mktemp)
+json=$(mktemp)
+took=$(mktemp)
 rport=6390
-trap 'rm -f "$out" "$lines"; kill "${srv:-}" 2>/dev/null || true; redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true' EXIT
+tck=$(getconf CLK_TCK)
+trap 'rm -f "$out" "$lines" "$json" "$took"; kill "${srv:-}" 2>/dev/null || true; redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true' EXIT
+# CPU clock ticks (user + system) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# One measurement line: server depth timing rps server-cpu-ticks requests driver-cpu-seconds.
+line() {
+  awk -v s="$1" -v d="$2" -v t="$3" -v rps="$4" -v ticks="$5" -v n="$6" -v dcpu="$7" -v tck="$tck" \
+    -v r="$round" 'BEGIN {
+      printf "%-8s depth %-2s timing %-3s %12.0f req/s  server %5.0f ns/req  driver %5.0f ns/req  (round %s)\n",
+        s, d, t, rps, ticks / tck / n * 1e9, dcpu / n * 1e9, r }' | tee -a "$lines"
+}
 for round in $(seq "$ROUNDS"); do
   for backend in $BACKENDS; do
     $SRV "$BIN" serve --port 0 --backend "$backend" --workers 2 >"$out" 2>/dev/null &
@@ -36,10 +51,13 @@ for round in $(seq "$ROUNDS"); do
     for depth in 1 16; do
       for timing in off on; do
         flag=$([ "$timing" = off ] && echo --no-timing || true)
-        rps=$($DRV "$BIN" load --port "$port" --cmd ping -c 16 -d "$depth" --duration 4s --warmup 1s \
-          $flag | awk '/^  throughput/ {print $2; exit}')
-        printf '%-8s depth %-2s timing %-3s %12.0f req/s  (round %s)\n' \
-          "$backend" "$depth" "$timing" "$rps" "$round" | tee -a "$lines"
+        t0=$(ticks "$srv")
+        $DRV "$BIN" load --port "$port" --cmd ping -c 16 -d "$depth" --duration 4s --warmup 1s \
+          $flag --json "$json" >/dev/null
+        t1=$(ticks "$srv")
+        read -r rps n dcpu < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["report"]
+print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json")
+        line "$backend" "$depth" "$timing" "$rps" $((t1 - t0)) "$n" "$dcpu"
       done
     done
     kill "$srv"; wait "$srv" 2>/dev/null || true
@@ -47,12 +65,15 @@ for round in $(seq "$ROUNDS"); do
 
   $SRV redis-server --port "$rport" --save '' --appendonly no --daemonize yes >/dev/null
   for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  rpid=$(redis-cli -p "$rport" info server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')
   for depth in 1 16; do
     n=$((depth == 1 ? 300000 : 3000000))
-    rps=$($DRV redis-benchmark -p "$rport" -t ping_mbulk -c 16 -P "$depth" -n "$n" -q \
-      | tr '\r' '\n' | awk '/requests per second/ {print $2}' | tail -1)
-    printf '%-8s depth %-2s timing %-3s %12.0f req/s  (round %s)\n' redis "$depth" - "$rps" "$round" \
-      | tee -a "$lines"
+    t0=$(ticks "$rpid")
+    rps=$( { TIMEFORMAT='%3U %3S'; time $DRV redis-benchmark -p "$rport" -t ping_mbulk -c 16 \
+      -P "$depth" -n "$n" -q; } 2>"$took" | tr '\r' '\n' | awk '/requests per second/ {print $2}' \
+      | tail -1)
+    t1=$(ticks "$rpid")
+    line redis "$depth" - "$rps" $((t1 - t0)) "$n" "$(awk '{print $1 + $2}' "$took")"
   done
   redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
   sleep 0.5
@@ -60,16 +81,18 @@ done
 
 # Medians over the rounds, and each against redis at the same depth.
 echo
-echo "median over $ROUNDS round(s); ratio = this ÷ redis at the same depth"
-sort -k1,1 -k3,3n -k5,5 -k6,6n "$lines" | awk '
-  { key = $1 " " $3 " " $5; v[key] = v[key] " " $6; n[key]++ }
-  END {
-    for (k in v) {
-      split(substr(v[k], 2), a, " "); m = n[k]
-      med[k] = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-    }
-    for (k in med) {
-      split(k, f, " "); r = med["redis " f[2] " -"]
-      printf "%-8s depth %-2s timing %-3s %12.0f req/s  %5.2fx redis\n", f[1], f[2], f[3], med[k], r ? med[k] / r : 0
-    }
-  }' | sort -k3,3n -k1,1 -k5,5
+echo "median over $ROUNDS round(s); x redis = this ÷ redis at the same depth (rate); CPU per"
+echo "request = server + driver, and redis's over this one's (above 1: this pair does less work)"
+python3 - "$lines" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.split()
+    runs[(f[0], int(f[2]), f[4])].append((float(f[5]), float(f[8]), float(f[11])))
+med = {k: [statistics.median(c) for c in zip(*v)] for k, v in runs.items()}
+for (server, depth, timing), (rps, srv, drv) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+    r = med.get(("redis", depth, "-"))
+    vs = f"{rps / r[0]:5.2f}x redis  cpu {(r[1] + r[2]) / (srv + drv):5.2f}x" if r else ""
+    print(f"{server:<8} depth {depth:<2} timing {timing:<3} {rps:12.0f} req/s  server {srv:5.0f} + "
+          f"driver {drv:5.0f} ns/req  {vs}")
+PY
