@@ -42,23 +42,6 @@ mod with_python {
         }
     }
 
-    /// Resident memory of `pid` and every process below it, KiB (what `server_rss_kib` sums).
-    fn tree_rss_kib(pid: i32) -> u64 {
-        let mut all = vec![pid];
-        let mut i = 0;
-        while i < all.len() {
-            all.extend(children(all[i]).0);
-            i += 1;
-        }
-        all.iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .filter_map(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-                line.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
-            .sum()
-    }
-
     /// A process that runs no Python starts no interpreter (one adds 4.5–10 MiB of resident
     /// memory here, CPython 3.12 to 3.11), so `server_rss_kib` means the same with or without
     /// the feature: the interpreter appears with the first `pyfib` job, which still gets its
@@ -71,9 +54,9 @@ mod with_python {
             let mut c = server.connect();
             let (n, want) = fib_vectors()[3];
             assert_eq!(c.compute(1, "fib", n)["result"], json!(want), "{backend}");
-            let before = tree_rss_kib(server.pid());
+            let before = hostile::tree_rss_kib(server.pid());
             assert_eq!(c.compute(2, "pyfib", n)["result"], json!(want), "{backend}");
-            let after = tree_rss_kib(server.pid());
+            let after = hostile::tree_rss_kib(server.pid());
             assert!(
                 after >= before + INTERPRETER_KIB,
                 "{backend}: {before} KiB before the first pyfib job, {after} KiB after: \
