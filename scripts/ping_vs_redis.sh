@@ -10,7 +10,8 @@
 # backends and redis alternating, so that drift on the machine hits every line alike. Prints
 # one line per measurement: requests per second, then the CPU time per request of the server
 # process and of the driver (user + system, warm-up included), which moves less from run to
-# run than the rate does and says which side a difference comes from. With PIN=1 every server
+# run than the rate does and says which side a difference comes from; the summary is
+# scripts/rounds.py's, each rate against redis's in the same round. With PIN=1 every server
 # (ours and redis) runs on CPU 1 and every driver (ours and redis-benchmark) on CPU 0, so the
 # two sides cannot share or swap cores; without it the scheduler places them. BACKENDS picks
 # backends.
@@ -35,12 +36,16 @@ tck=$(getconf CLK_TCK)
 trap 'rm -f "$out" "$lines" "$json" "$took"; kill "${srv:-}" 2>/dev/null || true; redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true' EXIT
 # CPU clock ticks (user + system) a process has used so far.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# One measurement line: server depth timing rps server-cpu-ticks requests driver-cpu-seconds.
+# One measurement: server depth timing rps server-cpu-ticks requests driver-cpu-seconds. Printed
+# for reading, and kept for scripts/rounds.py: grouped by depth, named by server and timing.
 line() {
   awk -v s="$1" -v d="$2" -v t="$3" -v rps="$4" -v ticks="$5" -v n="$6" -v dcpu="$7" -v tck="$tck" \
-    -v r="$round" 'BEGIN {
+    -v r="$round" -v keep="$lines" 'BEGIN {
+      srv = ticks / tck / n * 1e9; drv = dcpu / n * 1e9
       printf "%-8s depth %-2s timing %-3s %12.0f req/s  server %5.0f ns/req  driver %5.0f ns/req  (round %s)\n",
-        s, d, t, rps, ticks / tck / n * 1e9, dcpu / n * 1e9, r }' | tee -a "$lines"
+        s, d, t, rps, srv, drv, r
+      name = (t == "-") ? s : s " " t
+      printf "depth %s\t%s\t%s\t%s\t%s\t%s\n", d, name, r, rps, srv, drv >> keep }'
 }
 for round in $(seq "$ROUNDS"); do
   for backend in $BACKENDS; do
@@ -79,20 +84,8 @@ print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json"
   sleep 0.5
 done
 
-# Medians over the rounds, and each against redis at the same depth.
+# Medians over the rounds, and each against redis at the same depth, round by round.
 echo
-echo "median over $ROUNDS round(s); x redis = this ÷ redis at the same depth (rate); CPU per"
-echo "request = server + driver, and redis's over this one's (above 1: this pair does less work)"
-python3 - "$lines" <<'PY'
-import collections, statistics, sys
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.split()
-    runs[(f[0], int(f[2]), f[4])].append((float(f[5]), float(f[8]), float(f[11])))
-med = {k: [statistics.median(c) for c in zip(*v)] for k, v in runs.items()}
-for (server, depth, timing), (rps, srv, drv) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
-    r = med.get(("redis", depth, "-"))
-    vs = f"{rps / r[0]:5.2f}x redis  cpu {(r[1] + r[2]) / (srv + drv):5.2f}x" if r else ""
-    print(f"{server:<8} depth {depth:<2} timing {timing:<3} {rps:12.0f} req/s  server {srv:5.0f} + "
-          f"driver {drv:5.0f} ns/req  {vs}")
-PY
+echo "medians over $ROUNDS round(s); ÷ redis: geometric mean of the rates' ratio to redis's at the"
+echo "same depth, round by round, 95 % interval, range, rounds ahead (scripts/rounds.py)"
+python3 "$(dirname "$0")/rounds.py" --ref redis "$lines"

@@ -10,9 +10,9 @@
 # fresh `serve --backend B --workers W` and `load -c C -d D --duration 2s --warmup 500ms --size 1
 # --kernel fib`. Prints one line per run: requests per second, then the CPU time per request
 # of the server's whole process tree (workers included) and of the driver, warm-up included.
-# The summary gives each backend's median and, against REF, the ratio of the two rates round
-# by round: its median, its range and how many rounds the backend was ahead, since one round
-# on a shared machine can be off by a fifth either way.
+# The summary (scripts/rounds.py) gives each backend's medians and, against REF, the ratio of
+# the two rates round by round: its geometric mean with a 95 % interval, its range and how many
+# rounds the backend was ahead, since one round on a shared machine can be off by a fifth.
 #
 # Environment: BACKENDS (default "shm rayon"), REF (default rayon), W (2), C (16), D (16),
 # SHM_SPIN (a --spin-us for shm; default: the server's own), PIN=1 (servers on CPU 1, drivers
@@ -59,33 +59,21 @@ for round in $(seq "$ROUNDS"); do
       --kernel fib --json "$json" >/dev/null
     t1=$(tree_ticks "$srv")
     kill "$srv"; wait "$srv" 2>/dev/null || true
-    python3 - "$json" "$backend" $((t1 - t0)) "$tck" "$round" <<'PY' | tee -a "$lines"
+    python3 - "$json" "$backend" $((t1 - t0)) "$tck" "$round" "$lines" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["report"]
 backend, ticks, tck, rnd = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 n = r["ok"] + r["warmup_ok"]
-print(f"{backend:<8} {r['throughput_rps']:10.0f} req/s  server {ticks / tck / n * 1e9:6.0f} ns/req  "
-      f"driver {r['client_cpu_s'] / n * 1e9:5.0f} ns/req  (round {rnd})")
+rate, server, driver = r["throughput_rps"], ticks / tck / n * 1e9, r["client_cpu_s"] / n * 1e9
+print(f"{backend:<8} {rate:10.0f} req/s  server {server:6.0f} ns/req  driver {driver:5.0f} ns/req"
+      f"  (round {rnd})")
+with open(sys.argv[6], "a") as lines:
+    print("tiny", backend, rnd, rate, server, driver, sep="\t", file=lines)
 PY
   done
 done
 
 echo
-echo "median over $ROUNDS round(s); ÷ $REF: the rates' ratio round by round"
-python3 - "$lines" "$REF" <<'PY'
-import collections, statistics, sys
-runs = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    f = line.split()
-    runs[f[0]][f[-1].rstrip(")")] = (float(f[1]), float(f[4]), float(f[7]))
-ref = runs.get(sys.argv[2], {})
-for backend, by_round in runs.items():
-    rps, srv, drv = (statistics.median(c) for c in zip(*by_round.values()))
-    text = f"{backend:<8} {rps:10.0f} req/s  server {srv:6.0f} + driver {drv:5.0f} ns/req"
-    ratios = [v[0] / ref[k][0] for k, v in by_round.items() if k in ref]
-    if ratios and backend != sys.argv[2]:
-        ahead = sum(x >= 1 for x in ratios)
-        text += (f"  ÷ {sys.argv[2]}: median {statistics.median(ratios):.2f}, "
-                 f"{min(ratios):.2f}-{max(ratios):.2f}, ahead in {ahead} of {len(ratios)}")
-    print(text)
-PY
+echo "medians over $ROUNDS round(s); ÷ $REF: geometric mean of the rates' ratio round by round,"
+echo "95 % interval, range, rounds ahead (scripts/rounds.py)"
+python3 "$(dirname "$0")/rounds.py" --ref "$REF" "$lines"
