@@ -192,26 +192,27 @@ impl Cursor<'_> {
         let start = self.0;
         let int = crate::protocol::json_uint_len(start)?;
         self.0 = &start[int..];
-        let mut len = int;
-        if let Some(rest) = self.0.strip_prefix(b".") {
-            let frac = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            if frac == 0 {
-                return None;
-            }
-            len += 1 + frac;
-            self.0 = &rest[frac..];
-        }
+        // Digits after the point, and the text's whole length.
+        let (frac, len) = match self.0.strip_prefix(b".") {
+            None => (0, int),
+            Some(rest) => match rest.iter().take_while(|b| b.is_ascii_digit()).count() {
+                0 => return None,
+                frac => {
+                    self.0 = &rest[frac..];
+                    (frac, int + 1 + frac)
+                }
+            },
+        };
         let text = &start[..len];
         // Up to 15 digits the value is an integer below 2^53 over a power of ten, both exact
         // in an f64, and IEEE division rounds their quotient correctly: the same f64 a full
         // decimal parse gives, for much less work.
-        let digits = len - usize::from(len > int);
-        if digits <= 15 {
+        if int + frac <= 15 {
             let mantissa = text
                 .iter()
                 .filter(|b| b.is_ascii_digit())
                 .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
-            return Some(mantissa as f64 / POW10[len - int - usize::from(len > int)]);
+            return Some(mantissa as f64 / POW10[frac]);
         }
         std::str::from_utf8(text).ok()?.parse().ok()
     }
