@@ -9,7 +9,7 @@
 # BIN defaults to target/release/threadcenter-bench; ROUNDS (default 1) repeats the whole set,
 # backends and redis alternating, so that drift on the machine hits every line alike. Prints
 # one line per measurement: requests per second, then the CPU time per request of the server
-# process and of the driver (user + system, warm-up included), which moves less from run to
+# (its whole process tree: prefork's children, a pool's workers) and of the driver (user + system, warm-up included), which moves less from run to
 # run than the rate does and says which side a difference comes from; the summary is
 # scripts/rounds.py's, each rate against redis's in the same round. With PIN=1 every server
 # (ours and redis) runs on CPU 1 and every driver (ours and redis-benchmark) on CPU 0, so the
@@ -34,8 +34,7 @@ took=$(mktemp)
 rport=6390
 tck=$(getconf CLK_TCK)
 trap 'rm -f "$out" "$lines" "$json" "$took"; kill "${srv:-}" 2>/dev/null || true; redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true' EXIT
-# CPU clock ticks (user + system) a process has used so far.
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+. "$(dirname "$0")/bench_lib.sh"
 # One measurement: server depth timing rps server-cpu-ticks requests driver-cpu-seconds. Printed
 # for reading, and kept for scripts/rounds.py: grouped by depth, named by server and timing.
 line() {
@@ -49,17 +48,14 @@ line() {
 }
 for round in $(seq "$ROUNDS"); do
   for backend in $BACKENDS; do
-    $SRV "$BIN" serve --port 0 --backend "$backend" --workers 2 >"$out" 2>/dev/null &
-    srv=$!
-    for _ in $(seq 100); do grep -q '^listening on' "$out" && break; sleep 0.05; done
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
+    start_serve "$out" $SRV "$BIN" serve --port 0 --backend "$backend" --workers 2
     for depth in 1 16; do
       for timing in off on; do
         flag=$([ "$timing" = off ] && echo --no-timing || true)
-        t0=$(ticks "$srv")
+        t0=$(tree_ticks "$srv")
         $DRV "$BIN" load --port "$port" --cmd ping -c 16 -d "$depth" --duration 4s --warmup 1s \
           $flag --json "$json" >/dev/null
-        t1=$(ticks "$srv")
+        t1=$(tree_ticks "$srv")
         read -r rps n dcpu < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["report"]
 print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json")
         line "$backend" "$depth" "$timing" "$rps" $((t1 - t0)) "$n" "$dcpu"
@@ -73,11 +69,11 @@ print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json"
   rpid=$(redis-cli -p "$rport" info server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')
   for depth in 1 16; do
     n=$((depth == 1 ? 300000 : 3000000))
-    t0=$(ticks "$rpid")
+    t0=$(tree_ticks "$rpid")
     rps=$( { TIMEFORMAT='%3U %3S'; time $DRV redis-benchmark -p "$rport" -t ping_mbulk -c 16 \
       -P "$depth" -n "$n" -q; } 2>"$took" | tr '\r' '\n' | awk '/requests per second/ {print $2}' \
       | tail -1)
-    t1=$(ticks "$rpid")
+    t1=$(tree_ticks "$rpid")
     line redis "$depth" - "$rps" $((t1 - t0)) "$n" "$(awk '{print $1 + $2}' "$took")"
   done
   redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true

@@ -33,27 +33,13 @@ json=$(mktemp)
 tck=$(getconf CLK_TCK)
 trap 'rm -f "$out" "$lines" "$json"; kill "${srv:-}" 2>/dev/null || true' EXIT
 
-# CPU clock ticks (user + system) used so far by a process and its live descendants.
-tree_ticks() {
-  local all=("$1") i=0 total=0 p
-  while [ "$i" -lt "${#all[@]}" ]; do
-    for p in $(pgrep -P "${all[$i]}" || true); do all+=("$p"); done
-    i=$((i + 1))
-  done
-  for p in "${all[@]}"; do
-    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
+. "$(dirname "$0")/bench_lib.sh"
 
 for round in $(seq "$ROUNDS"); do
   for backend in $BACKENDS; do
     extra=()
     if [ "$backend" = shm ] && [ -n "${SHM_SPIN:-}" ]; then extra=(--spin-us "$SHM_SPIN"); fi
-    $SRV "$BIN" serve --port 0 --backend "$backend" --workers "$W" "${extra[@]}" >"$out" 2>/dev/null &
-    srv=$!
-    for _ in $(seq 200); do grep -q '^listening on' "$out" && break; sleep 0.05; done
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
+    start_serve "$out" $SRV "$BIN" serve --port 0 --backend "$backend" --workers "$W" "${extra[@]}"
     t0=$(tree_ticks "$srv")
     $DRV "$BIN" load --port "$port" -c "$C" -d "$D" --duration 2s --warmup 500ms --size 1 \
       --kernel fib --json "$json" >/dev/null

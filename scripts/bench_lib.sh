@@ -1,0 +1,27 @@
+# Shared by scripts/ping_vs_redis.sh and scripts/tiny_jobs.sh (sourced, not run).
+
+# start_serve OUT COMMAND...: starts COMMAND (a `serve --port 0 ...`, maybe behind taskset) in
+# the background with its output in OUT, and waits for its `listening on ADDR` line. Sets `srv`
+# to its pid and `port` to the port it took.
+start_serve() {
+  local out=$1
+  shift
+  "$@" >"$out" 2>/dev/null &
+  srv=$!
+  for _ in $(seq 200); do grep -q '^listening on' "$out" && break; sleep 0.05; done
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
+}
+
+# tree_ticks PID: CPU clock ticks (user + system) used so far by PID and its live
+# descendants (a process pool's workers, prefork's children).
+tree_ticks() {
+  local all=("$1") i=0 total=0 p
+  while [ "$i" -lt "${#all[@]}" ]; do
+    for p in $(pgrep -P "${all[$i]}" || true); do all+=("$p"); done
+    i=$((i + 1))
+  done
+  for p in "${all[@]}"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
