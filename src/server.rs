@@ -16,12 +16,12 @@ mod serve;
 
 pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 
-use crate::backend::{Backend, Job};
+use crate::backend::{Backend, Job, JobResult};
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
 use crate::kernel::{user, Kernel};
 use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,8 +147,6 @@ struct Outbox {
     /// Requests read and not yet written, at most `max_in_flight` (permits are forgotten when
     /// taken and added back by the writer).
     slots: Semaphore,
-    /// Ids of requests not yet answered, for `duplicate_id`.
-    ids: Mutex<HashSet<Id, FastHash>>,
     /// The writer gave up on the peer (or is done): readers and producers stop. `is_closed`
     /// mirrors it for the per-request checks (a token's own check takes a lock).
     closed: CancellationToken,
@@ -160,10 +158,32 @@ struct OutState {
     buf: Vec<u8>,
     /// Replies in `buf`: the slots the writer gives back once they are written.
     replies: usize,
-    /// Jobs handed to a backend whose reply is not in `buf` yet.
-    owed: usize,
-    /// The reader has returned: with nothing owed and `buf` empty, the writer ends.
+    /// Jobs handed to the backend and not answered yet, by id. One map serves three ends: an
+    /// id in it is in flight (`duplicate_id`), the drain deadline answers what is left in it,
+    /// and the writer waits while it is not empty. Whoever takes a job's entry out, its
+    /// completion or the drain deadline, answers it, under this lock: so each job gets
+    /// exactly one reply however the two race.
+    in_flight: HashMap<Id, InFlight, FastHash>,
+    /// The reader has returned: with nothing in flight and `buf` empty, the writer ends.
     reader_done: bool,
+}
+
+/// A job's entry in [`OutState::in_flight`].
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// The connection's count of jobs when this one was handed on: a completion settles only
+    /// its own job's entry, never a later request's that reuses the id.
+    seq: u64,
+    /// When the request was read, if the client asked for timings.
+    read_at: Option<Instant>,
+}
+
+impl OutState {
+    /// The writer has to wake: its buffer just stopped being empty, or it is waiting for the
+    /// last job of a finished reader.
+    fn writer_has_news(&self, was_empty: bool) -> bool {
+        was_empty && !self.buf.is_empty() || self.reader_done && self.in_flight.is_empty()
+    }
 }
 
 impl Outbox {
@@ -172,12 +192,11 @@ impl Outbox {
             state: Mutex::new(OutState {
                 buf: Vec::with_capacity(4096),
                 replies: 0,
-                owed: 0,
+                in_flight: HashMap::default(),
                 reader_done: false,
             }),
             ready: Notify::new(),
             slots: Semaphore::new(max_in_flight),
-            ids: Mutex::new(HashSet::default()),
             closed: CancellationToken::new(),
             is_closed: AtomicBool::new(false),
         }
@@ -192,52 +211,106 @@ impl Outbox {
         self.is_closed.load(Ordering::Acquire)
     }
 
-    /// Encodes `reply` into the outgoing buffer, stamping `server_us` now if the client asked
-    /// for timings, and frees the id it answers. `settles` says the reply pays a debt counted
-    /// in `owed` (a backend job's).
-    fn push(
-        &self,
-        mut reply: Reply,
-        read_at: Option<Instant>,
-        releases: Option<&Id>,
-        settles: bool,
-    ) {
-        if let Some(id) = releases {
-            self.ids.lock().remove(id);
-        }
-        if let Some(at) = read_at {
-            let server_us = at.elapsed().as_secs_f64() * 1e6;
-            if let Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } = &mut reply {
-                t.server_us = server_us;
-            }
-        }
-        let mut st = self.state.lock();
-        let was_empty = st.buf.is_empty();
+    /// Encodes `reply` into `st.buf`, its `server_us` (if the client asked for timings)
+    /// already stamped. Once the writer has given up, replies are dropped, not buffered.
+    fn encode(&self, st: &mut OutState, reply: &Reply) {
         if !self.is_closed() {
             put_frame_with(&mut st.buf, |o| reply.encode_into(o));
             st.replies += 1;
         }
-        if settles {
-            st.owed -= 1;
-        }
-        let wake = was_empty && !st.buf.is_empty() || st.owed == 0 && st.reader_done;
-        drop(st);
-        if wake {
-            self.ready.notify_one();
-        }
     }
 
-    /// A job's reply will never come (the job was dropped with its peer gone): its debt and
-    /// its slot are given up.
-    fn forgive(&self) {
+    /// Runs `f` on the state under its lock, then wakes the writer if `f` gave it something
+    /// to do.
+    fn with_state<T>(&self, f: impl FnOnce(&mut OutState) -> T) -> T {
         let mut st = self.state.lock();
-        st.owed -= 1;
-        let wake = st.owed == 0 && st.reader_done;
+        let was_empty = st.buf.is_empty();
+        let r = f(&mut st);
+        let wake = st.writer_has_news(was_empty);
         drop(st);
-        self.slots.add_permits(1);
         if wake {
             self.ready.notify_one();
         }
+        r
+    }
+
+    /// Sends a reply for a request that has no entry in flight: a refusal, or a framing error.
+    fn push(&self, mut reply: Reply, read_at: Option<Instant>) {
+        stamp(&mut reply, read_at);
+        self.with_state(|st| self.encode(st, &reply));
+    }
+
+    /// Answers a ping, unless a job in flight holds its id. Returns whether it was answered.
+    fn pong(&self, id: &Id, read_at: Option<Instant>) -> bool {
+        let t = read_at.map(|_| Timings::default());
+        let mut reply = Reply::Pong { id: id.clone(), t };
+        stamp(&mut reply, read_at);
+        self.with_state(|st| {
+            let fresh = st.in_flight.is_empty() || !st.in_flight.contains_key(id);
+            if fresh {
+                self.encode(st, &reply);
+            }
+            fresh
+        })
+    }
+
+    /// Enters a job for `kernel` in flight under `id`, or answers it at once: with
+    /// `duplicate_id` if a job in flight holds the id, else with the refusal if `kernel` is
+    /// one. Returns the kernel to run when the job was entered.
+    fn admit(
+        &self,
+        id: &Id,
+        job: InFlight,
+        kernel: Result<Kernel, (ErrorCode, String)>,
+    ) -> Option<Kernel> {
+        self.with_state(|st| {
+            let (code, detail) = if st.in_flight.contains_key(id) {
+                (ErrorCode::DuplicateId, duplicate_detail(id))
+            } else {
+                match kernel {
+                    Ok(kernel) => {
+                        st.in_flight.insert(id.clone(), job);
+                        return Some(kernel);
+                    }
+                    Err(refusal) => refusal,
+                }
+            };
+            let mut reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
+            stamp(&mut reply, job.read_at);
+            self.encode(st, &reply);
+            None
+        })
+    }
+
+    /// Answers job `seq` with `reply` (which carries its id), if the job is still in flight:
+    /// a job the drain deadline has answered already is not answered again.
+    fn settle(&self, seq: u64, mut reply: Reply, read_at: Option<Instant>) {
+        stamp(&mut reply, read_at);
+        let Some(id) = reply.id() else {
+            debug_assert!(false, "a job's reply always carries its id");
+            return;
+        };
+        self.with_state(|st| {
+            if st.in_flight.get(id).is_some_and(|j| j.seq == seq) {
+                st.in_flight.remove(id);
+                self.encode(st, &reply);
+            }
+        });
+    }
+
+    /// The drain deadline: every job still in flight is answered `shutting_down` now.
+    fn abandon_in_flight(&self) {
+        self.with_state(|st| {
+            for (id, job) in std::mem::take(&mut st.in_flight) {
+                let mut reply = Reply::Error(ErrorReply::new(
+                    Some(id),
+                    ErrorCode::ShuttingDown,
+                    "drain time exceeded before the job finished",
+                ));
+                stamp(&mut reply, job.read_at);
+                self.encode(st, &reply);
+            }
+        });
     }
 
     fn reader_done(&self) {
@@ -246,47 +319,18 @@ impl Outbox {
     }
 }
 
-/// One reply owed to a connection for a job handed to the backend. Taken exactly once, by the
-/// job's completion or, at the drain deadline, by the server itself; dropped unanswered (a
-/// job discarded because its peer is gone), it gives up the debt. Keeping it here rather than
-/// in the completion lets the server end a connection whose job is stuck on a thread that
-/// cannot be stopped.
-struct Owed {
-    out: Option<Arc<Outbox>>,
+fn duplicate_detail(id: &Id) -> String {
+    format!("a request with id {id} is already in flight on this connection")
 }
 
-impl Owed {
-    fn new(out: &Arc<Outbox>) -> Self {
-        out.state.lock().owed += 1;
-        Owed {
-            out: Some(out.clone()),
-        }
-    }
-
-    fn answer(mut self, reply: Reply, read_at: Option<Instant>, releases: &Id) {
-        if let Some(out) = self.out.take() {
-            out.push(reply, read_at, Some(releases), true);
+/// Stamps a timed reply's `server_us`: the time from its request read (`read_at`) to now.
+fn stamp(reply: &mut Reply, read_at: Option<Instant>) {
+    if let Some(at) = read_at {
+        if let Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } = reply {
+            t.server_us = at.elapsed().as_secs_f64() * 1e6;
         }
     }
 }
-
-impl Drop for Owed {
-    fn drop(&mut self) {
-        if let Some(out) = self.out.take() {
-            out.forgive();
-        }
-    }
-}
-
-/// A job the backend has not answered yet.
-struct Outstanding {
-    id: Id,
-    read_at: Option<Instant>,
-    owed: Mutex<Option<Owed>>,
-}
-
-/// A connection's outstanding jobs, by sequence number.
-type Ledger = Arc<Mutex<HashMap<u64, Arc<Outstanding>, FastHash>>>;
 
 /// Serves one client connection: reads its requests, hands them on, and owes each one reply.
 struct Handler {
@@ -297,9 +341,7 @@ struct Handler {
     /// (shared by every connection).
     stopping: Arc<AtomicBool>,
     out: Arc<Outbox>,
-    /// Jobs handed to the backend and not yet answered, so that the drain deadline can
-    /// answer them.
-    ledger: Ledger,
+    /// Compute requests read so far: numbers each one's `seq`.
     next_seq: AtomicU64,
     /// Set once the peer is known to be gone: its jobs that have not started are dropped.
     gone: Arc<AtomicBool>,
@@ -319,7 +361,6 @@ impl Handler {
             shutdown,
             stopping,
             out,
-            ledger: Arc::new(Mutex::new(HashMap::default())),
             next_seq: AtomicU64::new(0),
             gone: Arc::new(AtomicBool::new(false)),
         }
@@ -345,22 +386,8 @@ impl Handler {
                 // Jobs still out when the drain time is over get `shutting_down` now, so every
                 // accepted request has its one reply before the server exits. (A thread
                 // backend cannot stop a running job; its late result finds nothing to take.)
-                self.abandon_outstanding();
+                self.out.abandon_in_flight();
                 work.await;
-            }
-        }
-    }
-
-    fn abandon_outstanding(&self) {
-        let left: Vec<Arc<Outstanding>> = self.ledger.lock().drain().map(|(_, o)| o).collect();
-        for o in left {
-            if let Some(owed) = o.owed.lock().take() {
-                let reply = Reply::Error(ErrorReply::new(
-                    Some(o.id.clone()),
-                    ErrorCode::ShuttingDown,
-                    "drain time exceeded before the job finished",
-                ));
-                owed.answer(reply, o.read_at, &o.id);
             }
         }
     }
@@ -417,7 +444,7 @@ impl Handler {
                         ErrorCode::FrameTooLarge,
                         format!("{e}; closing the connection"),
                     ));
-                    out.push(reply, None, None, false);
+                    out.push(reply, None);
                     return;
                 }
                 Err(FrameError::Idle(_)) => return,
@@ -438,97 +465,41 @@ impl Handler {
         let out = &self.out;
         let req = match parse_request(payload) {
             Ok(r) => r,
-            Err(e) => return out.push(Reply::Error(e), None, None, false),
+            Err(e) => return out.push(Reply::Error(e), None),
         };
         let read_at = req.timing.then_some(read_at);
         let id = req.id;
-        // A ping is answered here and now, so its id is in flight only if another request
-        // holds it: it is checked against the set, not entered in it. A compute request holds
-        // its id until its reply.
-        let fresh = {
-            let mut ids = out.ids.lock();
-            match &req.cmd {
-                Command::Ping => ids.is_empty() || !ids.contains(&id),
-                Command::Compute { .. } => ids.insert(id.clone()),
-            }
-        };
-        if !fresh {
-            let detail = format!("a request with id {id} is already in flight on this connection");
-            let reply = Reply::Error(ErrorReply::new(Some(id), ErrorCode::DuplicateId, detail));
-            return out.push(reply, read_at, None, false);
-        }
         let (kernel, n) = match req.cmd {
+            // A ping is answered here and now, so its id is in flight only if a job holds it.
             Command::Ping => {
-                let t = read_at.map(|_| Timings::default());
-                return out.push(Reply::Pong { id, t }, read_at, None, false);
+                if !out.pong(&id, read_at) {
+                    let detail = duplicate_detail(&id);
+                    let reply =
+                        Reply::Error(ErrorReply::new(Some(id), ErrorCode::DuplicateId, detail));
+                    out.push(reply, read_at);
+                }
+                return;
             }
             Command::Compute { kernel, n } => (kernel, n),
         };
-        let refuse = |code: ErrorCode, detail: String| {
-            let reply = Reply::Error(ErrorReply::new(Some(id.clone()), code, detail));
-            out.push(reply, read_at, Some(&id), false)
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let Some(kernel) = out.admit(&id, InFlight { seq, read_at }, self.check(&kernel, n)) else {
+            return;
         };
-        let kernel = match Kernel::parse(&kernel) {
-            Some(Kernel::Crash) if !self.config.allow_crash => {
-                return refuse(
-                    ErrorCode::UnknownKernel,
-                    "kernel \"crash\" is disabled; start the server with --allow-crash".into(),
-                )
-            }
-            Some(k) if k.is_runnable() => match k.why_unavailable() {
-                Some(why) => return refuse(ErrorCode::UnknownKernel, why),
-                None => k,
-            },
-            _ if user::is_user_name(&kernel) => {
-                let detail = user::not_loaded_detail(&kernel);
-                return refuse(ErrorCode::UnknownKernel, detail);
-            }
-            _ => {
-                let mut names = Kernel::builtin_names();
-                names.extend(user::loaded_names());
-                return refuse(
-                    ErrorCode::UnknownKernel,
-                    format!("unknown kernel {kernel:?}; known: {}", names.join(", ")),
-                );
-            }
-        };
-        if n > kernel.max_n() {
-            return refuse(
-                ErrorCode::NOutOfRange,
-                format!(
-                    "n = {n} is over the limit of {} for {}",
-                    kernel.max_n(),
-                    kernel.name()
-                ),
-            );
-        }
         let job = Job {
             kernel,
             n,
             submitted_ns: crate::backend::mono_ns(),
             abandoned: Some(self.gone.clone()),
         };
-        // The reply owed travels with the job, through the ledger; if the backend refuses the
-        // job, it comes back here.
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(Outstanding {
-            id: id.clone(),
-            read_at,
-            owed: Mutex::new(Some(Owed::new(out))),
-        });
-        self.ledger.lock().insert(seq, entry.clone());
-        let ledger = self.ledger.clone();
-        let mine = entry.clone();
-        let submitted = self.backend.submit(
-            job,
-            Box::new(move |outcome| {
-                ledger.lock().remove(&seq);
-                let Some(owed) = mine.owed.lock().take() else {
-                    return;
-                };
+        // The completion answers the job through its entry in flight, unless the drain
+        // deadline took the entry first.
+        let done = {
+            let (out, id) = (out.clone(), id.clone());
+            Box::new(move |outcome: JobResult| {
                 let reply = match outcome {
                     Ok(d) => Reply::Result {
-                        id: mine.id.clone(),
+                        id,
                         result: d.result,
                         t: read_at.map(|_| Timings {
                             queue_us: d.queue_us,
@@ -536,20 +507,52 @@ impl Handler {
                             server_us: 0.0,
                         }),
                     },
-                    Err(f) => {
-                        Reply::Error(ErrorReply::new(Some(mine.id.clone()), f.code, f.detail))
-                    }
+                    Err(f) => Reply::Error(ErrorReply::new(Some(id), f.code, f.detail)),
                 };
-                owed.answer(reply, read_at, &mine.id);
-            }),
-        );
-        if let Err(f) = submitted {
-            self.ledger.lock().remove(&seq);
-            if let Some(owed) = entry.owed.lock().take() {
-                let reply = Reply::Error(ErrorReply::new(Some(id.clone()), f.code, f.detail));
-                owed.answer(reply, read_at, &id);
-            }
+                out.settle(seq, reply, read_at);
+            })
+        };
+        if let Err(f) = self.backend.submit(job, done) {
+            let reply = Reply::Error(ErrorReply::new(Some(id), f.code, f.detail));
+            out.settle(seq, reply, read_at);
         }
+    }
+
+    /// The kernel a compute request names, if this server runs it at that `n`; else the
+    /// refusal to send.
+    fn check(&self, kernel: &str, n: u64) -> Result<Kernel, (ErrorCode, String)> {
+        let unknown = |detail: String| Err((ErrorCode::UnknownKernel, detail));
+        let kernel = match Kernel::parse(kernel) {
+            Some(Kernel::Crash) if !self.config.allow_crash => {
+                return unknown(
+                    "kernel \"crash\" is disabled; start the server with --allow-crash".into(),
+                )
+            }
+            Some(k) if k.is_runnable() => match k.why_unavailable() {
+                Some(why) => return unknown(why),
+                None => k,
+            },
+            _ if user::is_user_name(kernel) => return unknown(user::not_loaded_detail(kernel)),
+            _ => {
+                let mut names = Kernel::builtin_names();
+                names.extend(user::loaded_names());
+                return unknown(format!(
+                    "unknown kernel {kernel:?}; known: {}",
+                    names.join(", ")
+                ));
+            }
+        };
+        if n > kernel.max_n() {
+            return Err((
+                ErrorCode::NOutOfRange,
+                format!(
+                    "n = {n} is over the limit of {} for {}",
+                    kernel.max_n(),
+                    kernel.name()
+                ),
+            ));
+        }
+        Ok(kernel)
     }
 }
 
@@ -563,7 +566,7 @@ async fn write_replies(mut wr: OwnedWriteHalf, out: &Outbox, stall: Duration, go
         let written = {
             let mut st = out.state.lock();
             if st.buf.is_empty() {
-                if st.reader_done && st.owed == 0 {
+                if st.reader_done && st.in_flight.is_empty() {
                     break;
                 }
                 None
@@ -592,4 +595,121 @@ async fn write_replies(mut wr: OwnedWriteHalf, out: &Outbox, stall: Duration, go
     }
     out.close();
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::peek_frame;
+    use serde_json::{json, Value};
+
+    /// The replies buffered so far, parsed.
+    fn replies(out: &Outbox) -> Vec<Value> {
+        let st = out.state.lock();
+        let mut rest = &st.buf[..];
+        let mut got = Vec::new();
+        while let Some(payload) = peek_frame(rest, usize::MAX).unwrap() {
+            got.push(serde_json::from_slice(payload).unwrap());
+            rest = &rest[crate::connection::HEADER + payload.len()..];
+        }
+        assert!(rest.is_empty(), "a partial frame in the buffer");
+        assert_eq!(got.len(), st.replies);
+        got
+    }
+
+    fn job(seq: u64) -> InFlight {
+        InFlight { seq, read_at: None }
+    }
+
+    fn result(id: Id, result: u64) -> Reply {
+        Reply::Result {
+            id,
+            result,
+            t: None,
+        }
+    }
+
+    #[test]
+    fn a_job_answered_at_the_drain_deadline_is_not_answered_again_by_its_completion() {
+        let out = Outbox::new(8);
+        let id = Id::Num(7);
+        assert_eq!(out.admit(&id, job(0), Ok(Kernel::Fib)), Some(Kernel::Fib));
+        out.abandon_in_flight();
+        out.settle(0, result(id, 1), None);
+        let got = replies(&out);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["error"], json!("shutting_down"));
+        assert_eq!(got[0]["id"], json!(7));
+        assert!(out.state.lock().in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_late_completion_leaves_a_later_job_with_the_same_id_in_flight() {
+        let out = Outbox::new(8);
+        let id = Id::Str("a".into());
+        out.admit(&id, job(0), Ok(Kernel::Fib)).unwrap();
+        out.abandon_in_flight();
+        out.admit(&id, job(1), Ok(Kernel::Fib)).unwrap();
+        out.settle(0, result(id.clone(), 10), None);
+        assert_eq!(out.state.lock().in_flight[&id].seq, 1);
+        out.settle(1, result(id.clone(), 11), None);
+        let got = replies(&out);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1], json!({"id": "a", "result": 11}));
+        assert!(out.state.lock().in_flight.is_empty());
+    }
+
+    #[test]
+    fn an_id_in_flight_is_refused_to_jobs_and_pings_until_its_reply() {
+        let out = Outbox::new(8);
+        let id = Id::Num(3);
+        out.admit(&id, job(0), Ok(Kernel::Fib)).unwrap();
+        assert_eq!(out.admit(&id, job(1), Ok(Kernel::Fib)), None);
+        assert!(!out.pong(&id, None));
+        assert!(out.pong(&Id::Num(4), None));
+        out.settle(0, result(id.clone(), 5), None);
+        assert!(out.pong(&id, None));
+        let refusal = (ErrorCode::UnknownKernel, "no such kernel".to_string());
+        assert_eq!(out.admit(&id, job(2), Err(refusal)), None);
+        assert!(
+            out.state.lock().in_flight.is_empty(),
+            "a refusal is not in flight"
+        );
+        let got: Vec<Value> = replies(&out)
+            .into_iter()
+            .map(|r| r.get("error").cloned().unwrap_or(r["id"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!("duplicate_id"),
+                json!(4),
+                json!(3),
+                json!(3),
+                json!("unknown_kernel")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_writer_is_woken_by_the_first_reply_and_by_the_last_job_of_a_finished_reader() {
+        let out = Outbox::new(8);
+        let woken = |out: &Outbox| {
+            let n = out.ready.notified();
+            tokio::pin!(n);
+            n.as_mut().enable()
+        };
+        out.admit(&Id::Num(1), job(0), Ok(Kernel::Fib)).unwrap();
+        assert!(!woken(&out), "entering a job has nothing for the writer");
+        out.pong(&Id::Num(2), None);
+        assert!(woken(&out), "the first reply in an empty buffer");
+        out.pong(&Id::Num(3), None);
+        assert!(!woken(&out), "the writer is already due to take the buffer");
+        out.state.lock().buf.clear();
+        out.reader_done();
+        assert!(woken(&out));
+        out.state.lock().buf.extend_from_slice(b"x");
+        out.abandon_in_flight();
+        assert!(woken(&out), "nothing left in flight and the reader is done");
+    }
 }
