@@ -274,27 +274,32 @@ impl Kernel {
         }
     }
 
-    /// Whether the kernel keeps per-process state that [`Kernel::prepare`] builds: `table`'s
-    /// table, the `pyfib` kernels' interpreter. A server given them in `--preload` builds it in
-    /// every process before it listens; otherwise the first job in each process pays for it,
-    /// and a process that never runs one never builds it (its memory is the server's own).
+    /// What builds the kernel's per-process state, for the kernels that keep some: `table`'s
+    /// table, the `pyfib` kernels' interpreter. The one list of such kernels.
+    fn state_builder(self) -> Option<fn()> {
+        match self {
+            Kernel::Table => Some(|| {
+                table::prepare();
+            }),
+            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => Some(pyfib::prepare),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel keeps per-process state that [`Kernel::prepare`] builds. A server
+    /// given such kernels in `--preload` builds it in every process before it listens;
+    /// otherwise the first job in each process pays for it, and a process that never runs one
+    /// never builds it (its memory is the server's own).
     pub fn has_process_state(self) -> bool {
-        matches!(
-            self,
-            Kernel::Table | Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt
-        )
+        self.state_builder().is_some()
     }
 
     /// Build per-process state ahead of time so the first job doesn't pay for it: `table`
     /// builds its table here, the `pyfib` kernels start the interpreter. Idempotent and cheap
     /// after the first call; a no-op for the rest.
     pub fn prepare(self) {
-        match self {
-            Kernel::Table => {
-                table::prepare();
-            }
-            Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::prepare(),
-            _ => {}
+        if let Some(build) = self.state_builder() {
+            build();
         }
     }
 }
