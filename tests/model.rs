@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use threadcenter::record::Row;
+use threadcenter::report::data::Dataset;
 use threadcenter::report::model::{self, ModelCheck};
 use threadcenter::report::simulate::synthetic_row;
 use threadcenter::report::DEFAULT_EQUIVALENCE;
@@ -55,7 +56,7 @@ fn only(checks: Vec<ModelCheck>) -> ModelCheck {
 fn a_model_with_the_real_ratio_agrees_and_one_with_a_larger_ratio_overstates() {
     let mut rng = StdRng::seed_from_u64(7);
     let agree = only(model::checks(
-        &run(2.0, 2.0, 5, 0.002, &mut rng),
+        &Dataset::new(&run(2.0, 2.0, 5, 0.002, &mut rng)),
         DEFAULT_EQUIVALENCE,
     ));
     assert_eq!(
@@ -69,14 +70,14 @@ fn a_model_with_the_real_ratio_agrees_and_one_with_a_larger_ratio_overstates() {
     assert_eq!(agree.reps, 5);
 
     let over = only(model::checks(
-        &run(2.0, 1.5, 5, 0.002, &mut rng),
+        &Dataset::new(&run(2.0, 1.5, 5, 0.002, &mut rng)),
         DEFAULT_EQUIVALENCE,
     ));
     assert!((over.ratio - 2.0 / 1.5).abs() < 0.02, "{over:?}");
     assert_eq!(over.verdict, "overstates", "{over:?}");
 
     let under = only(model::checks(
-        &run(1.2, 2.4, 5, 0.002, &mut rng),
+        &Dataset::new(&run(1.2, 2.4, 5, 0.002, &mut rng)),
         DEFAULT_EQUIVALENCE,
     ));
     assert_eq!(under.verdict, "understates", "{under:?}");
@@ -89,10 +90,10 @@ fn no_check_without_both_kernels_on_both_sides_and_one_rep_gives_no_interval() {
         .into_iter()
         .filter(|r| r.kernel == "gil")
         .collect();
-    assert!(model::checks(&gil_only, DEFAULT_EQUIVALENCE).is_empty());
+    assert!(model::checks(&Dataset::new(&gil_only), DEFAULT_EQUIVALENCE).is_empty());
 
     let one = only(model::checks(
-        &run(2.0, 2.0, 1, 0.01, &mut rng),
+        &Dataset::new(&run(2.0, 2.0, 1, 0.01, &mut rng)),
         DEFAULT_EQUIVALENCE,
     ));
     assert_eq!((one.lo, one.hi), (None, None));
@@ -110,7 +111,7 @@ fn the_interval_keeps_its_coverage_at_small_repetition_counts() {
         let mut covered = 0;
         for _ in 0..trials {
             let rows = run(1.3 * 1.5, 1.5, reps, 0.05, &mut rng);
-            let c = only(model::checks(&rows, DEFAULT_EQUIVALENCE));
+            let c = only(model::checks(&Dataset::new(&rows), DEFAULT_EQUIVALENCE));
             let (lo, hi) = (c.lo.unwrap(), c.hi.unwrap());
             if lo <= truth && truth <= hi {
                 covered += 1;

@@ -174,7 +174,7 @@ pub fn write_report_inputs(
         .map(|d| compare::comparisons(d, margin))
         .collect();
     if let [only] = &groups[..] {
-        let extras = super::Extras::new(&only.rows, kernels.as_deref(), margin);
+        let extras = super::Extras::new(&datasets[0], kernels.as_deref(), margin);
         let page = super::page(
             &datasets[0],
             &comparisons[0],

@@ -92,7 +92,7 @@ pub fn render(
     let data = data::Dataset::new(rows);
     let margin = options.margin(env);
     let comparisons = compare::comparisons(&data, margin);
-    let extras = Extras::new(rows, None, margin);
+    let extras = Extras::new(&data, None, margin);
     page(&data, &comparisons, env, margin, &extras)
 }
 
@@ -124,12 +124,12 @@ struct Extras {
 }
 
 impl Extras {
-    fn new(rows: &[Row], kernels: Option<&[KernelRow]>, margin: f64) -> Extras {
+    fn new(data: &data::Dataset<'_>, kernels: Option<&[KernelRow]>, margin: f64) -> Extras {
         Extras {
             noisy: kernels
                 .filter(|k| !k.is_empty())
-                .map(|k| noisy::judge(rows, k, margin)),
-            checks: model::checks(rows, margin),
+                .map(|k| noisy::judge(data.rows, k, margin)),
+            checks: model::checks(data, margin),
         }
     }
 }
@@ -253,7 +253,7 @@ pub fn write_report_with(
     let margin = options.margin(env_value.as_ref());
     let comparisons = compare::comparisons(&data, margin);
     let kernels = kernels::read(&csv.with_file_name(kernels::FILE))?;
-    let extras = Extras::new(&rows, kernels.as_deref(), margin);
+    let extras = Extras::new(&data, kernels.as_deref(), margin);
     let page = page(&data, &comparisons, env_value.as_ref(), margin, &extras)
         .with_context(|| format!("cannot render a report from {}", csv.display()))?;
     write_all(out, &page, &comparisons, &extras)

@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 
 use super::compare::is_thread_backend;
+use super::data::{Agg, Dataset};
 use super::html::{para, table, Html, TableRow};
 use super::verdict::{self, LogSample, Verdict, CONFIDENCE};
-use crate::record::Row;
 
 /// (model, real) kernel pairs the check looks for.
 pub const PAIRS: [(&str, &str); 1] = [("gil", "pyfib")];
@@ -66,39 +66,40 @@ fn verdict_word(v: Verdict) -> &'static str {
     }
 }
 
+/// A grid point as the check pairs kernels on: workers, connections, depth and the target
+/// service time (integer ns), since the two kernels reach one target at different sizes.
 type Key = (u32, u32, u32, u64);
 
-/// Valid throughputs of `kernel`, by grid point (target service time as integer ns) and backend.
-fn samples(rows: &[Row], kernel: &str) -> BTreeMap<Key, BTreeMap<String, Vec<f64>>> {
-    let mut out: BTreeMap<Key, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.valid && r.kernel == kernel) {
-        let Some(target) = r.target_us else { continue };
-        let key = (
-            r.workers,
-            r.connections,
-            r.depth,
-            (target * 1e3).round() as u64,
-        );
-        out.entry(key)
-            .or_default()
-            .entry(r.backend.clone())
-            .or_default()
-            .push(r.throughput_rps);
-    }
-    out
+/// `kernel`'s cells in `data` that were calibrated to a target service time, by [`Key`].
+fn cells<'d>(data: &'d Dataset<'_>, kernel: &str) -> BTreeMap<Key, &'d BTreeMap<String, Agg>> {
+    data.cells
+        .iter()
+        .filter(|(point, _)| point.kernel == kernel)
+        .filter_map(|(point, by_backend)| {
+            let target = by_backend.values().find_map(|a| a.target_us)?;
+            let key = (
+                point.workers,
+                point.connections,
+                point.depth,
+                (target * 1e3).round() as u64,
+            );
+            Some((key, by_backend))
+        })
+        .collect()
 }
 
-/// Every model check the rows support, ordered by pair, grid point and comparator.
-pub fn checks(rows: &[Row], margin: f64) -> Vec<ModelCheck> {
+/// Every model check the data supports, ordered by pair, grid point and comparator.
+pub fn checks(data: &Dataset<'_>, margin: f64) -> Vec<ModelCheck> {
     let mut out = Vec::new();
     for (model, real) in PAIRS {
-        let (m, r) = (samples(rows, model), samples(rows, real));
+        let (m, r) = (cells(data, model), cells(data, real));
         for (key, model_by_backend) in &m {
             let Some(real_by_backend) = r.get(key) else {
                 continue;
             };
-            let of =
-                |by: &BTreeMap<String, Vec<f64>>, b: &str| by.get(b).and_then(|t| LogSample::of(t));
+            let of = |by: &BTreeMap<String, Agg>, b: &str| {
+                by.get(b).and_then(|a| LogSample::of(&a.throughput))
+            };
             let (Some(mp), Some(rp)) = (
                 of(model_by_backend, CHALLENGER),
                 of(real_by_backend, CHALLENGER),
