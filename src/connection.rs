@@ -132,6 +132,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.len()
     }
 
+    /// The stream, given back; bytes still buffered are dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Returns the next frame's payload, `Ok(None)` on a clean close between frames.
     pub async fn read_frame(&mut self, limits: ReadLimits) -> Result<Option<Bytes>, FrameError> {
         loop {

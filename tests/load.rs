@@ -8,6 +8,8 @@ mod binary;
 mod faulty;
 #[path = "load/multihost.rs"]
 mod multihost;
+#[path = "load/probe.rs"]
+mod probe;
 #[path = "load/servers.rs"]
 mod servers;
 

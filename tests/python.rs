@@ -138,10 +138,20 @@ mod without_python {
             let detail = r["detail"].as_str().unwrap_or_default();
             assert!(detail.contains("--features python"), "{r}");
         }
-        // serve, load and sweep refuse before they start, rather than collect error replies.
+        // serve, load and sweep refuse before they start, rather than collect error replies:
+        // serve and sweep on their own build's word, load on the server's (its probe).
+        let port = server.addr.port().to_string();
         for args in [
             &["serve", "--port", "0", "--preload", "pyfib"][..],
-            &["load", "--kernel", "fib:9,pyfib:1", "--requests", "1"],
+            &[
+                "load",
+                "--port",
+                &port,
+                "--kernel",
+                "fib:9,pyfib:1",
+                "--requests",
+                "1",
+            ],
             &[
                 "sweep",
                 "--quick",

@@ -115,14 +115,13 @@ bad reply, unmatched id). Error replies from the server and timeouts are counted
 #[derive(Debug, Clone)]
 pub struct Mix(pub Vec<(Kernel, u32)>);
 
-/// A mix this build can run: a `pyfib` kernel without the `python` feature is refused here,
-/// with the reason, rather than answered with an error reply per request.
+/// A mix of kernels this driver knows by name. Whether the server runs them is the server's
+/// to say: a kernel this build cannot run itself (a `pyfib` kernel without the `python`
+/// feature) is asked about before the run (`load::probe`).
 fn parse_mix(s: &str) -> Result<Mix, String> {
-    let mix = LoadSpec::parse_mix(s).map_err(|e| format!("{e:#}"))?;
-    for (kernel, _) in &mix {
-        kernel.ensure_available()?;
-    }
-    Ok(Mix(mix))
+    LoadSpec::parse_mix(s)
+        .map(Mix)
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn arrival_help(a: Arrival) -> Option<&'static str> {

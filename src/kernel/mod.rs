@@ -208,7 +208,8 @@ impl Kernel {
     /// Why this build cannot run the kernel, or `None` if it can: the `pyfib` kernels need
     /// the `python` cargo feature and, for `pyfib-sub` and `pyfib-ft`, a CPython that has
     /// sub-interpreter GILs or no GIL. The server answers such a request `unknown_kernel` with
-    /// this reason, and `serve`, `load` and `sweep` refuse to start with it.
+    /// this reason, and `serve` and `sweep` refuse to start with it. `load` asks the server
+    /// instead (`load::probe`): the driver only checks results, which needs no Python.
     pub fn why_unavailable(self) -> Option<String> {
         match self {
             Kernel::Pyfib | Kernel::PyfibSub | Kernel::PyfibFt => pyfib::why_unavailable(self),
@@ -217,8 +218,8 @@ impl Kernel {
     }
 
     /// The kernel itself if this build can run it, else the reason it cannot: what `serve
-    /// --preload`, `load` and `sweep` check before they start, rather than collect a grid of
-    /// error replies.
+    /// --preload` and `sweep` (whose servers are this build) check before they start, rather
+    /// than collect a grid of error replies.
     pub fn ensure_available(self) -> Result<Kernel, String> {
         match self.why_unavailable() {
             Some(why) => Err(why),

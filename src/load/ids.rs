@@ -9,16 +9,23 @@
 //! ```text
 //! bits 63..48  run tag     random per run (from the OS, not the seed: two hosts driving one
 //!                          server with the same seed still differ)
-//! bits 47..32  connection  the connection's index in the run
+//! bits 47..32  connection  the connection's index in the run (the last range: the probe's)
 //! bits 31..0   sequence    counts up per connection from 0
 //! ```
+//!
+//! The last of the 2¹⁶ ranges is not a connection's: it numbers the requests of the run's
+//! probe (`load::probe`), sent before the run on a connection of its own.
 //!
 //! Ids stay integers, so encoding one on the hot path is a decimal write, and they grow with
 //! send time within a connection, which the connection's in-flight map relies on to find its
 //! oldest request. A connection would need 2³² requests to leave its range.
 
-/// Most connections one run can number without two sharing an id range.
-pub const MAX_CONNECTIONS: u32 = 1 << 16;
+/// Ranges one run's ids are cut into.
+const RANGES: u32 = 1 << 16;
+
+/// Most connections one run can number without two sharing an id range: every range but the
+/// probe's.
+pub const MAX_CONNECTIONS: u32 = RANGES - 1;
 
 /// The id space of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +49,16 @@ impl RunIds {
     /// The first id connection `index` sends; its later ids count up from it.
     pub fn first(&self, index: u32) -> u64 {
         debug_assert!(index < MAX_CONNECTIONS, "connection {index} out of range");
-        (u64::from(self.tag) << 48) | (u64::from(index & (MAX_CONNECTIONS - 1)) << 32)
+        self.range(index)
+    }
+
+    /// The first id of the run's probe; its later ids count up from it.
+    pub fn probe(&self) -> u64 {
+        self.range(RANGES - 1)
+    }
+
+    fn range(&self, index: u32) -> u64 {
+        (u64::from(self.tag) << 48) | (u64::from(index & (RANGES - 1)) << 32)
     }
 }
 
@@ -63,6 +79,21 @@ mod tests {
                     "conn {conn} seq {seq} repeats an id"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_probe_never_shares_an_id_with_a_connection() {
+        let run = RunIds::with_tag(0xBEEF);
+        let probe = run.probe()..run.probe() + u64::from(u32::MAX);
+        for conn in [0, 1, MAX_CONNECTIONS / 2, MAX_CONNECTIONS - 1] {
+            let first = run.first(conn);
+            let last = first + u64::from(u32::MAX);
+            assert!(
+                !probe.contains(&first) && !probe.contains(&last),
+                "conn {conn}"
+            );
+            assert!(!(first..=last).contains(&run.probe()), "conn {conn}");
         }
     }
 

@@ -28,6 +28,7 @@ pub mod histogram;
 pub mod ids;
 pub mod merge;
 pub mod outcome;
+pub mod probe;
 mod schedule;
 pub mod spec;
 pub mod threads;
@@ -84,6 +85,8 @@ pub async fn run_checked(
             .context("computing the expected results failed")?
     };
     let expected = consistency::Expected::new(spec, expected, seen);
+    let ids = ids::RunIds::random();
+    probe::check_kernels(spec, &ids).await?;
     let streams = connect_all(spec).await;
     if let Some(Err(first)) = streams.iter().find(|s| s.is_err()) {
         if streams.iter().all(Result::is_err) {
@@ -120,7 +123,7 @@ pub async fn run_checked(
         start,
         measure_start,
         end,
-        ids: ids::RunIds::random(),
+        ids,
         recorder: Mutex::new(histogram::Recorder::new(
             spec.mix.len(),
             measure_start,
