@@ -12,6 +12,11 @@ start_serve() {
   port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
 }
 
+# machine_ticks: the machine's idle and total CPU clock ticks so far, all cores (/proc/stat).
+machine_ticks() {
+  awk '/^cpu /{ print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+
 # tree_ticks PID: CPU clock ticks (user + system) used so far by PID and its live
 # descendants (a process pool's workers, prefork's children).
 tree_ticks() {
