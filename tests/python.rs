@@ -77,11 +77,21 @@ mod with_python {
             assert_eq!(r["error"], json!("unknown_kernel"), "{r}");
             assert_eq!(r["detail"], json!(why), "{r}");
         }
-        // No free-threaded CPython on these machines: pyfib-ft is refused, and says what it needs.
+        // No free-threaded CPython on these machines: pyfib-ft is refused, and says what it
+        // needs; `load` stops before its run with the server's reason (its probe).
         if let Some(why) = Kernel::PyfibFt.why_unavailable() {
             assert!(why.contains("free-threaded"), "{why}");
+            let port = server.addr.port().to_string();
             let refused = std::process::Command::new(BIN)
-                .args(["load", "--kernel", "pyfib-ft", "--requests", "1"])
+                .args([
+                    "load",
+                    "--port",
+                    &port,
+                    "--kernel",
+                    "pyfib-ft",
+                    "--requests",
+                    "1",
+                ])
                 .output()
                 .unwrap();
             assert!(!refused.status.success());
