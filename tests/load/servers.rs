@@ -102,6 +102,34 @@ async fn many_pipelined_connections_against_the_stand_in_all_verify() {
     assert!(stdout.contains("320 ok, 0 failed"), "{stdout}");
 }
 
+/// The original server ignores the `kernel` field and runs its fib for every request, so a
+/// kernel this driver cannot run itself (`pyfib-ft`, whose results are fib's) is probed and
+/// then driven: the probe's reply verifies, and its id, from the run's own range, does not
+/// collide in the stand-in's one global map with any connection's.
+#[tokio::test]
+async fn the_stand_in_answers_the_probe_and_the_run_then_verifies() {
+    assert!(Kernel::PyfibFt.why_unavailable().is_some());
+    let (_server, addr) = python_server();
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "-c",
+            "8",
+            "-d",
+            "2",
+            "--requests",
+            "10",
+            "--size",
+            "1000",
+            "--kernel",
+            "fib:1,pyfib-ft:1",
+        ],
+    )
+    .await;
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("80 ok, 0 failed"), "{stdout}");
+}
+
 /// Closed and open loops against the real server with one backend, one worker.
 async fn real_server_suite(backend: &str) {
     let (_server, addr) = real_server(backend, 1);
