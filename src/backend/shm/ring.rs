@@ -12,7 +12,10 @@
 //! - **Who writes what.** A ring's `tail` is written only by its producer, `head` only by its
 //!   consumer; a slot only by the producer, and only while `tail - head < cap` says it is free.
 //!   Each side keeps its own index in a local field and only *stores* it to the mapping: a peer
-//!   that scribbles over it cannot move this side's position.
+//!   that scribbles over it cannot move this side's position. The producer also keeps the
+//!   consumer's `head` as it last read it and reads it again only when that reading says the
+//!   ring is full: heads only grow, so a stale reading can only make the ring look fuller than
+//!   it is, and a push into a ring with room touches no line the consumer writes but the slot.
 //! - **Ordering.** The producer fills the slot with plain (volatile) writes, then stores
 //!   `tail + 1` (SeqCst, which includes Release); the consumer loads `tail` (Acquire) before
 //!   reading the slot, and stores `head + 1` (Release) after copying it out, so the producer
@@ -25,9 +28,10 @@
 //! - **Torn or corrupt slots.** A slot is only read after its tail was published, so an honest
 //!   peer never shows a torn slot. A peer that dies mid-write never published the tail: the
 //!   half-written slot is never read. A peer that writes garbage (a bug, or memory corruption
-//!   in the worker) is caught by the checks on what it published: `tail - head > cap`, a `seq`
-//!   that is not the slot's index, or a `len` over [`PAYLOAD`] are [`Corrupt`], and the server
-//!   treats that worker as crashed. The bytes are copied out before they are decoded, so a peer
+//!   in the worker) is caught by the checks on what it published: `tail - head > cap`, a head
+//!   that moved backwards, a `seq` that is not the slot's index, or a `len` over [`PAYLOAD`] are
+//!   [`Corrupt`], and the server treats that worker as crashed. (The producer checks the head
+//!   when it reads it, that is, when its last reading says the ring is full.) The bytes are copied out before they are decoded, so a peer
 //!   writing while we read can only give us wrong bytes, never an out-of-bounds access.
 //!
 //! The protocol is checked exhaustively (every interleaving of a producer and a sleeping
@@ -218,6 +222,8 @@ pub struct Producer {
     map: Arc<Mapping>,
     which: Which,
     tail: u64,
+    /// The consumer's `head` as last read (with Acquire): every slot before it is free.
+    head: u64,
 }
 
 /// The reading end of one ring.
@@ -233,6 +239,7 @@ impl Producer {
             map,
             which,
             tail: 0,
+            head: 0,
         }
     }
 
@@ -240,20 +247,23 @@ impl Producer {
     pub fn push(&mut self, msg: &[u8]) -> Result<Push, Corrupt> {
         assert!(msg.len() <= PAYLOAD, "message larger than a slot");
         let m = &*self.map;
-        let head = m.head(self.which).load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if used > m.cap {
-            return Err(Corrupt(format!(
-                "ring head {head} ahead of tail {}",
-                self.tail
-            )));
-        }
-        if used == m.cap {
-            return Ok(Push::Full);
+        if self.tail.wrapping_sub(self.head) == m.cap {
+            let head = m.head(self.which).load(Ordering::Acquire);
+            if self.tail.wrapping_sub(head) > m.cap || head.wrapping_sub(self.head) > m.cap {
+                return Err(Corrupt(format!(
+                    "ring head {head} is not between the last one read, {}, and tail {}",
+                    self.head, self.tail
+                )));
+            }
+            self.head = head;
+            if self.tail.wrapping_sub(head) == m.cap {
+                return Ok(Push::Full);
+            }
         }
         let slot = m.slot(self.which, self.tail);
-        // SAFETY: the slot is free (`used < cap`, and the consumer released it with its head
-        // store, which our Acquire load saw); it is SLOT bytes long and PAYLOAD + 12 = SLOT.
+        // SAFETY: the slot is free (`tail - head < cap` for a head the consumer stored after
+        // copying the slot out, which our Acquire load of it saw; heads only grow, so the
+        // slot stays free); it is SLOT bytes long and PAYLOAD + 12 = SLOT.
         unsafe {
             std::ptr::write_volatile(slot as *mut [u8; 8], self.tail.to_le_bytes());
             std::ptr::write_volatile(

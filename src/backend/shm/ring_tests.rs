@@ -86,9 +86,47 @@ fn garbage_from_the_peer_is_corrupt_not_misread() {
     // SAFETY (test): overwrite the sequence of slot 0 while nobody reads it.
     unsafe { std::ptr::write_volatile(map.slot(Which::Jobs, 0) as *mut u64, 9) };
     assert!(c.pop(&mut out).is_err());
-    // A head the consumer never wrote, as a scribbling worker could leave it.
+    // A head the consumer never wrote, as a scribbling worker could leave it, is caught when
+    // the producer next reads it: when the ring looks full.
     map.head(Which::Jobs).store(50, Ordering::SeqCst);
-    assert!(p.push(b"x").is_err());
+    let refused = loop {
+        match p.push(b"x") {
+            Ok(Push::Sent) => continue,
+            other => break other,
+        }
+    };
+    assert!(refused.is_err(), "a head beyond the tail: {refused:?}");
+    // And a head that moves backwards.
+    let (mut p, mut c, map, _fd) = pair(4);
+    for _ in 0..4 {
+        p.push(b"y").unwrap();
+    }
+    for _ in 0..2 {
+        c.pop(&mut out).unwrap();
+    }
+    assert_eq!(p.push(b"y"), Ok(Push::Sent), "the producer read head = 2");
+    assert_eq!(p.push(b"y"), Ok(Push::Sent));
+    map.head(Which::Jobs).store(1, Ordering::SeqCst);
+    assert!(p.push(b"y").is_err(), "a head behind the last one read");
+}
+
+#[test]
+fn the_producer_reads_the_head_only_when_the_ring_looks_full() {
+    let (mut p, mut c, map, _fd) = pair(4);
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        p.push(b"a").unwrap();
+    }
+    // A scribbled head is not read while the producer's last reading leaves room...
+    map.head(Which::Jobs).store(99, Ordering::SeqCst);
+    assert_eq!(p.push(b"a"), Ok(Push::Sent));
+    assert_eq!(p.head, 0);
+    // ...and a real one is read once the ring looks full.
+    map.head(Which::Jobs).store(0, Ordering::SeqCst);
+    c.pop(&mut out).unwrap();
+    assert_eq!(p.push(b"b"), Ok(Push::Sent));
+    assert_eq!(p.head, 1);
+    assert_eq!(p.push(b"c"), Ok(Push::Full));
 }
 
 #[test]
@@ -133,7 +171,8 @@ struct Model {
     sleeping: bool,
     eventfd: u64,
     slots: Vec<Option<u64>>,
-    /// Producer: next item, program counter, local tail.
+    /// Producer: the head as it last read it, next item, program counter.
+    seen_head: u64,
     item: u64,
     ppc: u8,
     /// Consumer: items received, program counter.
@@ -152,6 +191,7 @@ impl Model {
             sleeping: false,
             eventfd: 0,
             slots: vec![None; CAP as usize],
+            seen_head: 0,
             item: 0,
             ppc: 0,
             got: 0,
@@ -170,8 +210,13 @@ impl Model {
         }
         let mut s = self.clone();
         match self.ppc {
-            // load head: full → try again (spinning adds no new states).
-            0 => s.ppc = if s.tail - s.head == CAP { 0 } else { 1 },
+            // Full by the last reading of head: read it again (full still → try again;
+            // spinning adds no new states). Else write with the reading it has.
+            0 if s.tail - s.seen_head == CAP => {
+                s.seen_head = s.head;
+                s.ppc = if s.tail - s.seen_head == CAP { 0 } else { 1 };
+            }
+            0 => s.ppc = 1,
             1 => {
                 s.slots[(s.tail % CAP) as usize] = Some(s.item);
                 s.ppc = 2;
