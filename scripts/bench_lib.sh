@@ -12,6 +12,20 @@ start_serve() {
   port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
 }
 
+# round_order ROUND ITEM...: the items in their order on odd rounds and reversed on even ones,
+# so that over an even number of rounds every item runs as often first as last, and a drift
+# within a round (or an advantage of going first) falls on every item alike.
+round_order() {
+  local round=$1 i
+  shift
+  if [ $((round % 2)) = 1 ]; then
+    echo "$@"
+  else
+    for ((i = $#; i >= 1; i--)); do printf '%s ' "${!i}"; done
+    echo
+  fi
+}
+
 # machine_ticks: the machine's idle and total CPU clock ticks so far, all cores (/proc/stat).
 machine_ticks() {
   awk '/^cpu /{ print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat

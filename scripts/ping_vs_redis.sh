@@ -7,7 +7,8 @@
 #   scripts/ping_vs_redis.sh [BIN] [ROUNDS]
 #
 # BIN defaults to target/release/threadcenter-bench; ROUNDS (default 1) repeats the whole set,
-# backends and redis alternating, so that drift on the machine hits every line alike. Prints
+# the backends and then redis, in reverse order every other round, so that drift on the
+# machine hits every line alike. Prints
 # one line per measurement: requests per second, then the CPU time per request of the server
 # (its whole process tree: prefork's children, a pool's workers) and of the driver (user + system, warm-up included), which moves less from run to
 # run than the rate does and says which side a difference comes from; the summary is
@@ -46,24 +47,28 @@ line() {
       name = (t == "-") ? s : s " " t
       printf "depth %s\t%s\t%s\t%s\t%s\t%s\n", d, name, r, rps, srv, drv >> keep }'
 }
-for round in $(seq "$ROUNDS"); do
-  for backend in $BACKENDS; do
-    start_serve "$out" $SRV "$BIN" serve --port 0 --backend "$backend" --workers 2
-    for depth in 1 16; do
-      for timing in off on; do
-        flag=$([ "$timing" = off ] && echo --no-timing || true)
-        t0=$(tree_ticks "$srv")
-        $DRV "$BIN" load --port "$port" --cmd ping -c 16 -d "$depth" --duration 4s --warmup 1s \
-          $flag --json "$json" >/dev/null
-        t1=$(tree_ticks "$srv")
-        read -r rps n dcpu < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["report"]
+# One server of ours: every depth, timings off and on.
+run_ours() {
+  local backend=$1 depth timing flag t0 t1 rps n dcpu
+  start_serve "$out" $SRV "$BIN" serve --port 0 --backend "$backend" --workers 2
+  for depth in 1 16; do
+    for timing in off on; do
+      flag=$([ "$timing" = off ] && echo --no-timing || true)
+      t0=$(tree_ticks "$srv")
+      $DRV "$BIN" load --port "$port" --cmd ping -c 16 -d "$depth" --duration 4s --warmup 1s \
+        $flag --json "$json" >/dev/null
+      t1=$(tree_ticks "$srv")
+      read -r rps n dcpu < <(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))["report"]
 print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json")
-        line "$backend" "$depth" "$timing" "$rps" $((t1 - t0)) "$n" "$dcpu"
-      done
+      line "$backend" "$depth" "$timing" "$rps" $((t1 - t0)) "$n" "$dcpu"
     done
-    kill "$srv"; wait "$srv" 2>/dev/null || true
   done
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+}
 
+# redis-server with redis-benchmark, at every depth.
+run_redis() {
+  local depth n t0 t1 rps rpid
   $SRV redis-server --port "$rport" --save '' --appendonly no --daemonize yes >/dev/null
   for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
   rpid=$(redis-cli -p "$rport" info server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')
@@ -78,6 +83,12 @@ print(r["throughput_rps"], r["ok"] + r["warmup_ok"], r["client_cpu_s"])' "$json"
   done
   redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
   sleep 0.5
+}
+
+for round in $(seq "$ROUNDS"); do
+  for server in $(round_order "$round" $BACKENDS redis); do
+    if [ "$server" = redis ]; then run_redis; else run_ours "$server"; fi
+  done
 done
 
 # Medians over the rounds, and each against redis at the same depth, round by round.

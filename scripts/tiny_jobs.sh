@@ -6,7 +6,8 @@
 #   scripts/tiny_jobs.sh [BIN] [ROUNDS]
 #
 # BIN defaults to target/release/threadcenter-bench; ROUNDS (default 5) repeats the set,
-# backends alternating, so that drift on the machine hits every backend alike. Each run is a
+# backends in turn, their order reversed every other round, so that drift on the machine hits
+# every backend alike. Each run is a
 # fresh `serve --backend B --workers W` and `load -c C -d D --duration 2s --warmup 500ms --size
 # SIZE --kernel fib`. Prints one line per run: requests per second, then the CPU time per
 # request of the server's whole process tree (workers included) and of the driver, warm-up
@@ -38,7 +39,7 @@ trap 'rm -f "$out" "$lines" "$json"; kill "${srv:-}" 2>/dev/null || true' EXIT
 . "$(dirname "$0")/bench_lib.sh"
 
 for round in $(seq "$ROUNDS"); do
-  for backend in $BACKENDS; do
+  for backend in $(round_order "$round" $BACKENDS); do
     extra=()
     if [ "$backend" = shm ] && [ -n "${SHM_SPIN:-}" ]; then extra=(--spin-us "$SHM_SPIN"); fi
     start_serve "$out" $SRV "$BIN" serve --port 0 --backend "$backend" --workers "$W" "${extra[@]}"
