@@ -100,7 +100,8 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_frame: usize,
-    /// When the first byte of the frame now being assembled arrived.
+    /// When this reader began waiting for the rest of the frame now being assembled (its
+    /// first bytes had just arrived).
     frame_started: Option<Instant>,
     /// When the last read returned: every frame it completed was fully read then.
     read_at: std::time::Instant,
@@ -168,9 +169,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(FrameError::Truncated(self.buf.len()))
                 };
             }
-            if self.frame_started.is_none() {
-                self.frame_started = Some(Instant::now());
-            }
+            // The frame's clock, if these bytes leave one unfinished, starts at the top of the
+            // loop, when this reader next waits for the peer (`get_or_insert_with` above): not
+            // here, so a read costs one clock read, and time spent on the frames it completed
+            // does not count against the peer.
         }
     }
 
