@@ -19,7 +19,9 @@ pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 use crate::backend::{Backend, Job, JobResult};
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
 use crate::kernel::{user, Kernel};
-use crate::protocol::{parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings};
+use crate::protocol::{
+    encode_pong, parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,8 +216,13 @@ impl Outbox {
     /// Encodes `reply` into `st.buf`, its `server_us` (if the client asked for timings)
     /// already stamped. Once the writer has given up, replies are dropped, not buffered.
     fn encode(&self, st: &mut OutState, reply: &Reply) {
+        self.encode_with(st, |o| reply.encode_into(o));
+    }
+
+    /// Appends one reply frame whose payload `fill` writes (see [`Outbox::encode`]).
+    fn encode_with(&self, st: &mut OutState, fill: impl FnOnce(&mut Vec<u8>)) {
         if !self.is_closed() {
-            put_frame_with(&mut st.buf, |o| reply.encode_into(o));
+            put_frame_with(&mut st.buf, fill);
             st.replies += 1;
         }
     }
@@ -242,13 +249,14 @@ impl Outbox {
 
     /// Answers a ping, unless a job in flight holds its id. Returns whether it was answered.
     fn pong(&self, id: &Id, read_at: Option<Instant>) -> bool {
-        let t = read_at.map(|_| Timings::default());
-        let mut reply = Reply::Pong { id: id.clone(), t };
-        stamp(&mut reply, read_at);
+        let t = read_at.map(|at| Timings {
+            server_us: server_us(at),
+            ..Timings::default()
+        });
         self.with_state(|st| {
             let fresh = st.in_flight.is_empty() || !st.in_flight.contains_key(id);
             if fresh {
-                self.encode(st, &reply);
+                self.encode_with(st, |o| encode_pong(id, t.as_ref(), o));
             }
             fresh
         })
@@ -323,13 +331,19 @@ fn duplicate_detail(id: &Id) -> String {
     format!("a request with id {id} is already in flight on this connection")
 }
 
-/// Stamps a timed reply's `server_us`: the time from its request read (`read_at`) to now.
+/// Stamps a timed reply's `server_us` (see [`server_us`]).
 fn stamp(reply: &mut Reply, read_at: Option<Instant>) {
     if let Some(at) = read_at {
         if let Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } = reply {
-            t.server_us = at.elapsed().as_secs_f64() * 1e6;
+            t.server_us = server_us(at);
         }
     }
+}
+
+/// SPEC §2.1's `server_us` for a request read at `read_at`: from then to now, the moment its
+/// reply is encoded.
+fn server_us(read_at: Instant) -> f64 {
+    read_at.elapsed().as_secs_f64() * 1e6
 }
 
 /// Serves one client connection: reads its requests, hands them on, and owes each one reply.

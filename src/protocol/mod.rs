@@ -10,7 +10,7 @@ mod reply;
 mod request;
 
 pub use error::{ErrorCode, ErrorReply};
-pub use reply::{ClientReply, Reply, Timings};
+pub use reply::{encode_pong, ClientReply, Reply, Timings};
 pub use request::{parse_request, Command, Request};
 
 use serde::{Deserialize, Serialize};

@@ -47,12 +47,7 @@ impl Reply {
                 out.extend_from_slice(itoa::Buffer::new().format(*result).as_bytes());
                 put_timings(out, t.as_ref());
             }
-            Reply::Pong { id, t } => {
-                out.extend_from_slice(b"{\"id\":");
-                put_id(out, id);
-                out.extend_from_slice(b",\"ok\":true,\"pong\":true");
-                put_timings(out, t.as_ref());
-            }
+            Reply::Pong { id, t } => encode_pong(id, t.as_ref(), out),
             Reply::Error(e) => {
                 // Serializing this plain struct into a Vec cannot fail.
                 let r = serde_json::to_writer(&mut *out, e);
@@ -67,6 +62,15 @@ impl Reply {
             Reply::Error(e) => e.id.as_ref(),
         }
     }
+}
+
+/// Appends a pong's JSON payload, as [`Reply::Pong`] encodes it, for an id the caller keeps:
+/// the server answers a ping without moving or copying its id.
+pub fn encode_pong(id: &Id, t: Option<&Timings>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"id\":");
+    put_id(out, id);
+    out.extend_from_slice(b",\"ok\":true,\"pong\":true");
+    put_timings(out, t);
 }
 
 /// A reply as a client sees it, parsed leniently: the original Python server echoes every id
