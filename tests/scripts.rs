@@ -1,6 +1,6 @@
 //! The plotting scripts in `scripts/`, run as a user runs them: `python3 scripts/NAME.py` on the
 //! fixture CSVs (two real quick sweeps), checking that every chart is written and that a bad CSV
-//! is refused with a one-line message. Needs only python3 on PATH: the first run makes a virtual
+//! is refused with a one-line message; and the benchmark scripts' shared round order. Needs only python3 on PATH: the first run makes a virtual
 //! environment with `scripts/requirements.txt` under `target/pyenv` (see `scripts/pyenv.rs`).
 
 #[path = "scripts/pyenv.rs"]
@@ -205,4 +205,28 @@ fn a_csv_without_valid_rows_is_refused() {
     let csv = altered_fixture(dir.path(), None, true);
     let out = dir.path().join("out");
     assert_refused(&SCRIPTS, &csv, &out, &["no valid rows"]);
+}
+
+/// The benchmark scripts' round order (`scripts/bench_lib.sh`): as given on odd rounds,
+/// reversed on even ones, so that over two rounds every server runs first once and last once.
+#[test]
+fn bench_scripts_reverse_their_order_every_other_round() {
+    let lib = root().join("scripts/bench_lib.sh");
+    let order = |round: u32, items: &str| -> String {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                ". '{}'; round_order {round} {items}",
+                lib.display()
+            ))
+            .output()
+            .expect("bash runs");
+        assert_ok(&out, "round_order");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(order(1, "process rayon redis"), "process rayon redis");
+    assert_eq!(order(2, "process rayon redis"), "redis rayon process");
+    assert_eq!(order(3, "shm rayon"), "shm rayon");
+    assert_eq!(order(4, "shm rayon"), "rayon shm");
+    assert_eq!(order(2, "shm"), "shm");
 }
