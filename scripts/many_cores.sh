@@ -8,8 +8,9 @@
 # BIN defaults to target/release/threadcenter-bench (build it where the toolchain is and carry
 # it: the run needs nothing else, not even python3); OUT defaults to
 # results/<date>-<cores>c-shm-many. REPEAT (default 30) sets the repetitions, WORKERS (default:
-# every core this process may use) the pool size. At 16 cores the default grid is 300 cells
-# of about a second each, so the whole run, calibration included, takes 5–6 minutes; the
+# every core this process may use) the pool size. The default grid is 300 cells; at 2 cores
+# a cell takes about 0.6 s, and if one takes a second at 16 cores (sixteen workers to start
+# per cell) the run is 5–6 minutes, an estimate no 16-core machine has checked yet. The
 # script prints the sweep's own time at the end. Plots are drawn afterwards, where Python's
 # packages are: python3 scripts/plot_all.py OUT/results.csv --out OUT/plots.
 set -euo pipefail
