@@ -4,7 +4,7 @@
 //! Each connection is one task running a reader and a writer side by side. The reader stops
 //! taking frames from the socket while the connection has `max_in_flight` requests
 //! unanswered (backpressure instead of unbounded buffering). Every request produces exactly one
-//! reply, encoded by whoever answers it straight into the connection's [`Outbox`]; the writer
+//! reply, encoded by whoever answers it straight into the connection's `Outbox`; the writer
 //! takes whatever replies are there in one write.
 //!
 //! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the

@@ -18,6 +18,8 @@ pub struct SweepArgs {
     /// Results root: the sweep makes its own run folder inside it,
     /// DIR/<date>-<host>-<cores>c[-<preset>]/ (printed), for results.csv, env.json and
     /// report.html. A DIR holding env.json is a run folder and is used as it is.
+    // The text is clap's help, shown as written: the angle brackets are not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// The small grid: under 2 minutes on 2 cores (the README's main job).

@@ -1,5 +1,5 @@
 //! `pyfib`, `pyfib-sub`, `pyfib-ft`: [`super::fib`]'s recurrence in pure Python, run by an
-//! embedded CPython ([`crate::python`], cargo feature `python`). Same result as `fib`; the
+//! embedded CPython (`crate::python`, with the cargo feature `python`). Same result as `fib`; the
 //! mechanism is the interpreter's GIL: held by every job (`pyfib`), one per worker thread
 //! (`pyfib-sub`), or none (`pyfib-ft`). The CSV shows it as process ÷ thread throughput and
 //! as `server_vcsw`: threads waiting for a shared GIL block about every 10 ms each.

@@ -41,7 +41,7 @@ impl CpuSplit {
         }
     }
 
-    /// On [`SPLIT_FROM`] or more CPUs: the driver gets max(1, CPUs ÷ 8) of them, the last ones
+    /// On `SPLIT_FROM` or more CPUs: the driver gets max(1, CPUs ÷ 8) of them, the last ones
     /// (CPU 0 often takes the machine's interrupts), the server the rest. Fewer: no split.
     pub fn auto(allowed: &[usize]) -> Option<CpuSplit> {
         if allowed.len() < SPLIT_FROM {
