@@ -22,6 +22,9 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
   the measured window's end) as a share of the window, over every backend and worker count,
   marked where it is over 25 % (the sweep's `overrun` rule). Runs from before `tail_s` existed
   counted the tail in their throughput; their tail is `duration_s` − the window;
+- `table=split`, from `results.csv`: where a request's time goes, per kernel and backend at
+  every size: the p50 latency, server time, queue, compute and transport (SPEC §2.1), each the
+  median over the cell's valid repetitions;
 - `table=model`, from `model.csv`: the model kernel (`gil`) against the real one (`pyfib`):
   each one's process ÷ thread ratio and the ratio of the two with its 95 % interval and what
   it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
@@ -44,6 +47,7 @@ import csv
 import difflib
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -55,6 +59,8 @@ TOLERANCE = 0.25  # src/report/service.rs
 MAX_TAIL_SHARE = 0.25  # src/sweep/cell.rs: a longer drain tail makes a cell `overrun`
 CHALLENGER = "process"
 COMPARATOR = "best thread"
+BACKEND_ORDER = ["process", "shm", "prefork", "rayon", "tokio"]  # src/report/data.rs
+SPLIT = ["lat_p50_us", "server_p50_us", "queue_p50_us", "compute_p50_us", "transport_p50_us"]
 
 
 def service_time(target_us: str, size: str) -> str:
@@ -220,6 +226,41 @@ def tails_table(run: Path) -> str:
     return grid_table(caption, size_columns(rows), sorted({k for k, _ in worst}), cell_of)
 
 
+def split_table(run: Path, workers: int | None) -> str:
+    """Where a request's time goes, per kernel and backend: medians of the cells' p50s."""
+    rows = [r for r in read_rows(run / "results.csv") if r["valid"] == "true"]
+    env = json.loads((run / "env.json").read_text())
+    if workers is None:
+        workers = max(int(r["workers"]) for r in rows)
+    rows = [r for r in rows if int(r["workers"]) == workers]
+    if not rows:
+        raise SystemExit(f"findings.py: {run / 'results.csv'} has no valid rows at {workers} workers")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    order: dict[str, tuple] = {}
+    for r in rows:
+        name = f"`{r['kernel']}` {r['backend']}"
+        rank = BACKEND_ORDER.index(r["backend"]) if r["backend"] in BACKEND_ORDER else 99
+        order[name] = (r["kernel"], rank, r["backend"])
+        label = service_time(r.get("target_us", ""), r["size"])
+        groups.setdefault((name, label), []).append(r)
+
+    def cell_of(name: str, column: str) -> str | None:
+        cell_rows = groups.get((name, column))
+        if not cell_rows:
+            return None
+        medians = [statistics.median(float(r[c]) for r in cell_rows) for c in SPLIT]
+        return " / ".join(f"{m:.1f}" for m in medians)
+
+    caption = (
+        f"where a request's time goes, µs: p50 latency / server / queue / compute / transport "
+        f"(server less queue and compute: the hand-offs inside the server), each the median over "
+        f"a cell's valid repetitions; {workers} workers, {env['cores']} cores "
+        f"({env.get('cpu_model', 'unknown CPU')}). The columns are medians of their own, so "
+        f"they need not add up."
+    )
+    return grid_table(caption, size_columns(rows), sorted(order, key=order.get), cell_of)
+
+
 def model_table(run: Path) -> str:
     """The model's process ÷ thread ratio against the real kernel's, per point and comparator."""
     rows = read_rows(run / "model.csv")
@@ -270,6 +311,8 @@ def table(spec: str, base: Path) -> str:
         return tails_table(folder)
     if kind == "model":
         return model_table(folder)
+    if kind == "split":
+        return split_table(folder, workers)
     raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
 
 
