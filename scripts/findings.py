@@ -92,13 +92,16 @@ def row_counts(results: Path) -> tuple[int, int]:
     return sum(r["valid"] == "true" for r in rows), len(rows)
 
 
-def grid_table(caption: str, columns: list[str], kernels: list[str], cell_of) -> str:
+def grid_table(
+    caption: str, columns: list[str], kernels: list[str], cell_of, rows_are: str = "kernel"
+) -> str:
     """A Markdown table: one row per kernel (backquoted unless already), one column per label,
-    `cell_of(kernel, column)` giving each cell's text or None for "–"."""
+    `cell_of(kernel, column)` giving each cell's text or None for "–"; `rows_are` heads the
+    first column."""
     lines = [
         caption,
         "",
-        "| kernel | " + " | ".join(columns) + " |",
+        f"| {rows_are} | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
     for kernel in kernels:
@@ -258,7 +261,8 @@ def split_table(run: Path, workers: int | None) -> str:
         f"({env.get('cpu_model', 'unknown CPU')}). The columns are medians of their own, so "
         f"they need not add up."
     )
-    return grid_table(caption, size_columns(rows), sorted(order, key=order.get), cell_of)
+    names = sorted(order, key=order.get)
+    return grid_table(caption, size_columns(rows), names, cell_of, "kernel, backend")
 
 
 def model_table(run: Path) -> str:
