@@ -13,12 +13,13 @@
 //! system calls are the same for both echoes, so only the kind of echo differs.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sched::sched_setaffinity;
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use threadcenter::machine::{allowed_cpus, cpu_set, pin_current_thread};
 
 /// An echo on the other end of the pipes: `send` reaches it, its reply comes back on `recv`.
 struct Echo {
@@ -29,19 +30,13 @@ struct Echo {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn pin(pid: Pid, cpu: usize) {
-    let mut set = CpuSet::new();
-    set.set(cpu).expect("a CPU index within CpuSet's range");
-    sched_setaffinity(pid, &set).expect("cannot pin to a CPU");
-}
-
 impl Echo {
     /// A thread of this process that echoes every byte, pinned to `cpu`.
     fn thread(cpu: usize) -> Echo {
         let (to_echo_rd, to_echo_wr) = nix::unistd::pipe().expect("pipe");
         let (from_echo_rd, from_echo_wr) = nix::unistd::pipe().expect("pipe");
         let thread = std::thread::spawn(move || {
-            pin(Pid::from_raw(0), cpu);
+            pin_current_thread(&[cpu]).expect("cannot pin the echo thread");
             let (mut rd, mut wr) = (File::from(to_echo_rd), File::from(from_echo_wr));
             let mut byte = [0u8; 1];
             while matches!(rd.read(&mut byte), Ok(1)) {
@@ -65,7 +60,8 @@ impl Echo {
             .stdout(Stdio::piped())
             .spawn()
             .expect("cat runs");
-        pin(Pid::from_raw(child.id() as i32), cpu);
+        let set = cpu_set(&[cpu]).expect("a CPU a mask can hold");
+        sched_setaffinity(Pid::from_raw(child.id() as i32), &set).expect("cannot pin cat");
         Echo {
             send: Box::new(child.stdin.take().expect("piped stdin")),
             recv: Box::new(child.stdout.take().expect("piped stdout")),
@@ -99,11 +95,7 @@ impl Drop for Echo {
 }
 
 fn switch(c: &mut Criterion) {
-    let me = Pid::from_raw(0);
-    let mine = sched_getaffinity(me).expect("own affinity");
-    let cpus: Vec<usize> = (0..CpuSet::count())
-        .filter(|&i| mine.is_set(i).unwrap_or(false))
-        .collect();
+    let cpus = allowed_cpus();
     let mut g = c.benchmark_group("switch");
     let mut placements = vec![("same-cpu", cpus[0], cpus[0])];
     match cpus.get(1) {
@@ -111,7 +103,7 @@ fn switch(c: &mut Criterion) {
         None => eprintln!("switch/*/cross-cpu skipped: this process may run on one CPU only"),
     }
     for (placement, here, there) in placements {
-        pin(me, here);
+        pin_current_thread(&[here]).expect("cannot pin the bench thread");
         for (name, make) in [
             ("thread", Echo::thread as fn(usize) -> Echo),
             ("process", Echo::process),
@@ -123,7 +115,7 @@ fn switch(c: &mut Criterion) {
         }
     }
     g.finish();
-    sched_setaffinity(me, &mine).expect("restore own affinity");
+    pin_current_thread(&cpus).expect("restore own affinity");
 }
 
 criterion_group!(benches, switch);
