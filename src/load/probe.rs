@@ -15,15 +15,12 @@
 
 use super::ids::RunIds;
 use super::spec::{Cmd, LoadSpec};
-use super::verify::{parse_reply, Encoder};
+use super::verify::{parse_reply, Encoder, MAX_REPLY};
 use crate::connection::{FrameReader, ReadLimits};
 use crate::protocol::ErrorCode;
 use anyhow::{bail, Context};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Replies are small; this bounds what a misbehaving server can make the probe buffer.
-const MAX_REPLY: usize = 64 * 1024;
 
 /// The mix entries this build cannot vouch for, and why.
 fn unvouched(spec: &LoadSpec) -> Vec<(usize, String)> {
