@@ -1,7 +1,8 @@
 //! The plotting scripts in `scripts/`, run as a user runs them: `python3 scripts/NAME.py` on the
 //! fixture CSVs (two real quick sweeps), checking that every chart is written and that a bad CSV
-//! is refused with a one-line message; and the benchmark scripts' shared round order. Needs only python3 on PATH: the first run makes a virtual
-//! environment with `scripts/requirements.txt` under `target/pyenv` (see `scripts/pyenv.rs`).
+//! is refused with a one-line message; and the benchmark scripts' shared round order. Needs
+//! only python3 on PATH: the first run makes a virtual environment with
+//! `scripts/requirements.txt` under `target/pyenv` (see `scripts/pyenv.rs`).
 
 #[path = "scripts/pyenv.rs"]
 mod pyenv;

@@ -31,8 +31,9 @@
 //!   in the worker) is caught by the checks on what it published: `tail - head > cap`, a head
 //!   that moved backwards, a `seq` that is not the slot's index, or a `len` over [`PAYLOAD`] are
 //!   [`Corrupt`], and the server treats that worker as crashed. (The producer checks the head
-//!   when it reads it, that is, when its last reading says the ring is full.) The bytes are copied out before they are decoded, so a peer
-//!   writing while we read can only give us wrong bytes, never an out-of-bounds access.
+//!   when it reads it, that is, when its last reading says the ring is full.) The bytes are
+//!   copied out before they are decoded, so a peer writing while we read can only give us wrong
+//!   bytes, never an out-of-bounds access.
 //!
 //! The protocol is checked exhaustively (every interleaving of a producer and a sleeping
 //! consumer) in the tests below; loom does not fit this crate, because `--cfg loom` is global
