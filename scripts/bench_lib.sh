@@ -31,6 +31,15 @@ machine_ticks() {
   awk '/^cpu /{ print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
 }
 
+# machine_ipis [FILE]: inter-processor interrupts so far, all cores: the rescheduling (RES)
+# and function-call (CAL) ones, which is how the kernel wakes a task on another CPU, and
+# what waking a halted virtual CPU costs a VM exit for (FILE: /proc/interrupts).
+machine_ipis() {
+  awk 'NR == 1 { n = NF }
+    $1 == "RES:" || $1 == "CAL:" { for (i = 2; i <= n + 1; i++) s += $i }
+    END { print s + 0 }' "${1:-/proc/interrupts}"
+}
+
 # tree_ticks PID: CPU clock ticks (user + system) used so far by PID and its live
 # descendants (a process pool's workers, prefork's children).
 tree_ticks() {

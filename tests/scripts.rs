@@ -231,3 +231,33 @@ fn bench_scripts_reverse_their_order_every_other_round() {
     assert_eq!(order(4, "shm rayon"), "rayon shm");
     assert_eq!(order(2, "shm"), "shm");
 }
+
+/// `machine_ipis` sums the rescheduling and function-call interrupts over every CPU, and
+/// nothing else (not the local timer, not the row's description).
+#[test]
+fn bench_scripts_count_the_ipis_of_every_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("interrupts");
+    std::fs::write(
+        &file,
+        "           CPU0       CPU1       CPU2\n\
+         \x20 1:          9          0          0  IO-APIC   1-edge      i8042\n\
+         LOC:     100000      90000      80000   Local timer interrupts\n\
+         RES:         11         22         33   Rescheduling interrupts\n\
+         CAL:        400        500        600   Function call interrupts\n\
+         TLB:          7          8          9   TLB shootdowns\n",
+    )
+    .unwrap();
+    let lib = root().join("scripts/bench_lib.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". '{}'; machine_ipis '{}'",
+            lib.display(),
+            file.display()
+        ))
+        .output()
+        .expect("bash runs");
+    assert_ok(&out, "machine_ipis");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1566");
+}
