@@ -128,7 +128,15 @@ fn per_entry(entries: usize) -> Vec<Histogram<u64>> {
 fn us(v: f64) -> u64 {
     // Negative or NaN timings from a confused server record as 0 rather than wrapping.
     if v > 0.0 {
-        v.round() as u64
+        // `v.round() as u64` without libm's call: the fraction of a positive f64 is exact, so
+        // halves round up as `round` rounds them (an f64 this large has none; the cast
+        // saturates as it would).
+        let whole = v as u64;
+        if v - whole as f64 >= 0.5 {
+            whole.saturating_add(1)
+        } else {
+            whole
+        }
     } else {
         0
     }
@@ -246,6 +254,41 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `us` rounds as `f64::round` does, halves and the values just below them included, and
+    /// records what is not a positive number as 0.
+    #[test]
+    fn timings_round_to_whole_microseconds_as_round_does() {
+        let below_half = 0.5f64.next_down();
+        for v in [
+            0.4,
+            0.5,
+            below_half,
+            1.5,
+            2.5,
+            2.499_999,
+            12.345,
+            1e6 + 0.5,
+            4_503_599_627_370_495.5,
+            9_007_199_254_740_993.0,
+            1e19,
+            1e30,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(us(v), v.round() as u64, "{v}");
+        }
+        for v in [0.0, -0.0, -1.5, f64::NEG_INFINITY, f64::NAN] {
+            assert_eq!(us(v), 0, "{v}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timings_round_as_round_does_anywhere(v in 0.0f64..1e16) {
+            proptest::prop_assert_eq!(us(v), v.round() as u64, "{}", v);
+        }
+    }
 
     #[test]
     fn summary_of_known_values() {

@@ -189,6 +189,13 @@ impl Cursor<'_> {
     /// `123` or `123.456` (no sign, no exponent), parsed as Rust parses an f64: exactly
     /// as serde_json's default reading of the same digits.
     fn decimal(&mut self) -> Option<f64> {
+        // A pong's queue and compute time, and many a job's queue time.
+        if let Some(rest) = self.0.strip_prefix(b"0.000") {
+            if !rest.first().is_some_and(u8::is_ascii_digit) {
+                self.0 = rest;
+                return Some(0.0);
+            }
+        }
         let start = self.0;
         let int = crate::protocol::json_uint_len(start)?;
         self.0 = &start[int..];
@@ -513,6 +520,29 @@ mod tests {
             Some(7)
         );
         assert!(parse_reply(br#"{"id":07,"result":5}"#).is_err());
+    }
+
+    /// The shortcut for a zero reads what the digit-by-digit path reads, and stops where it
+    /// would: a longer number is not cut short.
+    #[test]
+    fn a_zero_reads_as_zero_and_only_as_far_as_it_goes() {
+        for (text, value, rest) in [
+            ("0.000", 0.0, ""),
+            ("0.000,\"x\"", 0.0, ",\"x\""),
+            ("0.000}", 0.0, "}"),
+            ("0.0001}", 0.0001, "}"),
+            ("0.0009", 0.0009, ""),
+            ("0.000000", 0.0, ""),
+            ("0.00}", 0.0, "}"),
+            ("0}", 0.0, "}"),
+        ] {
+            let mut c = Cursor(text.as_bytes());
+            let read = c.decimal().unwrap();
+            assert_eq!(read.to_bits(), f64::to_bits(value), "{text}");
+            assert_eq!(c.0, rest.as_bytes(), "{text}");
+        }
+        // Not a number JSON allows: refused as before.
+        assert_eq!(Cursor(b"00.000").decimal(), None);
     }
 
     proptest::proptest! {

@@ -138,7 +138,11 @@ fn put_timings(out: &mut Vec<u8>, t: Option<&Timings>) {
 /// Microseconds to the nanosecond: `12.345`. A value this cannot write exactly enough (negative,
 /// huge, not finite) goes through serde_json, which writes `null` for what JSON cannot hold.
 fn put_micros(out: &mut Vec<u8>, us: f64) {
-    if us.is_finite() && (0.0..1e12).contains(&us) {
+    if us == 0.0 {
+        // A pong's queue and compute time, and many a job's queue time: what the general case
+        // writes for it, without the arithmetic.
+        out.extend_from_slice(b"0.000");
+    } else if us.is_finite() && (0.0..1e12).contains(&us) {
         // Rounded half up (libm's `round` was a call per value).
         let ns = (us * 1000.0 + 0.5) as u64;
         out.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
@@ -258,5 +262,12 @@ mod tests {
         put_micros(&mut out, 7.0);
         put_micros(&mut out, 0.9999);
         assert_eq!(out, b"12.3460.0007.0001.000");
+        // Zero, as a pong's queue and compute time are: written as any value under half a
+        // nanosecond is.
+        out.clear();
+        put_micros(&mut out, 0.0);
+        put_micros(&mut out, -0.0);
+        put_micros(&mut out, 0.0000004);
+        assert_eq!(out, b"0.0000.0000.000");
     }
 }
