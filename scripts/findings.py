@@ -30,7 +30,11 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
   it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
 - `workers=N`: the worker count the verdict tables show (default: the run's largest);
 - `challenger=NAME`: the process-side backend the verdict tables show (default `process`; a
-  run with `--backends ...,shm,prefork` has rows for those too).
+  run with `--backends ...,shm,prefork` has rows for those too);
+- `comparator=NAME[,NAME...]`: the thread side the verdict tables compare against (default
+  `best thread`, which accounts for picking the better thread backend after the fact); with
+  several, such as `comparator=rayon,tokio`, one row per kernel and comparator, each named
+  before the data is seen, so no choice among them is made.
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
 
@@ -127,13 +131,18 @@ def read_rows(path: Path) -> list[dict]:
         raise SystemExit(f"findings.py: cannot read {path}: {e.strerror}")
 
 
-def verdict_table(run: Path, file: str, workers: int | None, challenger: str) -> str:
+def verdict_table(
+    run: Path, file: str, workers: int | None, challenger: str, comparators: list[str]
+) -> str:
     verdicts_path = run / file
     rows = read_rows(verdicts_path)
     env = json.loads((run / "env.json").read_text())
-    chosen = [r for r in rows if r["challenger"] == challenger and r["comparator"] == COMPARATOR]
-    if not chosen:
-        raise SystemExit(f"findings.py: {verdicts_path} has no {challenger} ÷ {COMPARATOR} rows")
+    for comparator in comparators:
+        if not any(r["challenger"] == challenger and r["comparator"] == comparator for r in rows):
+            raise SystemExit(
+                f"findings.py: {verdicts_path} has no {challenger} ÷ {comparator} rows"
+            )
+    chosen = [r for r in rows if r["challenger"] == challenger and r["comparator"] in comparators]
     noisy = "metric" in chosen[0]
     if workers is None:
         workers = max(int(r["workers"]) for r in chosen)
@@ -144,6 +153,8 @@ def verdict_table(run: Path, file: str, workers: int | None, challenger: str) ->
     by_kernel: dict[str, dict[str, dict]] = {}
     for r in chosen:
         name = f"`{r['kernel']}`: {r['metric']}" if noisy else f"`{r['kernel']}`"
+        if len(comparators) > 1:
+            name += f" ÷ {r['comparator']}"
         by_kernel.setdefault(name, {})[service_time(r["target_us"], r["size"])] = r
     reps = sorted({f"{r['reps_challenger']}/{r['reps_comparator']}" for r in chosen})
     valid, total = row_counts(run / "results.csv")
@@ -154,12 +165,16 @@ def verdict_table(run: Path, file: str, workers: int | None, challenger: str) ->
         else "throughput,"
     )
     caption = (
-        f"{challenger} ÷ {COMPARATOR}, {what} 95 % interval and verdict, {workers} workers, "
+        f"{challenger} ÷ {' and '.join(comparators)}, {what} 95 % interval and verdict, {workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
         f"repetitions {challenger}/threads: {', '.join(reps)}; "
         f"{valid} of {total} rows of results.csv valid."
     )
-    kernels = sorted(by_kernel, key=lambda k: k.replace("`", ""))
+    rank = {c: i for i, c in enumerate(comparators)}
+    kernels = sorted(
+        by_kernel,
+        key=lambda k: (k.split(" ÷ ")[0].replace("`", ""), rank.get(k.split(" ÷ ")[-1], 0)),
+    )
     return grid_table(
         caption,
         columns,
@@ -298,17 +313,18 @@ def table(spec: str, base: Path) -> str:
     opts = {}
     for o in options:
         key, eq, value = o.partition("=")
-        if not eq or key not in ("workers", "table", "challenger"):
+        if not eq or key not in ("workers", "table", "challenger", "comparator"):
             raise SystemExit(f"findings.py: unknown marker option {o!r} in {spec!r}")
         opts[key] = value
     folder = (base / run).resolve()
     workers = int(opts["workers"]) if "workers" in opts else None
     kind = opts.get("table", "verdicts")
     challenger = opts.get("challenger", CHALLENGER)
+    comparators = opts.get("comparator", COMPARATOR).split(",")
     if kind == "verdicts":
-        return verdict_table(folder, "verdicts.csv", workers, challenger)
+        return verdict_table(folder, "verdicts.csv", workers, challenger, comparators)
     if kind == "noisy":
-        return verdict_table(folder, "noisy.csv", workers, challenger)
+        return verdict_table(folder, "noisy.csv", workers, challenger, comparators)
     if kind == "service":
         return service_table(folder)
     if kind == "tails":

@@ -66,6 +66,40 @@ fn a_hand_edited_figure_is_caught_and_write_restores_it() {
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), readme);
 }
 
+/// With several comparators, each gets its own row per kernel, in the order named, and the
+/// figures are that comparator's rows of verdicts.csv.
+#[test]
+fn a_table_against_several_comparators_has_a_row_for_each() {
+    let run = "results/2026-11-28-xeon-2c-shm-4";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("each.md");
+    std::fs::write(
+        &file,
+        format!("<!-- findings: {run} challenger=shm comparator=tokio,rayon -->\n<!-- /findings -->\n"),
+    )
+    .unwrap();
+    let out = findings(&["--write"], &file);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("shm ÷ tokio and rayon, throughput"), "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].starts_with("| `fib` ÷ tokio |"), "{text}");
+    assert!(rows[1].starts_with("| `fib` ÷ rayon |"), "{text}");
+    // The 10 µs cell of each row is that comparator's ratio in verdicts.csv.
+    let csv = std::fs::read_to_string(root().join(run).join("verdicts.csv")).unwrap();
+    for (row, comparator) in rows.iter().zip(["tokio", "rayon"]) {
+        let ratio: f64 = csv
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f[0] == "fib" && f[5] == "10.0" && f[6] == "shm" && f[7] == comparator)
+            .map(|f| f[8].parse().unwrap())
+            .expect("verdicts.csv has the row");
+        let first_cell = row.split('|').nth(2).unwrap().trim();
+        assert!(first_cell.starts_with(&format!("{ratio:.2} [")), "{comparator}: {row}");
+    }
+}
+
 #[test]
 fn a_file_without_markers_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +118,9 @@ fn a_marker_with_an_unknown_option_or_table_is_refused() {
         ("table=median", "unknown table"),
         // A backend the run did not measure.
         ("challenger=shm", "has no shm ÷ best thread rows"),
+        // A comparator it did not measure, alone or beside one it did.
+        ("comparator=nosuch", "has no process ÷ nosuch rows"),
+        ("comparator=rayon,nosuch", "has no process ÷ nosuch rows"),
     ] {
         let file = dir.path().join("bad.md");
         std::fs::write(
