@@ -75,11 +75,17 @@ fn a_table_against_several_comparators_has_a_row_for_each() {
     let file = dir.path().join("each.md");
     std::fs::write(
         &file,
-        format!("<!-- findings: {run} challenger=shm comparator=tokio,rayon -->\n<!-- /findings -->\n"),
+        format!(
+            "<!-- findings: {run} challenger=shm comparator=tokio,rayon -->\n<!-- /findings -->\n"
+        ),
     )
     .unwrap();
     let out = findings(&["--write"], &file);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("shm ÷ tokio and rayon, throughput"), "{text}");
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| `")).collect();
@@ -96,7 +102,10 @@ fn a_table_against_several_comparators_has_a_row_for_each() {
             .map(|f| f[8].parse().unwrap())
             .expect("verdicts.csv has the row");
         let first_cell = row.split('|').nth(2).unwrap().trim();
-        assert!(first_cell.starts_with(&format!("{ratio:.2} [")), "{comparator}: {row}");
+        assert!(
+            first_cell.starts_with(&format!("{ratio:.2} [")),
+            "{comparator}: {row}"
+        );
     }
 }
 

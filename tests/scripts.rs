@@ -208,23 +208,23 @@ fn a_csv_without_valid_rows_is_refused() {
     assert_refused(&SCRIPTS, &csv, &out, &["no valid rows"]);
 }
 
+/// What `command` prints with `scripts/bench_lib.sh` sourced, trimmed; it must succeed.
+fn bench_lib(command: &str) -> String {
+    let lib = root().join("scripts/bench_lib.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(". '{}'; {command}", lib.display()))
+        .output()
+        .expect("bash runs");
+    assert_ok(&out, command);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The benchmark scripts' round order (`scripts/bench_lib.sh`): as given on odd rounds,
 /// reversed on even ones, so that over two rounds every server runs first once and last once.
 #[test]
 fn bench_scripts_reverse_their_order_every_other_round() {
-    let lib = root().join("scripts/bench_lib.sh");
-    let order = |round: u32, items: &str| -> String {
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                ". '{}'; round_order {round} {items}",
-                lib.display()
-            ))
-            .output()
-            .expect("bash runs");
-        assert_ok(&out, "round_order");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let order = |round: u32, items: &str| bench_lib(&format!("round_order {round} {items}"));
     assert_eq!(order(1, "process rayon redis"), "process rayon redis");
     assert_eq!(order(2, "process rayon redis"), "redis rayon process");
     assert_eq!(order(3, "shm rayon"), "shm rayon");
@@ -248,16 +248,8 @@ fn bench_scripts_count_the_ipis_of_every_cpu() {
          TLB:          7          8          9   TLB shootdowns\n",
     )
     .unwrap();
-    let lib = root().join("scripts/bench_lib.sh");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            ". '{}'; machine_ipis '{}'",
-            lib.display(),
-            file.display()
-        ))
-        .output()
-        .expect("bash runs");
-    assert_ok(&out, "machine_ipis");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1566");
+    assert_eq!(
+        bench_lib(&format!("machine_ipis '{}'", file.display())),
+        "1566"
+    );
 }
