@@ -33,8 +33,9 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
   run with `--backends ...,shm,prefork` has rows for those too);
 - `comparator=NAME[,NAME...]`: the thread side the verdict tables compare against (default
   `best thread`, which accounts for picking the better thread backend after the fact); with
-  several, such as `comparator=rayon,tokio`, one row per kernel and comparator, each named
-  before the data is seen, so no choice among them is made.
+  several, such as `comparator=rayon,tokio`, one row per kernel and comparator, each interval
+  for its own comparison. Showing every thread backend the run measured makes no choice among
+  them; showing only the one that looks best would be the choice `best thread` accounts for.
 
 The numbers in the tables are the verdict code's or the CSV's, never typed by hand.
 
@@ -165,7 +166,8 @@ def verdict_table(
         else "throughput,"
     )
     caption = (
-        f"{challenger} ÷ {' and '.join(comparators)}, {what} 95 % interval and verdict, {workers} workers, "
+        f"{challenger} ÷ {' and '.join(comparators)}, {what} 95 % interval and verdict, "
+        f"{workers} workers, "
         f"{env.get('cores', '?')} cores ({env.get('cpu_model', 'unknown CPU')}); "
         f"repetitions {challenger}/threads: {', '.join(reps)}; "
         f"{valid} of {total} rows of results.csv valid."
