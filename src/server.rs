@@ -331,12 +331,11 @@ fn duplicate_detail(id: &Id) -> String {
     format!("a request with id {id} is already in flight on this connection")
 }
 
-/// Stamps a timed reply's `server_us` (see [`server_us`]).
+/// Stamps a timed result's `server_us` (see [`server_us`]). Errors carry no timings, and a
+/// pong is stamped where it is encoded ([`Outbox::pong`]).
 fn stamp(reply: &mut Reply, read_at: Option<Instant>) {
-    if let Some(at) = read_at {
-        if let Reply::Result { t: Some(t), .. } | Reply::Pong { t: Some(t), .. } = reply {
-            t.server_us = server_us(at);
-        }
+    if let (Some(at), Reply::Result { t: Some(t), .. }) = (read_at, reply) {
+        t.server_us = server_us(at);
     }
 }
 
