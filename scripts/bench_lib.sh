@@ -40,6 +40,12 @@ machine_ipis() {
     END { print s + 0 }' "${1:-/proc/interrupts}"
 }
 
+# machine_switches [FILE]: context switches so far, all cores (the `ctxt` row of /proc/stat,
+# FILE): every time a CPU changed task, between threads of one process or across processes.
+machine_switches() {
+  awk '$1 == "ctxt" { print $2 }' "${1:-/proc/stat}"
+}
+
 # tree_ticks PID: CPU clock ticks (user + system) used so far by PID and its live
 # descendants (a process pool's workers, prefork's children).
 tree_ticks() {

@@ -12,7 +12,8 @@
 # SIZE --kernel fib`. Prints one line per run: requests per second, then the CPU time per
 # request of the server's whole process tree (workers included) and of the driver, warm-up
 # included, the share of the machine's CPU time that was idle meanwhile, and the machine's
-# inter-processor interrupts per request (`machine_ipis`).
+# inter-processor interrupts and context switches per request (`machine_ipis`,
+# `machine_switches`).
 # The summary (scripts/rounds.py) gives each backend's medians and, against REF, the ratio of
 # the two rates round by round: its geometric mean with a 95 % interval, its range and how many
 # rounds the backend was ahead, since one round on a shared machine can be off by a fifth.
@@ -47,23 +48,25 @@ for round in $(seq "$ROUNDS"); do
     t0=$(tree_ticks "$srv")
     read -r idle0 all0 < <(machine_ticks)
     ipi0=$(machine_ipis)
+    sw0=$(machine_switches)
     $DRV "$BIN" load --port "$port" -c "$C" -d "$D" --duration 2s --warmup 500ms --size "$SIZE" \
       --kernel fib --json "$json" >/dev/null
     read -r idle1 all1 < <(machine_ticks)
     ipi1=$(machine_ipis)
+    sw1=$(machine_switches)
     t1=$(tree_ticks "$srv")
     kill "$srv"; wait "$srv" 2>/dev/null || true
     python3 - "$json" "$backend" $((t1 - t0)) "$tck" "$round" "$lines" \
-      $((idle1 - idle0)) $((all1 - all0)) $((ipi1 - ipi0)) <<'PY'
+      $((idle1 - idle0)) $((all1 - all0)) $((ipi1 - ipi0)) $((sw1 - sw0)) <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["report"]
 backend, ticks, tck, rnd = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 idle = int(sys.argv[7]) / max(1, int(sys.argv[8])) * 100
 n = r["ok"] + r["warmup_ok"]
 rate, server, driver = r["throughput_rps"], ticks / tck / n * 1e9, r["client_cpu_s"] / n * 1e9
-ipis = int(sys.argv[9]) / n
+ipis, switches = int(sys.argv[9]) / n, int(sys.argv[10]) / n
 print(f"{backend:<8} {rate:10.0f} req/s  server {server:6.0f} ns/req  driver {driver:5.0f} ns/req"
-      f"  idle {idle:4.1f} %  IPIs {ipis:5.3f}/req  (round {rnd})")
+      f"  idle {idle:4.1f} %  IPIs {ipis:5.3f}/req  switches {switches:5.2f}/req  (round {rnd})")
 with open(sys.argv[6], "a") as lines:
     print("tiny", backend, rnd, rate, server, driver, sep="\t", file=lines)
 PY

@@ -253,3 +253,25 @@ fn bench_scripts_count_the_ipis_of_every_cpu() {
         "1566"
     );
 }
+
+/// `machine_switches` reads the machine's context switches from /proc/stat's `ctxt` row,
+/// not from a row that merely starts with it or from the CPU time rows.
+#[test]
+fn bench_scripts_count_the_context_switches() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stat");
+    std::fs::write(
+        &file,
+        "cpu  100 0 50 1000 0 0 0 0 0 0\n\
+         cpu0 50 0 25 500 0 0 0 0 0 0\n\
+         intr 123456 9 0\n\
+         ctxt 987654\n\
+         btime 1700000000\n\
+         processes 4321\n",
+    )
+    .unwrap();
+    assert_eq!(
+        bench_lib(&format!("machine_switches '{}'", file.display())),
+        "987654"
+    );
+}
