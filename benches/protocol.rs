@@ -21,8 +21,14 @@ use threadcenter::protocol::{
 
 /// Request payloads as clients send them: the load driver's shapes and the original Python
 /// client's (string ids, extra whitespace).
-const REQUESTS: [(&str, &str); 5] = [
+const REQUESTS: [(&str, &str); 6] = [
     ("ping", r#"{"id":123456,"cmd":"ping"}"#),
+    // The driver's timed ping: its ids carry a random run tag in the top 16 bits
+    // (`load::ids`), so they have 19 or 20 digits.
+    (
+        "driver_ping",
+        r#"{"id":13835058076757001426,"cmd":"ping","timing":true}"#,
+    ),
     (
         "compute",
         r#"{"id":123456,"cmd":"compute","n":500000,"kernel":"fib","timing":true}"#,
