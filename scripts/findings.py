@@ -64,7 +64,8 @@ TOLERANCE = 0.25  # src/report/service.rs
 MAX_TAIL_SHARE = 0.25  # src/sweep/cell.rs: a longer drain tail makes a cell `overrun`
 CHALLENGER = "process"
 COMPARATOR = "best thread"
-BACKEND_ORDER = ["process", "shm", "prefork", "rayon", "tokio"]  # src/report/data.rs
+# src/report/data.rs's order; tests/findings.rs checks that the two agree.
+BACKEND_ORDER = ["process", "shm", "prefork", "rayon", "tokio"]
 SPLIT = ["lat_p50_us", "server_p50_us", "queue_p50_us", "compute_p50_us", "transport_p50_us"]
 
 

@@ -146,3 +146,32 @@ fn a_marker_with_an_unknown_option_or_table_is_refused() {
         assert!(err.contains(says), "{marker}: {err}");
     }
 }
+
+/// `scripts/findings.py` keeps its own copy of the report's backend order (it runs without a
+/// build): both must rank every backend alike, or a generated table and the report would list
+/// the same rows in different orders.
+#[test]
+fn findings_order_backends_as_the_report_does() {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import findings; print(' '.join(findings.BACKEND_ORDER))")
+        .current_dir(root().join("scripts"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 must be on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    // Every backend, fed in reverse so that the order must come from the ranking.
+    let every = threadcenter::backend::BackendKind::ALL
+        .iter()
+        .rev()
+        .map(|b| b.name().to_string());
+    assert_eq!(python, threadcenter::report::data::order_backends(every));
+}
