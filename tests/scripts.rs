@@ -220,6 +220,15 @@ fn bench_lib(command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// What `scripts/bench_lib.sh`'s `function` prints when given a file holding `fixture` (in
+/// place of /proc/interrupts or /proc/stat).
+fn bench_lib_on(function: &str, fixture: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fixture");
+    std::fs::write(&file, fixture).unwrap();
+    bench_lib(&format!("{function} '{}'", file.display()))
+}
+
 /// The benchmark scripts' round order (`scripts/bench_lib.sh`): as given on odd rounds,
 /// reversed on even ones, so that over two rounds every server runs first once and last once.
 #[test]
@@ -236,42 +245,30 @@ fn bench_scripts_reverse_their_order_every_other_round() {
 /// nothing else (not the local timer, not the row's description).
 #[test]
 fn bench_scripts_count_the_ipis_of_every_cpu() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("interrupts");
-    std::fs::write(
-        &file,
+    let ipis = bench_lib_on(
+        "machine_ipis",
         "           CPU0       CPU1       CPU2\n\
          \x20 1:          9          0          0  IO-APIC   1-edge      i8042\n\
          LOC:     100000      90000      80000   Local timer interrupts\n\
          RES:         11         22         33   Rescheduling interrupts\n\
          CAL:        400        500        600   Function call interrupts\n\
          TLB:          7          8          9   TLB shootdowns\n",
-    )
-    .unwrap();
-    assert_eq!(
-        bench_lib(&format!("machine_ipis '{}'", file.display())),
-        "1566"
     );
+    assert_eq!(ipis, "1566");
 }
 
-/// `machine_switches` reads the machine's context switches from /proc/stat's `ctxt` row,
-/// not from a row that merely starts with it or from the CPU time rows.
+/// `machine_switches` reads the machine's context switches from /proc/stat's `ctxt` row and
+/// nothing else (not the CPU time rows, not the interrupt counts).
 #[test]
 fn bench_scripts_count_the_context_switches() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stat");
-    std::fs::write(
-        &file,
+    let switches = bench_lib_on(
+        "machine_switches",
         "cpu  100 0 50 1000 0 0 0 0 0 0\n\
          cpu0 50 0 25 500 0 0 0 0 0 0\n\
          intr 123456 9 0\n\
          ctxt 987654\n\
          btime 1700000000\n\
          processes 4321\n",
-    )
-    .unwrap();
-    assert_eq!(
-        bench_lib(&format!("machine_switches '{}'", file.display())),
-        "987654"
     );
+    assert_eq!(switches, "987654");
 }
