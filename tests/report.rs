@@ -423,3 +423,41 @@ fn the_scripts_fixture_verdicts_are_what_report_writes() {
         assert!(written == kept, "{name}.verdicts.csv is stale");
     }
 }
+
+/// The resource table's busy share is the server's and the driver's CPU over the load runs'
+/// core-seconds, drain tails included: the figure that tells a backend ahead on idle cores
+/// from one ahead on cheaper requests.
+#[test]
+fn the_resource_table_says_how_busy_the_cores_were() {
+    // Per row: server 4 s (2 workers), driver 0.2 s, over 2 s on 4 cores: 52.5 %; with a
+    // 0.5 s drain tail the same CPU is spread over 2.5 s: 42 %.
+    let mut rows = reps("fib", "rayon", 2, 1000, &[1000.0, 1010.0, 990.0]);
+    for mut r in reps("fib", "tokio", 2, 1000, &[1000.0, 1010.0, 990.0]) {
+        r.tail_s = 0.5;
+        rows.push(r);
+    }
+    let html = render(&rows, None);
+    let section = html
+        .split("<section id=\"resources\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .expect("a resources section");
+    let row_of = |backend: &str| {
+        section
+            .split("<tr")
+            .find(|r| r.contains(&format!("<td>{backend}</td>")))
+            .unwrap_or_else(|| panic!("no {backend} row in {section}"))
+            .to_string()
+    };
+    assert!(section.contains("<th>cores busy %</th>"), "{section}");
+    assert!(
+        row_of("rayon").contains(">52.5</td>"),
+        "{}",
+        row_of("rayon")
+    );
+    assert!(
+        row_of("tokio").contains(">42.0</td>"),
+        "{}",
+        row_of("tokio")
+    );
+}

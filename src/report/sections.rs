@@ -204,7 +204,9 @@ pub fn usl(fits: &[UslRow]) -> Html {
     out
 }
 
-/// Section 5: CPU, memory, faults, context switches and TLB shootdowns per request.
+/// Section 5: CPU, memory, faults, context switches and TLB shootdowns per request, and the
+/// share of the machine's cores the server and the driver kept busy: a backend can lead by
+/// costing less per request or by leaving fewer cores idle, and only the two together say which.
 pub fn resources(rows: &[Row]) -> Html {
     #[derive(Default)]
     struct Sums {
@@ -212,6 +214,9 @@ pub fn resources(rows: &[Row]) -> Html {
         requests: u64,
         server_cpu: f64,
         client_cpu: f64,
+        /// Core-seconds the load runs lasted: the CPU figures were sampled over the window and
+        /// its drain tail.
+        core_s: f64,
         rss: Vec<u64>,
         minflt: u64,
         csw: u64,
@@ -229,6 +234,7 @@ pub fn resources(rows: &[Row]) -> Html {
         s.requests += r.requests;
         s.server_cpu += r.server_cpu_s;
         s.client_cpu += r.client_cpu_s;
+        s.core_s += (r.duration_s + r.tail_s) * f64::from(r.cores);
         s.rss.push(r.server_rss_kib);
         s.minflt += r.server_minflt;
         s.csw += r.server_vcsw + r.server_ivcsw;
@@ -263,6 +269,7 @@ pub fn resources(rows: &[Row]) -> Html {
                 Html::text(&s.cells.to_string()),
                 sig(per(s.server_cpu * 1e6), 3),
                 sig(per(s.client_cpu * 1e6), 3),
+                sig((s.server_cpu + s.client_cpu) / s.core_s * 100.0, 3),
                 sig(rss_mib, 3),
                 sig(per(s.minflt as f64), 3),
                 sig(per(s.csw as f64), 3),
@@ -281,6 +288,7 @@ pub fn resources(rows: &[Row]) -> Html {
             "rows",
             "server CPU µs/req",
             "client CPU µs/req",
+            "cores busy %",
             "peak RSS MiB (mean)",
             "minor faults/req",
             "context switches/req",
