@@ -25,6 +25,10 @@ run folder, a marker may name options, `<!-- findings: RUN workers=2 table=noisy
 - `table=split`, from `results.csv`: where a request's time goes, per kernel and backend at
   every size: the p50 latency, server time, queue, compute and transport (SPEC §2.1), each the
   median over the cell's valid repetitions;
+- `table=cpu`, from `results.csv`: per kernel and backend at every size, the server's CPU per
+  request (its process tree), the driver's, and the share of the machine's cores the two kept
+  busy over the load run, each the median over the cell's valid repetitions: whether a
+  backend's lead comes from costing less per request or from leaving fewer cores idle;
 - `table=model`, from `model.csv`: the model kernel (`gil`) against the real one (`pyfib`):
   each one's process ÷ thread ratio and the ratio of the two with its 95 % interval and what
   it says (`agrees` within the margin, `overstates`, `understates`, `inconclusive`);
@@ -247,8 +251,10 @@ def tails_table(run: Path) -> str:
     return grid_table(caption, size_columns(rows), sorted({k for k, _ in worst}), cell_of)
 
 
-def split_table(run: Path, workers: int | None) -> str:
-    """Where a request's time goes, per kernel and backend: medians of the cells' p50s."""
+def backend_grid(run: Path, workers: int | None, cell_text, describe) -> str:
+    """A table of `results.csv`'s valid rows, one row per kernel and backend, one column per
+    size: `cell_text(rows)` gives a cell from its repetitions' rows, and `describe(workers,
+    env)` the caption."""
     rows = [r for r in read_rows(run / "results.csv") if r["valid"] == "true"]
     env = json.loads((run / "env.json").read_text())
     if workers is None:
@@ -267,20 +273,63 @@ def split_table(run: Path, workers: int | None) -> str:
 
     def cell_of(name: str, column: str) -> str | None:
         cell_rows = groups.get((name, column))
-        if not cell_rows:
-            return None
-        medians = [statistics.median(float(r[c]) for r in cell_rows) for c in SPLIT]
+        return cell_text(cell_rows) if cell_rows else None
+
+    names = sorted(order, key=order.get)
+    return grid_table(
+        describe(workers, env), size_columns(rows), names, cell_of, "kernel, backend"
+    )
+
+
+def machine(workers: int, env: dict) -> str:
+    """The caption's words for the worker count and the run's machine."""
+    return f"{workers} workers, {env['cores']} cores ({env.get('cpu_model', 'unknown CPU')})"
+
+
+def split_table(run: Path, workers: int | None) -> str:
+    """Where a request's time goes, per kernel and backend: medians of the cells' p50s."""
+
+    def cell_text(rows: list[dict]) -> str:
+        medians = [statistics.median(float(r[c]) for r in rows) for c in SPLIT]
         return " / ".join(f"{m:.1f}" for m in medians)
 
-    caption = (
-        f"where a request's time goes, µs: p50 latency / server / queue / compute / transport "
-        f"(server less queue and compute: the hand-offs inside the server), each the median over "
-        f"a cell's valid repetitions; {workers} workers, {env['cores']} cores "
-        f"({env.get('cpu_model', 'unknown CPU')}). The columns are medians of their own, so "
-        f"they need not add up."
-    )
-    names = sorted(order, key=order.get)
-    return grid_table(caption, size_columns(rows), names, cell_of, "kernel, backend")
+    def describe(workers: int, env: dict) -> str:
+        return (
+            f"where a request's time goes, µs: p50 latency / server / queue / compute / "
+            f"transport (server less queue and compute: the hand-offs inside the server), each "
+            f"the median over a cell's valid repetitions; {machine(workers, env)}. The columns "
+            f"are medians of their own, so they need not add up."
+        )
+
+    return backend_grid(run, workers, cell_text, describe)
+
+
+def cpu_table(run: Path, workers: int | None) -> str:
+    """CPU per request on each side and the cores kept busy, per kernel and backend."""
+
+    def per_request(rows: list[dict], column: str) -> float:
+        return statistics.median(float(r[column]) / max(1, int(r["requests"])) * 1e6 for r in rows)
+
+    def busy(r: dict) -> float:
+        # The CPU was sampled over the load run: the window and its drain tail.
+        span = (float(r["duration_s"]) + float(r.get("tail_s") or 0)) * int(r["cores"])
+        return (float(r["server_cpu_s"]) + float(r["client_cpu_s"])) / span
+
+    def cell_text(rows: list[dict]) -> str:
+        server, driver = per_request(rows, "server_cpu_s"), per_request(rows, "client_cpu_s")
+        share = statistics.median(busy(r) for r in rows) * 100
+        return f"{server:.1f} / {driver:.1f} / {share:.0f} %"
+
+    def describe(workers: int, env: dict) -> str:
+        return (
+            f"CPU per request, µs: the server's (its whole process tree, workers included) / "
+            f"the driver's, then the share of the machine's cores the two kept busy over the "
+            f"load run (window and drain tail); each the median over a cell's valid "
+            f"repetitions; {machine(workers, env)}. What the busy share leaves is idle time or "
+            f"other processes'."
+        )
+
+    return backend_grid(run, workers, cell_text, describe)
 
 
 def model_table(run: Path) -> str:
@@ -336,6 +385,8 @@ def table(spec: str, base: Path) -> str:
         return model_table(folder)
     if kind == "split":
         return split_table(folder, workers)
+    if kind == "cpu":
+        return cpu_table(folder, workers)
     raise SystemExit(f"findings.py: unknown table {kind!r} in {spec!r}")
 
 

@@ -19,6 +19,25 @@ fn findings(args: &[&str], file: &Path) -> Output {
         .expect("python3 must be on PATH")
 }
 
+/// The table `findings.py --write` puts under the marker `<!-- findings: SPEC -->` in a file
+/// of its own.
+fn generated(spec: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("table.md");
+    std::fs::write(
+        &file,
+        format!("<!-- findings: {spec} -->\n<!-- /findings -->\n"),
+    )
+    .unwrap();
+    let out = findings(&["--write"], &file);
+    assert!(
+        out.status.success(),
+        "{spec}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&file).unwrap()
+}
+
 #[test]
 fn readme_findings_match_the_committed_runs() {
     for file in ["README.md", "results/README.md"] {
@@ -71,22 +90,7 @@ fn a_hand_edited_figure_is_caught_and_write_restores_it() {
 #[test]
 fn a_table_against_several_comparators_has_a_row_for_each() {
     let run = "results/2026-11-28-xeon-2c-shm-4";
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("each.md");
-    std::fs::write(
-        &file,
-        format!(
-            "<!-- findings: {run} challenger=shm comparator=tokio,rayon -->\n<!-- /findings -->\n"
-        ),
-    )
-    .unwrap();
-    let out = findings(&["--write"], &file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&file).unwrap();
+    let text = generated(&format!("{run} challenger=shm comparator=tokio,rayon"));
     assert!(text.contains("shm ÷ tokio and rayon, throughput"), "{text}");
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| `")).collect();
     assert_eq!(rows.len(), 2, "{text}");
@@ -144,6 +148,66 @@ fn a_marker_with_an_unknown_option_or_table_is_refused() {
         assert!(!out.status.success(), "{marker} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{marker}: {err}");
+    }
+}
+
+/// A `table=cpu` cell is the medians of results.csv's own figures for that cell's valid
+/// repetitions: server and driver CPU per request, and the busy share of the cores over the
+/// load run (window and drain tail).
+#[test]
+fn a_cpu_table_takes_its_figures_from_results_csv() {
+    let run = "results/2026-11-28-xeon-2c-shm-4";
+    let text = generated(&format!("{run} table=cpu"));
+    let mut csv = csv::Reader::from_path(root().join(run).join("results.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    for backend in ["shm", "rayon"] {
+        let cell: Vec<&csv::StringRecord> = rows
+            .iter()
+            .filter(|r| {
+                r[at("valid")] == *"true"
+                    && r[at("kernel")] == *"fib"
+                    && r[at("backend")] == *backend
+                    && r[at("target_us")] == *"10.0"
+            })
+            .collect();
+        assert!(cell.len() > 1, "{backend} has repetitions at 10 µs");
+        let num = |r: &csv::StringRecord, c: &str| r[at(c)].parse::<f64>().unwrap();
+        let per_request = |c: &str| {
+            median(
+                cell.iter()
+                    .map(|r| num(r, c) / num(r, "requests") * 1e6)
+                    .collect(),
+            )
+        };
+        let busy = median(
+            cell.iter()
+                .map(|r| {
+                    (num(r, "server_cpu_s") + num(r, "client_cpu_s"))
+                        / ((num(r, "duration_s") + num(r, "tail_s")) * num(r, "cores"))
+                        * 100.0
+                })
+                .collect(),
+        );
+        let want = format!(
+            "| `fib` {backend} | {:.1} / {:.1} / {busy:.0} % |",
+            per_request("server_cpu_s"),
+            per_request("client_cpu_s")
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&want)),
+            "no row starting {want:?} in:\n{text}"
+        );
     }
 }
 
