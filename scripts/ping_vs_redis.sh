@@ -10,8 +10,10 @@
 # the backends and then redis, in reverse order every other round, so that drift on the
 # machine hits every line alike. Prints
 # one line per measurement: requests per second, then the CPU time per request of the server
-# (its whole process tree: prefork's children, a pool's workers) and of the driver (user + system, warm-up included), which moves less from run to
-# run than the rate does and says which side a difference comes from; the summary is
+# (its whole process tree: prefork's children, a pool's workers) and of the driver (user +
+# system, warm-up included), which moves less from run to run than the rate does and says which
+# side a difference comes from. The server's figure times the rate is about the cores it kept
+# busy: near 1.00 for a server with one I/O thread, that thread is the limit; the summary is
 # scripts/rounds.py's, each rate against redis's in the same round. With PIN=1 every server
 # (ours and redis) runs on CPU 1 and every driver (ours and redis-benchmark) on CPU 0, so the
 # two sides cannot share or swap cores; without it the scheduler places them. BACKENDS picks
@@ -42,8 +44,9 @@ line() {
   awk -v s="$1" -v d="$2" -v t="$3" -v rps="$4" -v ticks="$5" -v n="$6" -v dcpu="$7" -v tck="$tck" \
     -v r="$round" -v keep="$lines" 'BEGIN {
       srv = ticks / tck / n * 1e9; drv = dcpu / n * 1e9
-      printf "%-8s depth %-2s timing %-3s %12.0f req/s  server %5.0f ns/req  driver %5.0f ns/req  (round %s)\n",
-        s, d, t, rps, srv, drv, r
+      printf "%-8s depth %-2s timing %-3s %12.0f req/s  server %5.0f ns/req = %4.2f cores",
+        s, d, t, rps, srv, rps * srv / 1e9
+      printf "  driver %5.0f ns/req  (round %s)\n", drv, r
       name = (t == "-") ? s : s " " t
       printf "depth %s\t%s\t%s\t%s\t%s\t%s\n", d, name, r, rps, srv, drv >> keep }'
 }
