@@ -45,7 +45,13 @@ impl fmt::Display for Id {
 /// flat request reader, the driver's reply reader) share it.
 pub fn json_uint_len(p: &[u8]) -> Option<usize> {
     let n = p.iter().take_while(|b| b.is_ascii_digit()).count();
-    (n > 0 && !(n > 1 && p[0] == b'0')).then_some(n)
+    is_json_uint(p, n).then_some(n)
+}
+
+/// Whether the `n` digits at the front of `p` are an unsigned integer as JSON writes one: at
+/// least one digit, and no leading zero.
+fn is_json_uint(p: &[u8], n: usize) -> bool {
+    n > 0 && !(n > 1 && p[0] == b'0')
 }
 
 /// The unsigned integer at the front of `p` (see [`json_uint_len`]) and its length; `None`
@@ -75,7 +81,7 @@ pub fn json_uint(p: &[u8]) -> Option<(u64, usize)> {
         };
         n += 1;
     }
-    (n > 0 && !(n > 1 && p[0] == b'0')).then_some((v, n))
+    is_json_uint(p, n).then_some((v, n))
 }
 
 /// The value of eight ASCII digits, or `None` if any of the bytes is not one. The usual SWAR
