@@ -148,7 +148,7 @@ fn frames(c: &mut Criterion) {
                         let mut reader = FrameReader::new(wire.as_slice(), DEFAULT_MAX_FRAME);
                         let mut seen = 0;
                         while let Ok(Some(frame)) = reader.read_frame(ReadLimits::NONE).await {
-                            let req: Request = match parse_request(&frame) {
+                            let req: Request = match parse_request(frame) {
                                 Ok(r) => r,
                                 Err(e) => panic!("benchmark request refused: {e:?}"),
                             };

@@ -4,7 +4,9 @@
 //! the parser, with no I/O: every reader is built on it, so the limit check and the meaning of
 //! a partial frame are the same everywhere. [`FrameReader`] reads requests from TCP sockets and
 //! job replies from worker pipes (async, with deadlines); [`BlockingFrameReader`] reads jobs
-//! from a worker's stdin; the load driver calls [`peek_frame`] on its own buffer. Writers
+//! from a worker's stdin; the load driver calls [`peek_frame`] on its own buffer. Both readers
+//! lend each payload in place, borrowed from their buffer until the next call: a frame costs
+//! no copy, no allocation and no reference count. Writers
 //! append frames with [`put_frame`] and [`put_frame_with`].
 //!
 //! No reader allocates from a declared length: the limit is checked on the 4-byte header
@@ -12,7 +14,7 @@
 //! sized once, from the configured limit), so a peer that declares 4 GiB and sends nothing
 //! costs nothing.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use std::io::Read;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -45,16 +47,6 @@ pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<&[u8]>, Oversize> {
         });
     }
     Ok(rest.get(..declared as usize))
-}
-
-/// Takes the first frame off the front of `buf` if it is there whole: the payload is split off
-/// the buffer, not copied.
-pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Oversize> {
-    let Some(len) = peek_frame(buf, max)?.map(<[u8]>::len) else {
-        return Ok(None);
-    };
-    buf.advance(HEADER);
-    Ok(Some(buf.split_to(len).freeze()))
 }
 
 /// Why a frame could not be read.
@@ -99,6 +91,9 @@ impl ReadLimits {
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// Bytes at the front of `buf` of the frame last returned (header and payload): lent to
+    /// the caller in place, dropped from the buffer at the next call.
+    returned: usize,
     max_frame: usize,
     /// When this reader began waiting for the rest of the frame now being assembled (its
     /// first bytes had just arrived).
@@ -116,6 +111,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            returned: 0,
             max_frame,
             frame_started: None,
             read_at: std::time::Instant::now(),
@@ -130,7 +126,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.returned
     }
 
     /// The stream, given back; bytes still buffered are dropped.
@@ -138,11 +134,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.inner
     }
 
+    /// Whether [`buffered_frame`](Self::buffered_frame) has something to return without
+    /// reading: a whole frame, or a header whose declared length refuses one.
+    pub fn ready(&self) -> bool {
+        !matches!(
+            peek_frame(&self.buf[self.returned..], self.max_frame),
+            Ok(None)
+        )
+    }
+
     /// Returns the next frame's payload, `Ok(None)` on a clean close between frames.
-    pub async fn read_frame(&mut self, limits: ReadLimits) -> Result<Option<Bytes>, FrameError> {
+    pub async fn read_frame(&mut self, limits: ReadLimits) -> Result<Option<&[u8]>, FrameError> {
+        if self.wait_for_frame(limits).await? {
+            self.buffered_frame()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads until [`ready`](Self::ready): `Ok(true)`, and
+    /// [`buffered_frame`](Self::buffered_frame) then returns the frame (or its refusal).
+    /// `Ok(false)` on a clean close between frames. The frame returned last is dropped from
+    /// the buffer first. Cancel-safe: bytes read before a cancellation stay buffered.
+    pub async fn wait_for_frame(&mut self, limits: ReadLimits) -> Result<bool, FrameError> {
+        self.release();
         loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Ok(Some(frame));
+            if self.ready() {
+                return Ok(true);
             }
             let wait = if self.buf.is_empty() {
                 limits
@@ -164,7 +182,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.read_at = std::time::Instant::now();
             if n == 0 {
                 return if self.buf.is_empty() {
-                    Ok(None)
+                    Ok(false)
                 } else {
                     Err(FrameError::Truncated(self.buf.len()))
                 };
@@ -176,18 +194,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame if it is already buffered whole, without reading or waiting: takes it
-    /// off the buffer, checking the declared length first. `Ok(None)` means
-    /// [`read_frame`](Self::read_frame) has to wait for more bytes.
-    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let frame = take_frame(&mut self.buf, self.max_frame)?;
-        if frame.is_some() {
-            // The next frame's clock starts when the caller next asks for it (`read_frame`),
-            // even if some of its bytes are here already: time the caller spends not reading
-            // (the server's in-flight cap) must not count against the peer.
-            self.frame_started = None;
-        }
-        Ok(frame)
+    /// The next frame if it is already buffered whole, without reading or waiting, checking
+    /// the declared length first. The payload is lent in place until the next call.
+    /// `Ok(None)` means [`read_frame`](Self::read_frame) has to wait for more bytes.
+    pub fn buffered_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        self.release();
+        let Some(len) = peek_frame(&self.buf, self.max_frame)?.map(<[u8]>::len) else {
+            return Ok(None);
+        };
+        self.returned = HEADER + len;
+        // The next frame's clock starts when the caller next asks for it (`wait_for_frame`),
+        // even if some of its bytes are here already: time the caller spends not reading
+        // (the server's in-flight cap) must not count against the peer.
+        self.frame_started = None;
+        Ok(Some(&self.buf[HEADER..HEADER + len]))
+    }
+
+    /// Drops the frame returned last from the front of the buffer.
+    fn release(&mut self) {
+        self.buf.advance(std::mem::take(&mut self.returned));
     }
 }
 
@@ -286,11 +311,59 @@ mod tests {
             let mut r = FrameReader::new(rx, 1024);
             let mut got = Vec::new();
             while let Some(f) = r.read_frame(ReadLimits::NONE).await.unwrap() {
-                got.push(f);
+                got.push(f.to_vec());
             }
             writer.await.unwrap();
             assert_eq!(got, vec![&b"one"[..], b"", b"three three"]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_lent_frame_leaves_the_buffer_at_the_next_call_and_not_before() {
+        let mut wire = Vec::new();
+        put_frame(&mut wire, b"ab");
+        put_frame(&mut wire, b"cde");
+        wire.extend_from_slice(&[0, 0, 0, 9, b'f']);
+        let mut r = FrameReader::new(wire.as_slice(), 1024);
+        assert!(!r.ready(), "nothing read yet");
+        assert!(r.wait_for_frame(ReadLimits::NONE).await.unwrap());
+        assert!(r.ready());
+        assert_eq!(r.buffered(), wire.len());
+        assert_eq!(r.buffered_frame().unwrap(), Some(&b"ab"[..]));
+        // The lent frame no longer counts as buffered, and the next one is whole.
+        assert_eq!(r.buffered(), wire.len() - 6);
+        assert!(r.ready());
+        assert_eq!(r.buffered_frame().unwrap(), Some(&b"cde"[..]));
+        // Only the start of the third frame is left: not ready, and nothing to take.
+        assert!(!r.ready());
+        assert_eq!(r.buffered(), 5);
+        assert_eq!(r.buffered_frame().unwrap(), None);
+        assert!(matches!(
+            r.read_frame(ReadLimits::NONE).await,
+            Err(FrameError::Truncated(5))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_oversize_header_is_ready_to_be_refused() {
+        let mut wire = vec![0, 0, 0, 1, b'a'];
+        wire.extend_from_slice(&2000u32.to_be_bytes());
+        let mut r = FrameReader::new(wire.as_slice(), 1024);
+        assert_eq!(
+            r.read_frame(ReadLimits::NONE).await.unwrap(),
+            Some(&b"a"[..])
+        );
+        assert!(
+            r.ready(),
+            "an oversize header needs no more bytes to be refused"
+        );
+        assert!(matches!(
+            r.buffered_frame(),
+            Err(FrameError::TooLarge {
+                declared: 2000,
+                max: 1024
+            })
+        ));
     }
 
     #[tokio::test]

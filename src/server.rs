@@ -430,26 +430,31 @@ impl Handler {
                     _ = out.closed.cancelled() => return,
                 },
             }
-            let frame = match frames.buffered_frame() {
-                Ok(None) => {
-                    // Idle means nothing arriving and nothing owed: a client waiting on a
-                    // slow job is not idle.
-                    let idle = (out.slots.available_permits() + 1 == cap)
-                        .then_some(self.config.idle_timeout);
-                    let limits = ReadLimits {
-                        idle,
-                        frame: Some(self.config.frame_deadline),
-                    };
-                    tokio::select! {
-                        f = frames.read_frame(limits) => f,
-                        _ = self.shutdown.cancelled() => return,
-                        _ = out.closed.cancelled() => return,
-                    }
+            let more = if frames.ready() {
+                Ok(true)
+            } else {
+                // Idle means nothing arriving and nothing owed: a client waiting on a slow job
+                // is not idle.
+                let idle =
+                    (out.slots.available_permits() + 1 == cap).then_some(self.config.idle_timeout);
+                let limits = ReadLimits {
+                    idle,
+                    frame: Some(self.config.frame_deadline),
+                };
+                tokio::select! {
+                    more = frames.wait_for_frame(limits) => more,
+                    _ = self.shutdown.cancelled() => return,
+                    _ = out.closed.cancelled() => return,
                 }
-                buffered => buffered,
+            };
+            let read_at = frames.read_at();
+            let frame = match more {
+                Ok(true) => frames.buffered_frame(),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
             };
             match frame {
-                Ok(Some(payload)) => self.dispatch(&payload, frames.read_at()),
+                Ok(Some(payload)) => self.dispatch(payload, read_at),
                 Ok(None) => return,
                 Err(e @ (FrameError::TooLarge { .. } | FrameError::Deadline(_))) => {
                     let reply = Reply::Error(ErrorReply::new(

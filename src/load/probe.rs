@@ -76,7 +76,7 @@ pub async fn check_kernels(spec: &LoadSpec, ids: &RunIds) -> anyhow::Result<()> 
             Err(crate::connection::FrameError::Idle(_)) => bail!(in_time("answer the probe")),
             Err(e) => bail!("the probe's reply could not be read: {e}"),
         };
-        let parsed = parse_reply(&frame).map_err(|e| anyhow::anyhow!("bad reply: {e}"))?;
+        let parsed = parse_reply(frame).map_err(|e| anyhow::anyhow!("bad reply: {e}"))?;
         let Some(k) = parsed
             .id
             .and_then(|id| id.checked_sub(first))

@@ -91,7 +91,7 @@ impl Worker {
         let mut stdout = FrameReader::new(stdout, MAX_PIPE_FRAME);
         let hello = tokio::time::timeout(START_TIMEOUT, stdout.read_frame(ReadLimits::NONE)).await;
         let pid = match hello {
-            Ok(Ok(Some(frame))) => match PipeReply::decode(&frame) {
+            Ok(Ok(Some(frame))) => match PipeReply::decode(frame) {
                 Some(PipeReply::Ready { pid }) => pid,
                 other => {
                     let _ = child.kill().await;
@@ -153,7 +153,7 @@ impl Worker {
     pub async fn recv(&mut self, spin: std::time::Duration) -> Result<PipeReply, String> {
         let Link::Shm { rings, .. } = &mut self.link else {
             return match self.stdout.read_frame(ReadLimits::NONE).await {
-                Ok(Some(frame)) => decode_piped(&frame),
+                Ok(Some(frame)) => decode_piped(frame),
                 Ok(None) => Err("worker exited".into()),
                 Err(e) => Err(e.to_string()),
             };
@@ -176,7 +176,7 @@ impl Worker {
             return rings.try_recv();
         }
         match self.stdout.buffered_frame() {
-            Ok(Some(frame)) => decode_piped(&frame).map(Some),
+            Ok(Some(frame)) => decode_piped(frame).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
