@@ -99,7 +99,7 @@ pub struct FrameReader<R> {
     /// first bytes had just arrived).
     frame_started: Option<Instant>,
     /// When the last read returned: every frame it completed was fully read then.
-    read_at: std::time::Instant,
+    read_at: crate::clock::Stamp,
 }
 
 /// Bytes asked for per read: small enough that a stalled giant frame holds little memory,
@@ -114,13 +114,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             returned: 0,
             max_frame,
             frame_started: None,
-            read_at: std::time::Instant::now(),
+            read_at: crate::clock::Stamp::now(),
         }
     }
 
     /// When the frames now buffered (and the one last returned) were fully read: the moment
     /// the read that brought their last bytes returned. One clock read per read, not per frame.
-    pub fn read_at(&self) -> std::time::Instant {
+    pub fn read_at(&self) -> crate::clock::Stamp {
         self.read_at
     }
 
@@ -179,7 +179,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(_) => return Err(err),
                 },
             };
-            self.read_at = std::time::Instant::now();
+            self.read_at = crate::clock::Stamp::now();
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(false)

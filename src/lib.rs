@@ -9,6 +9,7 @@
 //!   below; nothing in the library depends on it or on clap.
 //! - [`protocol`]: requests, replies, error codes (the wire contract).
 //! - [`connection`]: length-prefixed framing, parsed in one place: sockets, pipes, the driver.
+//! - [`clock`]: the server's clock for request timings (the TSC where the kernel trusts it).
 //! - [`kernel`]: the workloads, each deterministic, each exposing one mechanism; the user's own
 //!   functions (`lib:f`, `py:f`) in [`kernel::user`].
 //! - [`backend`]: where the CPU work runs: worker processes, rayon, tokio's blocking pool.
@@ -28,6 +29,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod connection;
 pub mod kernel;
 pub mod load;

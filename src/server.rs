@@ -17,6 +17,7 @@ mod serve;
 pub use serve::{serve, serve_until_signalled, ServeConfig, ServerConfig};
 
 use crate::backend::{Backend, Job, JobResult};
+use crate::clock::Stamp;
 use crate::connection::{put_frame_with, FrameError, FrameReader, ReadLimits};
 use crate::kernel::{user, Kernel};
 use crate::protocol::{
@@ -26,7 +27,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -49,6 +50,8 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The request clock is chosen (and the TSC calibrated) now, not on the first timed request.
+    crate::clock::init();
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let tracker = TaskTracker::new();
@@ -177,7 +180,7 @@ struct InFlight {
     /// its own job's entry, never a later request's that reuses the id.
     seq: u64,
     /// When the request was read, if the client asked for timings.
-    read_at: Option<Instant>,
+    read_at: Option<Stamp>,
 }
 
 impl OutState {
@@ -242,13 +245,13 @@ impl Outbox {
     }
 
     /// Sends a reply for a request that has no entry in flight: a refusal, or a framing error.
-    fn push(&self, mut reply: Reply, read_at: Option<Instant>) {
+    fn push(&self, mut reply: Reply, read_at: Option<Stamp>) {
         stamp(&mut reply, read_at);
         self.with_state(|st| self.encode(st, &reply));
     }
 
     /// Answers a ping, unless a job in flight holds its id. Returns whether it was answered.
-    fn pong(&self, id: &Id, read_at: Option<Instant>) -> bool {
+    fn pong(&self, id: &Id, read_at: Option<Stamp>) -> bool {
         let t = read_at.map(|at| Timings {
             server_us: server_us(at),
             ..Timings::default()
@@ -292,7 +295,7 @@ impl Outbox {
 
     /// Answers job `seq` with `reply` (which carries its id), if the job is still in flight:
     /// a job the drain deadline has answered already is not answered again.
-    fn settle(&self, seq: u64, mut reply: Reply, read_at: Option<Instant>) {
+    fn settle(&self, seq: u64, mut reply: Reply, read_at: Option<Stamp>) {
         stamp(&mut reply, read_at);
         let Some(id) = reply.id() else {
             debug_assert!(false, "a job's reply always carries its id");
@@ -333,7 +336,7 @@ fn duplicate_detail(id: &Id) -> String {
 
 /// Stamps a timed result's `server_us` (see [`server_us`]). Errors carry no timings, and a
 /// pong is stamped where it is encoded ([`Outbox::pong`]).
-fn stamp(reply: &mut Reply, read_at: Option<Instant>) {
+fn stamp(reply: &mut Reply, read_at: Option<Stamp>) {
     if let (Some(at), Reply::Result { t: Some(t), .. }) = (read_at, reply) {
         t.server_us = server_us(at);
     }
@@ -341,8 +344,8 @@ fn stamp(reply: &mut Reply, read_at: Option<Instant>) {
 
 /// SPEC §2.1's `server_us` for a request read at `read_at`: from then to now, the moment its
 /// reply is encoded.
-fn server_us(read_at: Instant) -> f64 {
-    read_at.elapsed().as_secs_f64() * 1e6
+fn server_us(read_at: Stamp) -> f64 {
+    read_at.elapsed_us()
 }
 
 /// Serves one client connection: reads its requests, hands them on, and owes each one reply.
@@ -479,7 +482,7 @@ impl Handler {
 
     /// Answers or hands on one request, read in full at `read_at`. The request holds one of
     /// the connection's slots, given back when its reply is written.
-    fn dispatch(&self, payload: &[u8], read_at: Instant) {
+    fn dispatch(&self, payload: &[u8], read_at: Stamp) {
         let out = &self.out;
         let req = match parse_request(payload) {
             Ok(r) => r,
