@@ -14,7 +14,7 @@
 //! life, and a reading never goes backwards into a negative time (it saturates at zero).
 //!
 //! Cross-process times (a job's queue time, from its submission to a worker taking it) stay on
-//! `CLOCK_MONOTONIC` ([`crate::backend::pipe::mono_ns`]): a TSC calibration is per process.
+//! `CLOCK_MONOTONIC` ([`crate::backend::mono_ns`]): a TSC calibration is per process.
 
 use std::sync::OnceLock;
 
