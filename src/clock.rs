@@ -1,7 +1,9 @@
 //! The server's clock for SPEC §2.1's `server_us`: read once per socket read (when the frames
 //! it completed were fully read) and once per timed reply (when it is encoded). At depth 16 a
 //! pong is a few hundred nanoseconds of the I/O thread's time, and `clock_gettime` was the
-//! largest user-space item in it, so this clock reads the TSC where that is safe.
+//! largest user-space item in it, so this clock reads the TSC where that is safe. The process
+//! pools' dispatchers, on the same thread, read it once per reply too (when the worker's next
+//! job started, for its timeout).
 //!
 //! Safe means the kernel itself keeps time with the TSC: its clocksource is `tsc`, which Linux
 //! picks only for a TSC that is invariant and in step across cores, and which its watchdog
@@ -17,6 +19,7 @@
 //! `CLOCK_MONOTONIC` ([`crate::backend::mono_ns`]): a TSC calibration is per process.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// A moment on this process's request clock.
 #[derive(Debug, Clone, Copy)]
@@ -42,18 +45,23 @@ impl Stamp {
         }
     }
 
-    /// Microseconds from this stamp to now.
+    /// Time from this stamp to now; zero for a stamp not yet reached.
     #[inline]
-    pub fn elapsed_us(self) -> f64 {
-        let d = match self {
+    pub fn elapsed(self) -> Duration {
+        match self {
             Stamp::Tsc(at) => match TSC.get() {
                 Some(Some(clock)) => clock.now().saturating_duration_since(at),
                 // A TSC stamp exists only once the clock was chosen as the TSC's.
-                _ => std::time::Duration::ZERO,
+                _ => Duration::ZERO,
             },
             Stamp::Os(at) => at.elapsed(),
-        };
-        d.as_secs_f64() * 1e6
+        }
+    }
+
+    /// Microseconds from this stamp to now.
+    #[inline]
+    pub fn elapsed_us(self) -> f64 {
+        self.elapsed().as_secs_f64() * 1e6
     }
 
     /// Whether this process's request clock is the TSC's.
@@ -80,7 +88,7 @@ fn kernel_keeps_time_with_tsc(current_clocksource: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     #[test]
     fn only_the_kernels_own_tsc_clocksource_counts() {

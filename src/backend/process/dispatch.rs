@@ -5,6 +5,7 @@ use super::worker::Worker;
 use super::{Pending, Shared};
 use crate::backend::pipe::{PipeJob, PipeReply};
 use crate::backend::{dropped_unstarted, micros_between, Done, Failure, Transport};
+use crate::clock::Stamp;
 use crate::protocol::ErrorCode;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -41,8 +42,9 @@ pub(super) async fn serve(
     carry: &mut VecDeque<Pending>,
     shared: &Shared,
 ) -> Ended {
-    // When the oldest job in flight started executing (the worker runs them in order).
-    let mut running_since = Instant::now();
+    // When the oldest job in flight started executing (the worker runs them in order): read
+    // once per reply, so on the request clock, not `clock_gettime`.
+    let mut running_since = Stamp::now();
     let mut queue_closed = false;
     // Recent jobs' cost on this worker (ns), which sets how many to write ahead.
     let mut job_ns: Option<u64> = None;
@@ -58,11 +60,11 @@ pub(super) async fn serve(
     };
     // Until when this dispatcher, its worker just emptied, polls the queue for the next job
     // (shm, tiny jobs) instead of listening: its worker is still spinning.
-    let mut hot_until: Option<Instant> = None;
+    let mut hot_until: Option<(Stamp, Duration)> = None;
     // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
     // lazily, when it fires early for a job that finished: moving it on every reply would
     // cost a timer-wheel update per job.
-    let timer = tokio::time::sleep_until(running_since + shared.timeout);
+    let timer = tokio::time::sleep(shared.timeout);
     tokio::pin!(timer);
     let abort = shared.abort.cancelled();
     tokio::pin!(abort);
@@ -88,7 +90,7 @@ pub(super) async fn serve(
                 continue;
             }
             if in_flight.is_empty() {
-                running_since = Instant::now();
+                running_since = Stamp::now();
                 shared.idle.fetch_sub(1, Ordering::AcqRel);
             }
             let sent = w.send(&PipeJob {
@@ -129,9 +131,9 @@ pub(super) async fn serve(
             }
             None => {
                 let room = room(in_flight, depth) && !queue_closed;
-                if let Some(until) = hot_until.take() {
+                if let Some((since, spin)) = hot_until.take() {
                     if room && in_flight.is_empty() && carry.is_empty() {
-                        match poll_queue(shared, until).await {
+                        match poll_queue(shared, since, spin).await {
                             Polled::Job(p) => carry.push_back(p),
                             Polled::Closed => queue_closed = true,
                             Polled::Nothing => {}
@@ -170,11 +172,11 @@ pub(super) async fn serve(
                     }
                     _ = look_again => None,
                     _ = &mut timer, if !in_flight.is_empty() => {
-                        let deadline = running_since + shared.timeout;
-                        if Instant::now() >= deadline {
+                        let ran = running_since.elapsed();
+                        if ran >= shared.timeout {
                             return Ended::TimedOut;
                         }
-                        timer.as_mut().reset(deadline);
+                        timer.as_mut().reset(Instant::now() + (shared.timeout - ran));
                         None
                     }
                     _ = &mut abort => return Ended::Aborted,
@@ -192,11 +194,11 @@ pub(super) async fn serve(
         if let Err(ended) = on_reply(reply, in_flight, &mut job_ns, &mut depth, shared) {
             return ended;
         }
-        running_since = Instant::now();
+        running_since = Stamp::now();
         if in_flight.is_empty() {
             shared.idle.fetch_add(1, Ordering::AcqRel);
             if !spin.is_zero() {
-                hot_until = Some(Instant::now() + spin);
+                hot_until = Some((running_since, spin));
             }
         }
     }
@@ -249,11 +251,11 @@ enum Polled {
     Nothing,
 }
 
-/// An idle dispatcher whose worker has just finished a tiny job looks for the next one until
-/// `until`, re-checking the queue after each yield (the I/O thread keeps serving its other
+/// An idle dispatcher whose worker has just finished a tiny job looks for the next one for
+/// `spin` from `since`, re-checking the queue after each yield (the I/O thread keeps serving its other
 /// tasks). Other idle dispatchers hold back meanwhile (`Shared::polling`); they are told when
 /// this starts and when it stops, however it stops.
-async fn poll_queue(shared: &Shared, until: Instant) -> Polled {
+async fn poll_queue(shared: &Shared, since: Stamp, spin: Duration) -> Polled {
     struct Polling<'a>(&'a Shared);
     impl Drop for Polling<'_> {
         fn drop(&mut self) {
@@ -271,7 +273,7 @@ async fn poll_queue(shared: &Shared, until: Instant) -> Polled {
             Err(async_channel::TryRecvError::Closed) => return Polled::Closed,
             Err(async_channel::TryRecvError::Empty) => {}
         }
-        if Instant::now() >= until || shared.abort.is_cancelled() {
+        if since.elapsed() >= spin || shared.abort.is_cancelled() {
             return Polled::Nothing;
         }
         tokio::task::yield_now().await;

@@ -122,17 +122,19 @@ impl ServerRings {
     /// without blocking), but does not go to sleep, so a reply due within the budget costs
     /// neither the worker's eventfd write nor this thread's wake-up.
     pub async fn recv(&mut self, spin: std::time::Duration) -> Result<PipeReply, String> {
-        let mut spin_until = None;
+        let mut spin_from = None;
         loop {
             if let Some(r) = self.try_recv()? {
                 return Ok(r);
             }
-            if !spin.is_zero() {
-                let now = std::time::Instant::now();
-                if now < *spin_until.get_or_insert(now + spin) {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
+            if !spin.is_zero()
+                && spin_from
+                    .get_or_insert_with(crate::clock::Stamp::now)
+                    .elapsed()
+                    < spin
+            {
+                tokio::task::yield_now().await;
+                continue;
             }
             if !self.replies.prepare_sleep() {
                 continue;
