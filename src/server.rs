@@ -450,6 +450,8 @@ impl Handler {
                     _ = out.closed.cancelled() => return,
                 }
             };
+            // The frame is lent from `frames` until the next call, so its read time is read
+            // first.
             let read_at = frames.read_at();
             let frame = match more {
                 Ok(true) => frames.buffered_frame(),
