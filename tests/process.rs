@@ -123,6 +123,32 @@ fn a_job_past_the_timeout_gets_timeout_and_its_worker_is_replaced() {
     });
 }
 
+/// The timeout is per job, from when that job began: a worker kept busy by jobs back to back
+/// for longer than the timeout, each well within it, loses none of them. (The dispatcher's
+/// timer is armed once and re-armed from the running job's start whenever it fires early.)
+#[test]
+fn jobs_back_to_back_for_longer_than_the_timeout_each_within_it_all_succeed() {
+    on_backends(&PROCESS_POOLS, |backend| {
+        let server = Server::start(backend, 1, &["--job-timeout", "300ms"]);
+        let mut c = server.connect();
+        // Six 100 ms jobs pipelined to one worker: 600 ms of work, twice the timeout.
+        for id in 0..6u64 {
+            c.send(&json!({"id": id, "cmd": "compute", "kernel": "sleep", "n": 100_000}));
+        }
+        let mut answered = Vec::new();
+        for _ in 0..6 {
+            let r = c.recv().expect("a reply for every job");
+            assert!(
+                r.get("error").is_none(),
+                "a job within its timeout failed: {r}"
+            );
+            answered.push(json_u64(&r, "id"));
+        }
+        answered.sort_unstable();
+        assert_eq!(answered, (0..6).collect::<Vec<_>>());
+    });
+}
+
 /// On `shm`, one tiny job at a time goes back to the worker that has just finished one (still
 /// spinning), not to the one that has waited longest (asleep): the idle workers do not take
 /// turns. With a spin budget long enough to cover the whole round trip, the hot worker spins
