@@ -75,9 +75,20 @@ pub fn init() {
     let _ = Stamp::now();
 }
 
+/// The clock a server on this machine times requests with, by name: `tsc` where the kernel
+/// keeps time with the TSC, else `monotonic` (std's `Instant`). Decided from sysfs alone, with
+/// no calibration, so the sweep can record it in `env.json`.
+pub fn source() -> &'static str {
+    let current = std::fs::read_to_string(CLOCKSOURCE).unwrap_or_default();
+    if kernel_keeps_time_with_tsc(&current) {
+        "tsc"
+    } else {
+        "monotonic"
+    }
+}
+
 fn choose() -> Option<quanta::Clock> {
-    let source = std::fs::read_to_string(CLOCKSOURCE).unwrap_or_default();
-    kernel_keeps_time_with_tsc(&source).then(quanta::Clock::new)
+    (source() == "tsc").then(quanta::Clock::new)
 }
 
 /// Whether sysfs's `current_clocksource` names the TSC.
@@ -130,6 +141,8 @@ mod tests {
             kernel_keeps_time_with_tsc(&kernel),
             "{kernel:?}"
         );
+        // The name the sweep records is the clock the server gets.
+        assert_eq!(source(), if Stamp::is_tsc() { "tsc" } else { "monotonic" });
     }
 
     #[test]

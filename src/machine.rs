@@ -151,6 +151,9 @@ pub struct Environment {
     pub git_dirty: Option<bool>,
     /// Whether [`tlb_shootdowns`] can be read here: without it the CSV's column stays empty.
     pub tlb_interrupts_exposed: bool,
+    /// The clock a server on this machine times requests with (SPEC §2.1's `server_us`):
+    /// `tsc` or `monotonic` ([`crate::clock::source`]).
+    pub request_clock: &'static str,
 }
 
 impl Environment {
@@ -181,6 +184,7 @@ impl Environment {
             git_revision: command_line("git", &["rev-parse", "--short", "HEAD"]),
             git_dirty: command_line("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
             tlb_interrupts_exposed: tlb_shootdowns().is_some(),
+            request_clock: crate::clock::source(),
         }
     }
 }

@@ -433,6 +433,12 @@ fn every_backend_sweeps_side_by_side_and_shm_is_its_own_challenger() {
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
     assert_eq!(env["spin_us"], serde_json::json!(5));
+    // The clock the servers timed requests with is on record, and is this machine's.
+    assert_eq!(
+        env["request_clock"],
+        serde_json::json!(threadcenter::clock::source())
+    );
+    assert!(["tsc", "monotonic"].contains(&threadcenter::clock::source()));
     let verdicts =
         threadcenter::report::compare::read_csv(&out.join("verdicts.csv")).expect("verdicts.csv");
     assert!(verdicts
