@@ -43,10 +43,19 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
             // Scale once more from runs at that n: a kernel whose cost per step changes with n
             // (`table` leaving a cache level) lands far off after one linear step.
             let times: Vec<f64> = (0..ESTIMATES).map(|_| time(n)).collect();
-            scaled_median(n, target, &times).clamp(1, kernel.max_n())
+            let n = scaled_median(n, target, &times).clamp(1, kernel.max_n());
+            // Check the size the way the sweep will report it, and scale again while it is
+            // off (see `settle`).
+            return settle(n, target, kernel.max_n(), |n| single_job_us(&time, n));
         }
         (None, None) => 1,
     };
+    (n, single_job_us(&time, n))
+}
+
+/// The single-job time the sweep records for a size: the median of at least 5 timed runs, and
+/// of as many as 100 ms allows (up to 200).
+fn single_job_us(time: &impl Fn(u64) -> f64, n: u64) -> f64 {
     let mut samples: Vec<f64> = Vec::new();
     let budget = Instant::now();
     while samples.len() < 5
@@ -55,7 +64,65 @@ pub fn calibrate(kernel: Kernel, target_us: Option<f64>, given_n: Option<u64>) -
         samples.push(time(n));
     }
     samples.sort_by(f64::total_cmp);
-    (n, samples[samples.len() / 2])
+    samples[samples.len() / 2]
+}
+
+/// How far the checked single-job time may be from the target before the size is scaled
+/// again: well inside the report's 25 % mark (`report::service::TOLERANCE`), so a size that
+/// settles is on target there with room to spare.
+pub const SETTLE_TOLERANCE: f64 = 0.05;
+
+/// Scalings after the first check before the size is kept as it is.
+const SETTLE_ROUNDS: usize = 3;
+
+/// Measures the single-job time at `n` with `measure`; while it is more than
+/// [`SETTLE_TOLERANCE`] off `target_us`, sizes again and measures again, at most
+/// [`SETTLE_ROUNDS`] times. Returns the size and its measured time: the last one tried if it
+/// settled, else whichever came closest. The estimates before this are short runs; on a
+/// machine whose speed changed between them and the check (a frequency step, a neighbour's
+/// burst), a size sized from them alone can miss by a third (`results/2026-11-28-xeon-2c-shm-4`
+/// did, at 50 µs), and the sweep would then run every backend at a service time other than its
+/// label.
+///
+/// The first new size assumes time linear in `n`. After that the time is taken to grow as
+/// `n^e`, with `e` from the last two sizes tried (kept within 0.5..=2, so that one noisy
+/// reading cannot send the size far), which brings a kernel whose cost per step changes with
+/// `n` (`table` leaving a cache level) in where linear steps would overshoot back and forth.
+pub(crate) fn settle(
+    n: u64,
+    target_us: f64,
+    max_n: u64,
+    mut measure: impl FnMut(u64) -> f64,
+) -> (u64, f64) {
+    let off = |t: f64| (t / target_us - 1.0).abs();
+    let mut tried = (n, measure(n));
+    let mut best = tried;
+    let mut before: Option<(u64, f64)> = None;
+    for _ in 0..SETTLE_ROUNDS {
+        let (n, t) = tried;
+        if off(t) <= SETTLE_TOLERANCE || t.is_nan() || t <= 0.0 {
+            return tried;
+        }
+        let e = before
+            .map(|(n0, t0)| (t / t0).ln() / (n as f64 / n0 as f64).ln())
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .map_or(1.0, |e| e.clamp(0.5, 2.0));
+        let next = ((n as f64) * (target_us / t).powf(1.0 / e)).round() as u64;
+        let next = next.clamp(1, max_n);
+        if next == n {
+            return tried;
+        }
+        before = Some(tried);
+        tried = (next, measure(next));
+        if off(tried.1) < off(best.1) {
+            best = tried;
+        }
+    }
+    if off(tried.1) <= SETTLE_TOLERANCE {
+        tried
+    } else {
+        best
+    }
 }
 
 /// Timed runs the size is estimated from; odd, so the median is one of them.
