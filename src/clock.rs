@@ -36,7 +36,8 @@ const CLOCKSOURCE: &str = "/sys/devices/system/clocksource/clocksource0/current_
 
 impl Stamp {
     /// Now. The first call in a process chooses the clock and, for the TSC, calibrates it
-    /// (under a millisecond here): [`init`] makes that call before any request is timed.
+    /// (under a millisecond on the development VM; `quanta` gives up at 200 ms): [`init`] makes
+    /// that call before any request is timed.
     #[inline]
     pub fn now() -> Stamp {
         match TSC.get_or_init(choose) {
