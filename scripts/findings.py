@@ -251,10 +251,10 @@ def tails_table(run: Path) -> str:
     return grid_table(caption, size_columns(rows), sorted({k for k, _ in worst}), cell_of)
 
 
-def backend_grid(run: Path, workers: int | None, cell_text, describe) -> str:
+def backend_grid(run: Path, workers: int | None, cell_text, what: str, note: str) -> str:
     """A table of `results.csv`'s valid rows, one row per kernel and backend, one column per
-    size: `cell_text(rows)` gives a cell from its repetitions' rows, and `describe(workers,
-    env)` the caption."""
+    size: `cell_text(rows)` gives a cell from its repetitions' rows. The caption is `what`,
+    the worker count and the run's machine, then `note`."""
     rows = [r for r in read_rows(run / "results.csv") if r["valid"] == "true"]
     env = json.loads((run / "env.json").read_text())
     if workers is None:
@@ -276,14 +276,9 @@ def backend_grid(run: Path, workers: int | None, cell_text, describe) -> str:
         return cell_text(cell_rows) if cell_rows else None
 
     names = sorted(order, key=order.get)
-    return grid_table(
-        describe(workers, env), size_columns(rows), names, cell_of, "kernel, backend"
-    )
-
-
-def machine(workers: int, env: dict) -> str:
-    """The caption's words for the worker count and the run's machine."""
-    return f"{workers} workers, {env['cores']} cores ({env.get('cpu_model', 'unknown CPU')})"
+    machine = f"{workers} workers, {env['cores']} cores ({env.get('cpu_model', 'unknown CPU')})"
+    caption = f"{what}; {machine}. {note}"
+    return grid_table(caption, size_columns(rows), names, cell_of, "kernel, backend")
 
 
 def split_table(run: Path, workers: int | None) -> str:
@@ -293,15 +288,13 @@ def split_table(run: Path, workers: int | None) -> str:
         medians = [statistics.median(float(r[c]) for r in rows) for c in SPLIT]
         return " / ".join(f"{m:.1f}" for m in medians)
 
-    def describe(workers: int, env: dict) -> str:
-        return (
-            f"where a request's time goes, µs: p50 latency / server / queue / compute / "
-            f"transport (server less queue and compute: the hand-offs inside the server), each "
-            f"the median over a cell's valid repetitions; {machine(workers, env)}. The columns "
-            f"are medians of their own, so they need not add up."
-        )
-
-    return backend_grid(run, workers, cell_text, describe)
+    what = (
+        "where a request's time goes, µs: p50 latency / server / queue / compute / transport "
+        "(server less queue and compute: the hand-offs inside the server), each the median "
+        "over a cell's valid repetitions"
+    )
+    note = "The columns are medians of their own, so they need not add up."
+    return backend_grid(run, workers, cell_text, what, note)
 
 
 def cpu_table(run: Path, workers: int | None) -> str:
@@ -320,16 +313,13 @@ def cpu_table(run: Path, workers: int | None) -> str:
         share = statistics.median(busy(r) for r in rows) * 100
         return f"{server:.1f} / {driver:.1f} / {share:.0f} %"
 
-    def describe(workers: int, env: dict) -> str:
-        return (
-            f"CPU per request, µs: the server's (its whole process tree, workers included) / "
-            f"the driver's, then the share of the machine's cores the two kept busy over the "
-            f"load run (window and drain tail); each the median over a cell's valid "
-            f"repetitions; {machine(workers, env)}. What the busy share leaves is idle time or "
-            f"other processes'."
-        )
-
-    return backend_grid(run, workers, cell_text, describe)
+    what = (
+        "CPU per request, µs: the server's (its whole process tree, workers included) / the "
+        "driver's, then the share of the machine's cores the two kept busy over the load run "
+        "(window and drain tail); each the median over a cell's valid repetitions"
+    )
+    note = "What the busy share leaves is idle time or other processes'."
+    return backend_grid(run, workers, cell_text, what, note)
 
 
 def model_table(run: Path) -> str:
