@@ -58,9 +58,9 @@ pub(super) async fn serve(
         in_flight.is_empty()
             || (in_flight.len() < depth && shared.idle.load(Ordering::Acquire) == 0)
     };
-    // Until when this dispatcher, its worker just emptied, polls the queue for the next job
-    // (shm, tiny jobs) instead of listening: its worker is still spinning.
-    let mut hot_until: Option<(Stamp, Duration)> = None;
+    // Since when, and for how long, this dispatcher, its worker just emptied, polls the queue
+    // for the next job (shm, tiny jobs) instead of listening: its worker is still spinning.
+    let mut hot: Option<(Stamp, Duration)> = None;
     // One timer and one cancellation wait for the worker's whole life. The timer is re-armed
     // lazily, when it fires early for a job that finished: moving it on every reply would
     // cost a timer-wheel update per job.
@@ -131,7 +131,7 @@ pub(super) async fn serve(
             }
             None => {
                 let room = room(in_flight, depth) && !queue_closed;
-                if let Some((since, spin)) = hot_until.take() {
+                if let Some((since, spin)) = hot.take() {
                     if room && in_flight.is_empty() && carry.is_empty() {
                         match poll_queue(shared, since, spin).await {
                             Polled::Job(p) => carry.push_back(p),
@@ -198,7 +198,7 @@ pub(super) async fn serve(
         if in_flight.is_empty() {
             shared.idle.fetch_add(1, Ordering::AcqRel);
             if !spin.is_zero() {
-                hot_until = Some((running_since, spin));
+                hot = Some((running_since, spin));
             }
         }
     }
@@ -252,9 +252,9 @@ enum Polled {
 }
 
 /// An idle dispatcher whose worker has just finished a tiny job looks for the next one for
-/// `spin` from `since`, re-checking the queue after each yield (the I/O thread keeps serving its other
-/// tasks). Other idle dispatchers hold back meanwhile (`Shared::polling`); they are told when
-/// this starts and when it stops, however it stops.
+/// `spin` from `since`, re-checking the queue after each yield (the I/O thread keeps serving
+/// its other tasks). Other idle dispatchers hold back meanwhile (`Shared::polling`); they are
+/// told when this starts and when it stops, however it stops.
 async fn poll_queue(shared: &Shared, since: Stamp, spin: Duration) -> Polled {
     struct Polling<'a>(&'a Shared);
     impl Drop for Polling<'_> {
