@@ -59,7 +59,9 @@ pub struct ServeArgs {
     /// backend's write-ahead (`--worker-queue`, up to ~100 µs of work per worker) is on top.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue: u64,
-    /// A job running longer gets `timeout` (process backend: its worker is replaced).
+    /// A job running longer gets `timeout` (process backends: its worker is replaced; prefork:
+    /// when the job returns, and a child whose job runs a drain time longer exits and is
+    /// replaced).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub job_timeout: Duration,
     /// Time in-flight work gets to finish after SIGINT/SIGTERM.

@@ -12,14 +12,44 @@ use super::child::{ServerCommand, StderrTo};
 use crate::backend::{
     micros_between, mono_ns, run_caught, Backend, BoxFuture, Completion, Done, Failure, Job,
 };
+use crate::protocol::ErrorCode;
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs each job at once on the calling thread: inside a prefork child that is the thread that
 /// also reads and writes the sockets, so nothing else happens while a job runs.
-pub struct InlineBackend;
+///
+/// Nothing can stop a job from outside its thread, and here that thread is the child's only
+/// one. So a job past the job timeout gets `timeout` when it returns (its result is dropped),
+/// and one that is still running a drain time after that (only a user kernel can run that long:
+/// a built-in one stops within about 10 s) makes its child exit, as a gunicorn sync worker past
+/// its timeout is killed. That child's connections close and the supervisor starts a fresh one.
+pub struct InlineBackend {
+    timeout: Duration,
+    /// When the running job started (`mono_ns`), 0 while none runs: read by the watchdog.
+    running: Arc<AtomicU64>,
+}
+
+impl InlineBackend {
+    /// The backend, with its watchdog thread: a job still running `timeout + runaway_after`
+    /// after it started ends the process.
+    pub fn start(timeout: Duration, runaway_after: Duration) -> anyhow::Result<InlineBackend> {
+        let running = Arc::new(AtomicU64::new(0));
+        let limit = timeout.saturating_add(runaway_after);
+        std::thread::Builder::new()
+            .name("prefork-watchdog".into())
+            .spawn({
+                let running = running.clone();
+                move || watchdog(&running, limit)
+            })
+            .context("cannot start the prefork child's watchdog thread")?;
+        Ok(InlineBackend { timeout, running })
+    }
+}
 
 impl Backend for InlineBackend {
     fn name(&self) -> &'static str {
@@ -27,14 +57,30 @@ impl Backend for InlineBackend {
     }
 
     fn submit(&self, job: Job, done: Completion) -> Result<(), Failure> {
-        let queue_us = micros_between(job.submitted_ns, mono_ns());
-        done(
-            run_caught(job.kernel, job.n).map(|(result, compute_us)| Done {
+        let started_ns = mono_ns();
+        let queue_us = micros_between(job.submitted_ns, started_ns);
+        self.running.store(started_ns, Ordering::Relaxed);
+        let ran = run_caught(job.kernel, job.n);
+        self.running.store(0, Ordering::Relaxed);
+        done(match ran {
+            Ok((_, compute_us)) if compute_us > self.timeout.as_secs_f64() * 1e6 => {
+                Err(Failure::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "job ran {:.3} s, longer than {:?}; prefork runs it on the server's \
+                         own thread, which could not be interrupted, so its result was dropped",
+                        compute_us / 1e6,
+                        self.timeout
+                    ),
+                ))
+            }
+            Ok((result, compute_us)) => Ok(Done {
                 result,
                 queue_us,
                 compute_us,
             }),
-        );
+            Err(failure) => Err(failure),
+        });
         Ok(())
     }
 
@@ -43,8 +89,30 @@ impl Backend for InlineBackend {
     }
 }
 
-/// A listening socket that other processes may also bind (`SO_REUSEPORT`).
-pub fn reuseport_listener(addr: SocketAddr, listen: bool) -> anyhow::Result<std::net::TcpListener> {
+/// Ends the process once one job has run longer than `limit`. Looks a few times per `limit`
+/// (at most once a second), so an idle child costs next to nothing.
+fn watchdog(running: &AtomicU64, limit: Duration) {
+    let period = (limit / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        std::thread::sleep(period);
+        let since = running.load(Ordering::Relaxed);
+        if since != 0 && mono_ns().saturating_sub(since) > limit_ns {
+            eprintln!(
+                "threadcenter-bench: prefork child {}: a job has run longer than {limit:?} \
+                 (job timeout plus drain time); exiting so that a fresh child serves",
+                std::process::id()
+            );
+            std::process::exit(RUNAWAY_EXIT);
+        }
+    }
+}
+
+/// A prefork child's exit status when its watchdog ended it.
+pub const RUNAWAY_EXIT: i32 = 75;
+
+/// A child's listening socket, one of several on the port (`SO_REUSEPORT`).
+pub fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -52,10 +120,24 @@ pub fn reuseport_listener(addr: SocketAddr, listen: bool) -> anyhow::Result<std:
     socket
         .bind(&addr.into())
         .with_context(|| format!("cannot bind {addr}"))?;
-    if listen {
-        socket.listen(1024)?;
-    }
+    socket.listen(1024)?;
     socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The parent's hold on the port: bound (not listening) so that port 0 resolves once and
+/// every child binds the same port. It binds *without* `SO_REUSEPORT`, which it only sets
+/// afterwards for the children's sake: a port that another server already listens on, a
+/// prefork server's children included, is refused here with "address in use" instead of being
+/// silently shared with it.
+pub fn hold_port(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot bind {addr}"))?;
+    socket.set_reuse_port(true)?;
     Ok(socket.into())
 }
 

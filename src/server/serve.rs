@@ -74,6 +74,7 @@ impl ServeConfig {
             format!("--idle-timeout={}", d(s.idle_timeout)),
             format!("--max-in-flight={}", s.max_in_flight),
             format!("--drain={}", d(s.drain)),
+            format!("--job-timeout={}", d(self.pool.job_timeout)),
         ];
         if s.allow_crash {
             a.push("--allow-crash".into());
@@ -137,8 +138,9 @@ pub async fn serve(
             for k in &pool.preload {
                 k.prepare();
             }
-            let listener = prefork::reuseport_listener(addr, true)?;
-            (Arc::new(InlineBackend), TcpListener::from_std(listener)?)
+            let listener = prefork::reuseport_listener(addr)?;
+            let inline = InlineBackend::start(pool.job_timeout, config.server.drain)?;
+            (Arc::new(inline), TcpListener::from_std(listener)?)
         }
         BackendKind::Prefork => return supervise_prefork(&config, shutdown, ready).await,
     };
@@ -161,7 +163,7 @@ async fn supervise_prefork(
     shutdown: CancellationToken,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let holder = prefork::reuseport_listener(config.addr, false)?;
+    let holder = prefork::hold_port(config.addr)?;
     let addr = holder.local_addr()?;
     let child_args = config.prefork_child_args();
     prefork::supervise(addr, config.pool.workers, child_args, shutdown, || {

@@ -1,7 +1,8 @@
 //! Worker faults on `--backend process` and `shm`: killed, stopped, babbling and stillborn
 //! workers (babbling on the pipe only: a bad ring is refused by `backend::shm::ring`'s checks).
 //! Only the affected job fails, the pool heals, and a worker that cannot start stops the
-//! server with a clear message instead of being respawned forever.
+//! server with a clear message instead of being respawned forever. Also `prefork`'s own: a job
+//! past the timeout, a child whose job runs away, and its port's hold.
 
 use crate::common::hostile::*;
 use crate::common::*;
@@ -10,6 +11,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::time::Duration;
 use threadcenter::kernel::Kernel;
+use threadcenter::server::child::{ServerCommand, StderrTo};
 
 /// Waits until the pool is back to `w` live, running (not stopped) workers, none of them in
 /// `gone`, with no zombie left.
@@ -256,4 +258,87 @@ fn a_worker_that_cannot_start_makes_the_server_exit_with_a_clear_message() {
             format!("process {p} outlived the server")
         });
     });
+}
+
+/// `prefork` runs each job on its child's only thread, so nothing can cut a job short: one past
+/// `--job-timeout` gets `timeout` when it returns, and one still running a drain time later
+/// ends its child, which the supervisor replaces.
+#[test]
+fn prefork_times_out_a_long_job_and_replaces_a_child_whose_job_runs_away() {
+    let server = Launch::new(
+        "prefork",
+        1,
+        &["--job-timeout", "300ms", "--drain", "500ms"],
+    )
+    .start();
+    let child = |server: &Server| {
+        let kids = wait_for(Duration::from_secs(10), || {
+            let live = children(server.pid()).0;
+            (live.len() == 1).then_some(live)
+        });
+        kids.expect("one prefork child")[0]
+    };
+    let first = child(&server);
+    let mut c = server.connect();
+    let r = c.compute(1, "sleep", 600_000);
+    assert_eq!(r["error"], json!("timeout"), "{r}");
+    assert_eq!(r["id"], json!(1), "{r}");
+    // The same child serves on: a job within the timeout gets its result.
+    let r = c.compute(2, "sleep", 50_000);
+    assert_eq!(r["result"], json!(Kernel::Sleep.expected(50_000)), "{r}");
+    assert_eq!(
+        child(&server),
+        first,
+        "a timed-out job must not cost the child"
+    );
+
+    // 3 s is past timeout + drain (0.8 s): the child exits and its connection closes.
+    c.send(&json!({"id": 3, "cmd": "compute", "kernel": "sleep", "n": 3_000_000}));
+    assert!(
+        c.recv().is_none(),
+        "the runaway job's connection should close"
+    );
+    let replaced = wait_for(Duration::from_secs(10), || {
+        let live = children(server.pid()).0;
+        (live.len() == 1 && live[0] != first).then_some(())
+    });
+    assert!(
+        replaced.is_some(),
+        "no replacement child: {:?}",
+        tree(server.pid())
+    );
+    assert!(!alive(first), "the runaway child {first} is still alive");
+    // Until the replacement listens, the port refuses connections: there is no other child.
+    let ok = wait_for(Duration::from_secs(10), || {
+        let stream = std::net::TcpStream::connect(server.addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        let mut c = Client { stream };
+        c.send(&json!({"id": 4, "cmd": "compute", "n": 1000}));
+        c.recv().filter(|r| r["result"] == json!(933214789u64))
+    });
+    assert!(ok.is_some(), "not serving after the replacement");
+    assert!(server.stop(Duration::from_secs(10)).success());
+}
+
+/// A prefork server binds its port with `SO_REUSEPORT` for its children; a second server on
+/// that port must be refused, not let in to share the connections.
+#[test]
+fn a_second_server_on_a_prefork_servers_port_is_refused() {
+    let server = Launch::new("prefork", 2, &[]).start();
+    let port = server.addr.port().to_string();
+    for backend in ["prefork", "rayon"] {
+        let second = ServerCommand::serve(BIN)
+            .args(["--port", &port, "--backend", backend, "--workers", "1"])
+            .stderr(StderrTo::Capture)
+            .start(START_LIMIT);
+        match second {
+            Ok(_) => panic!("{backend}: a second server started on port {port}"),
+            Err(e) => assert!(format!("{e:#}").contains("in use"), "{backend}: {e:#}"),
+        }
+    }
+    let mut c = server.connect();
+    assert_eq!(c.call(json!({"id": 1, "cmd": "ping"}))["pong"], json!(true));
+    assert!(server.stop(Duration::from_secs(10)).success());
 }
