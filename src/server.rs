@@ -10,6 +10,7 @@
 //! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the
 //! server starts (a pool and a listener, or [`prefork`]'s supervisor).
 
+mod admission;
 pub mod child;
 pub mod prefork;
 mod serve;
@@ -23,6 +24,7 @@ use crate::kernel::{user, Kernel};
 use crate::protocol::{
     encode_pong, parse_request, Command, ErrorCode, ErrorReply, Id, Reply, Timings,
 };
+use admission::{Admission, Place};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,12 +50,12 @@ pub async fn run(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
     config: ServerConfig,
+    admission: Admission,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // The request clock is chosen (and the TSC calibrated) now, not on the first timed request.
     crate::clock::init();
     let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
     let tracker = TaskTracker::new();
     let stopping = Arc::new(AtomicBool::new(false));
     tokio::spawn({
@@ -71,17 +73,17 @@ pub async fn run(
                 Ok((socket, _peer)) => {
                     // Replies are small and latency is the measurement: no Nagle delay.
                     let _ = socket.set_nodelay(true);
-                    match slots.clone().try_acquire_owned() {
-                        Ok(slot) => {
+                    match admission.admit().await {
+                        Some(place) => {
                             let handler = Handler::new(
                                 backend.clone(),
                                 config.clone(),
                                 shutdown.clone(),
                                 stopping.clone(),
                             );
-                            tracker.spawn(handler.serve(socket, slot));
+                            tracker.spawn(handler.serve(socket, place));
                         }
-                        Err(_) => {
+                        None => {
                             tracker.spawn(refuse(socket, config.max_connections));
                         }
                     }
@@ -382,7 +384,7 @@ impl Handler {
         }
     }
 
-    async fn serve(self, socket: TcpStream, _slot: OwnedSemaphorePermit) {
+    async fn serve(self, socket: TcpStream, _place: Place) {
         let (rd, wr) = socket.into_split();
         let writer = write_replies(wr, &self.out, self.config.idle_timeout, &self.gone);
         let reader = async {

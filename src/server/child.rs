@@ -50,6 +50,8 @@ pub struct ServerCommand {
     own_group: bool,
     /// Pin the child (and so its whole tree) to these CPUs; `None`: wherever this process may run.
     cpus: Option<Vec<usize>>,
+    /// The child's stdin; `None`: /dev/null.
+    stdin: Option<std::os::fd::OwnedFd>,
 }
 
 impl ServerCommand {
@@ -68,6 +70,7 @@ impl ServerCommand {
             stderr: StderrTo::Capture,
             own_group: false,
             cpus: None,
+            stdin: None,
         }
     }
 
@@ -106,6 +109,12 @@ impl ServerCommand {
         self
     }
 
+    /// Gives the child `fd` as its stdin (prefork's link to its supervisor).
+    pub fn stdin(mut self, fd: std::os::fd::OwnedFd) -> ServerCommand {
+        self.stdin = Some(fd);
+        self
+    }
+
     /// The command itself, for what the builder does not cover (environment, `pre_exec`).
     pub fn command_mut(&mut self) -> &mut Command {
         &mut self.cmd
@@ -131,10 +140,8 @@ impl ServerCommand {
                 .with_context(|| format!("cannot create {}", path.display()))?
                 .into(),
         };
-        self.cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        let stdin = self.stdin.take().map_or_else(Stdio::null, Stdio::from);
+        self.cmd.stdin(stdin).stdout(Stdio::piped()).stderr(stderr);
         if self.own_group {
             self.cmd.process_group(0);
         }

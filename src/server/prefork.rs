@@ -6,8 +6,11 @@
 //!
 //! The parent binds the port (so port 0 resolves once), starts W children as
 //! `threadcenter-bench serve --prefork-child`, waits until each is listening, then supervises:
-//! a child that dies is replaced; SIGTERM is passed on and the children drain.
+//! a child that dies is replaced; SIGTERM is passed on and the children drain. It also keeps
+//! the server's count of connections against `--max-connections`, which each child asks
+//! before it serves one ([`super::admission`]).
 
+use super::admission::Ledger;
 use super::child::{ServerCommand, StderrTo};
 use crate::backend::{
     micros_between, mono_ns, run_caught, Backend, BoxFuture, Completion, Done, Failure, Job,
@@ -141,6 +144,19 @@ pub fn hold_port(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// A prefork child's link to its supervisor's ledger of connections: its stdin.
+pub fn supervisor_link() -> anyhow::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let stat = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+    anyhow::ensure!(
+        stat.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+        "a prefork child takes its supervisor's socket as stdin; it is started by `serve \
+         --backend prefork`, not by hand"
+    );
+    Ok(fd.into())
+}
+
 /// How long a prefork child may take to say `listening on` (a `table` preload included).
 const CHILD_START_LIMIT: Duration = Duration::from_secs(60);
 /// Children drain within their own drain time; this bound only guards against a stuck one.
@@ -152,19 +168,34 @@ pub async fn supervise(
     addr: SocketAddr,
     workers: usize,
     child_args: Vec<String>,
+    ledger: Arc<Ledger>,
     shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program to start children")?;
-    let spawn_child = || {
-        ServerCommand::serve(&exe)
-            .arg("--prefork-child")
-            .args(["--host", &addr.ip().to_string()])
-            .args(["--port", &addr.port().to_string()])
-            .args(&child_args)
-            .named("prefork child")
-            .stderr(StderrTo::Inherit)
-            .start_async(CHILD_START_LIMIT)
+    let mut born = 0u64;
+    // Each child's stdin is its link to the ledger of connections (`admission`).
+    let mut spawn_child = || {
+        born += 1;
+        let child = born;
+        let ledger = ledger.clone();
+        let exe = &exe;
+        let child_args = &child_args;
+        async move {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            ours.set_nonblocking(true)?;
+            tokio::spawn(ledger.serve_child(child, tokio::net::UnixStream::from_std(ours)?));
+            ServerCommand::serve(exe)
+                .arg("--prefork-child")
+                .args(["--host", &addr.ip().to_string()])
+                .args(["--port", &addr.port().to_string()])
+                .args(child_args)
+                .named("prefork child")
+                .stderr(StderrTo::Inherit)
+                .stdin(theirs.into())
+                .start_async(CHILD_START_LIMIT)
+                .await
+        }
     };
     let mut children = Vec::with_capacity(workers);
     for _ in 0..workers {

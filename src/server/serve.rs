@@ -3,6 +3,7 @@
 //! starts: a pool of this process's own plus a listener, or prefork's supervisor of W whole
 //! servers, each of them started again through this same `match`.
 
+use super::admission::Admission;
 use super::prefork::{self, InlineBackend};
 use crate::backend::process::ProcessBackend;
 use crate::backend::rayon_pool::RayonBackend;
@@ -147,7 +148,12 @@ pub async fn serve(
     ready(listener.local_addr()?);
     let mut limits = config.server;
     limits.max_connections = clamp_connections(limits.max_connections, config.pool.workers);
-    super::run(listener, backend, limits, shutdown).await
+    let admission = if config.prefork_child {
+        Admission::supervised(limits.max_connections, prefork::supervisor_link()?)?
+    } else {
+        Admission::local(limits.max_connections)
+    };
+    super::run(listener, backend, limits, admission, shutdown).await
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -166,9 +172,15 @@ async fn supervise_prefork(
     let holder = prefork::hold_port(config.addr)?;
     let addr = holder.local_addr()?;
     let child_args = config.prefork_child_args();
-    prefork::supervise(addr, config.pool.workers, child_args, shutdown, || {
-        ready(addr)
-    })
+    let ledger = super::admission::Ledger::new(config.server.max_connections);
+    prefork::supervise(
+        addr,
+        config.pool.workers,
+        child_args,
+        ledger,
+        shutdown,
+        || ready(addr),
+    )
     .await?;
     drop(holder);
     Ok(())
