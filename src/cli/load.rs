@@ -17,9 +17,12 @@ use std::time::{Duration, SystemTime};
 /// `threadcenter-bench load`: defaults mirror the original Python client (4 connections,
 /// 5 requests each, `fib(500000)`, one request in flight per connection).
 ///
-/// Exit status: 0 when at least one reply verified and none was wrong; 1 when nothing valid
-/// was measured, the server was unreachable, or any reply was wrong (mismatch, bad reply,
-/// unmatched id). Server error replies and timeouts are measurements, not failures.
+/// Exit status (SPEC §6): 0 when at least one reply verified and every request, warmup
+/// included, got its one correct reply or an error reply from the server; 1 when nothing valid
+/// was measured, the server was unreachable, a reply failed verification (mismatch, bad reply,
+/// unmatched or duplicate id), a request timed out, or a connection was lost (its requests
+/// unanswered). Error replies from the server (`overloaded`, `shutting_down`, …) are
+/// measurements, not failures. See [`LoadReport::failures`].
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_STATUS)]
 pub struct LoadArgs {
@@ -107,9 +110,11 @@ fn parse_start_at(s: &str) -> Result<SystemTime, String> {
     }
 }
 
-const EXIT_STATUS: &str = "Exit status: 0 when at least one reply verified and none was wrong; \
-1 when nothing valid was measured, the server was unreachable, or a reply was wrong (mismatch, \
-bad reply, unmatched id). Error replies from the server and timeouts are counted, not fatal.";
+const EXIT_STATUS: &str = "Exit status: 0 when at least one reply verified and every request \
+(warmup included) got its reply; 1 when nothing valid was measured, the server was unreachable, \
+a reply failed verification (mismatch, bad reply, unmatched or duplicate id), a request timed \
+out, or a connection was lost with requests unanswered. Error replies from the server \
+(overloaded, shutting_down, ...) are counted, not fatal.";
 
 /// A parsed `--kernel` value.
 #[derive(Debug, Clone)]
@@ -224,11 +229,15 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         let comments = HostRecord::comments(&host, &spec.describe(), &report)?;
         write_hist_log(path, &comments, &report)?;
     }
-    Ok(if report.ok == 0 || report.wrong_answers() > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let failures = report.failures();
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "threadcenter-bench load: the run failed: {}",
+        failures.join("; ")
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// What `--json` writes.

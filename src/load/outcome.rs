@@ -5,6 +5,7 @@ use super::conn::{Plan, Tally};
 use super::histlog::EncodedInterval;
 use super::histogram::Summary;
 use super::spec::{Cmd, Pace};
+use super::verify::kind;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -170,14 +171,53 @@ impl LoadReport {
         self.errors.values().sum()
     }
 
-    /// Errors that mean the server answered wrongly, not merely slowly or not at all.
-    pub fn wrong_answers(&self) -> u64 {
-        ["mismatch", "bad_reply", "unmatched_id"]
-            .iter()
-            .filter_map(|k| self.errors.get(*k))
-            .sum()
+    /// Why this run fails (SPEC §6: a reply failed verification, a request timed out, or
+    /// nothing valid was measured), one reason per line; empty when it passes. Warmup counts
+    /// too: its replies are verified like the rest, only not recorded. A request left
+    /// unanswered by a lost connection fails the run as a timeout does, and so does a
+    /// connection that could not be opened or that the server dropped: either way, requests
+    /// the run asked for went unanswered or unsent. Error replies from the server (`overloaded`,
+    /// `shutting_down`, …) are measurements, not failures.
+    pub fn failures(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.ok == 0 {
+            why.push("no correct reply: nothing valid was measured".to_string());
+        }
+        let count = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+        for (kind, what) in FAILING {
+            let (measured, warm) = (count(&self.errors, kind), count(&self.warmup_errors, kind));
+            if measured + warm == 0 {
+                continue;
+            }
+            let in_warmup = if warm == 0 {
+                String::new()
+            } else {
+                format!(" ({warm} in warmup)")
+            };
+            why.push(format!("{} {what}{in_warmup}", measured + warm));
+        }
+        why
     }
 }
+
+/// The error kinds that fail a run, and what each says happened (see
+/// [`LoadReport::failures`]).
+pub const FAILING: [(&str, &str); 5] = [
+    (kind::MISMATCH, "wrong results (mismatch)"),
+    (
+        kind::BAD_REPLY,
+        "replies that break the protocol (bad_reply)",
+    ),
+    (
+        kind::UNMATCHED_ID,
+        "replies to no request in flight: duplicates or ids never sent (unmatched_id)",
+    ),
+    (kind::TIMEOUT, "requests without a reply in time (timeout)"),
+    (
+        kind::CONNECTION,
+        "requests or connections lost with their connection (connection)",
+    ),
+];
 
 /// What the run's clock and CPU meter said.
 pub(crate) struct Timing {
@@ -391,7 +431,54 @@ fn open_loop_rate(plan: &Plan, total: &Tally, rate: f64, saturated: bool) -> (f6
 
 #[cfg(test)]
 mod tests {
-    use super::busy_warning;
+    use super::{busy_warning, LoadReport};
+
+    fn report(ok: u64, errors: &[(&str, u64)], warmup: &[(&str, u64)]) -> LoadReport {
+        let map = |m: &[(&str, u64)]| m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        LoadReport {
+            ok,
+            errors: map(errors),
+            warmup_errors: map(warmup),
+            ..LoadReport::empty()
+        }
+    }
+
+    /// SPEC §6: a failed verification, a timeout, a lost request or nothing valid fails the
+    /// run, warmup included; the server's own error replies do not.
+    #[test]
+    fn the_run_fails_on_wrong_replies_timeouts_lost_requests_or_nothing_valid() {
+        assert!(report(5, &[], &[]).failures().is_empty());
+        let served = report(
+            5,
+            &[("overloaded", 3), ("shutting_down", 1)],
+            &[("timeout", 0)],
+        );
+        assert!(served.failures().is_empty(), "{:?}", served.failures());
+        assert_eq!(
+            report(0, &[], &[]).failures(),
+            ["no correct reply: nothing valid was measured"]
+        );
+        for kind in [
+            "mismatch",
+            "bad_reply",
+            "unmatched_id",
+            "timeout",
+            "connection",
+        ] {
+            let measured = report(5, &[(kind, 2)], &[]).failures();
+            assert_eq!(measured.len(), 1, "{kind}: {measured:?}");
+            assert!(
+                measured[0].starts_with("2 ") && measured[0].contains(kind),
+                "{measured:?}"
+            );
+            let warm = report(5, &[(kind, 2)], &[(kind, 1)]).failures();
+            assert!(
+                warm[0].starts_with("3 ") && warm[0].contains("(1 in warmup)"),
+                "{warm:?}"
+            );
+            assert_eq!(report(5, &[], &[(kind, 1)]).failures().len(), 1, "{kind}");
+        }
+    }
 
     #[test]
     fn only_threads_over_three_quarters_busy_are_named() {

@@ -3,7 +3,7 @@
 //! by kind and never hangs.
 
 use super::{drain, errors, fake, load_bin_at, read_json, spec, write_json};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use threadcenter::kernel::Kernel;
 use threadcenter::load::{self, LoadReport, LoadSpec, Stop};
@@ -185,6 +185,133 @@ async fn a_silent_server_times_out_and_the_run_ends() {
     .await;
     assert_eq!(errors(&r, "timeout"), 6, "{:?}", r.errors);
     assert_eq!(r.ok, 0);
+}
+
+/// How [`fib10_server`] answers one request.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    Right,
+    Wrong,
+    Overloaded,
+    Silent,
+}
+
+/// A fake server answering `fib(10)` requests as `answer(k)` says for the connection's k-th
+/// request (from 0); after `close_after` requests it hangs up.
+async fn fib10_server(answer: fn(u64) -> Answer, close_after: u64) -> std::net::SocketAddr {
+    let right = Kernel::Fib.expected(10);
+    fake(move |mut s| async move {
+        let mut k = 0;
+        while let Some(req) = read_json(&mut s).await {
+            if k == close_after {
+                return;
+            }
+            let reply = match answer(k) {
+                Answer::Right => json!({"id": req["id"], "result": right}),
+                Answer::Wrong => json!({"id": req["id"], "result": right + 1}),
+                Answer::Overloaded => {
+                    json!({"id": req["id"], "error": "overloaded", "detail": "queue full"})
+                }
+                Answer::Silent => Value::Null,
+            };
+            if !reply.is_null() {
+                write_json(&mut s, &reply).await;
+            }
+            k += 1;
+        }
+    })
+    .await
+}
+
+/// SPEC §6: `load` exits non-zero when a request times out, even when other replies verified.
+#[tokio::test]
+async fn a_request_that_times_out_fails_the_run() {
+    let addr = fib10_server(
+        |k| {
+            if k == 2 {
+                Answer::Silent
+            } else {
+                Answer::Right
+            }
+        },
+        u64::MAX,
+    )
+    .await;
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &["-c", "1", "-r", "5", "--size", "10", "--timeout", "300ms"],
+    )
+    .await;
+    assert!(stdout.contains("4 ok"), "{stdout}");
+    assert!(stdout.contains("timeout 1"), "{stdout}");
+    assert!(!ok, "a run with a timeout must fail: {stdout}");
+    assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+/// Requests left unanswered when the server drops the connection fail the run too.
+#[tokio::test]
+async fn requests_lost_with_their_connection_fail_the_run() {
+    let addr = fib10_server(|_| Answer::Right, 3).await;
+    let (ok, stdout, stderr) =
+        load_bin_at(addr, &["-c", "1", "-d", "2", "-r", "6", "--size", "10"]).await;
+    assert!(stdout.contains("3 ok"), "{stdout}");
+    assert!(stdout.contains("connection 2"), "{stdout}");
+    assert!(!ok, "a run that lost requests must fail: {stdout}");
+    assert!(stderr.contains("connection"), "{stderr}");
+}
+
+/// Warmup replies are verified like the measured ones: a wrong one fails the run.
+#[tokio::test]
+async fn a_wrong_reply_in_the_warmup_fails_the_run() {
+    let addr = fib10_server(
+        |k| if k == 0 { Answer::Wrong } else { Answer::Right },
+        u64::MAX,
+    )
+    .await;
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "-c",
+            "1",
+            "--size",
+            "10",
+            "--warmup",
+            "300ms",
+            "--duration",
+            "300ms",
+        ],
+    )
+    .await;
+    assert!(stdout.contains("failed: mismatch 1"), "{stdout}");
+    assert!(
+        !stdout.contains("errors"),
+        "the measured part is clean: {stdout}"
+    );
+    assert!(!ok, "a wrong warmup reply must fail the run: {stdout}");
+    assert!(
+        stderr.contains("mismatch") && stderr.contains("in warmup"),
+        "{stderr}"
+    );
+}
+
+/// Error replies from the server are measurements: with every other reply right, the run
+/// passes.
+#[tokio::test]
+async fn error_replies_from_the_server_do_not_fail_the_run() {
+    let addr = fib10_server(
+        |k| {
+            if k == 1 {
+                Answer::Overloaded
+            } else {
+                Answer::Right
+            }
+        },
+        u64::MAX,
+    )
+    .await;
+    let (ok, stdout, stderr) = load_bin_at(addr, &["-c", "2", "-r", "3", "--size", "10"]).await;
+    assert!(stdout.contains("overloaded 2"), "{stdout}");
+    assert!(ok, "{stdout}\n{stderr}");
 }
 
 /// Runs `spec`, which must end on its own within `limit` however the server misbehaves.
