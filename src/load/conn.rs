@@ -25,6 +25,9 @@ use tokio::net::TcpStream;
 
 /// A send more than this much after its intended time counts as late.
 pub const LATE: Duration = Duration::from_millis(1);
+/// After its last expected reply, how long a connection waits for the server to close before
+/// closing itself, watching for replies nobody asked for (see [`DriverConn::linger`]).
+pub const LINGER: Duration = Duration::from_millis(250);
 /// Spare room kept in the read buffer: one read takes many pipelined replies.
 const READ_CHUNK: usize = 16 * 1024;
 /// Reasons a connection keeps, per kind of problem; the rest are only counted.
@@ -116,7 +119,7 @@ fn far_future(from: Instant) -> Instant {
 }
 
 /// Drives one connection until its requests are sent and answered (or expired), or the
-/// connection fails; never longer than the stop plus one timeout.
+/// connection fails; never longer than the stop plus one timeout (and the [`LINGER`]).
 pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) -> Tally {
     let depth = plan.spec.depth as usize;
     let timeout = plan.spec.timeout;
@@ -169,6 +172,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
             }
         }
         if !conn.sending && conn.in_flight.is_empty() {
+            conn.linger(&mut rd, &mut wr, &mut rbuf).await;
             break;
         }
         // Sends wake on the precise timer when there is one, on tokio's otherwise.
@@ -428,6 +432,49 @@ impl DriverConn {
             Verdict::Failed(what, reason) => self.count(what, req.warm, reason),
         }
         Ok(())
+    }
+
+    /// Ends a connection whose every request was answered (or expired): half-closes it, then
+    /// reads on until the server closes its side, or for [`LINGER`] at most. A reply that
+    /// arrives now answers nothing: a second reply to a request already answered, or an id
+    /// never sent. Leaving at the last expected reply would miss exactly those, when they come
+    /// last. This server and the original close as soon as a half-closed client's replies are
+    /// out, so against them this costs one round trip, not the linger.
+    async fn linger(
+        &mut self,
+        rd: &mut tokio::net::tcp::ReadHalf<'_>,
+        wr: &mut tokio::net::tcp::WriteHalf<'_>,
+        rbuf: &mut BytesMut,
+    ) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        // Shutting the write side down is immediate: nothing is buffered in user space.
+        if wr.shutdown().await.is_err() {
+            return;
+        }
+        loop {
+            rbuf.reserve(READ_CHUNK);
+            match tokio::time::timeout_at(deadline, rd.read_buf(rbuf)).await {
+                Ok(Ok(0)) => {
+                    if !rbuf.is_empty() {
+                        let reason = format!(
+                            "the server closed the connection {} bytes into a reply no request was waiting for",
+                            rbuf.len()
+                        );
+                        self.count(kind::BAD_REPLY, false, Some(reason));
+                    }
+                    return;
+                }
+                Ok(Ok(_)) => {
+                    if let Err(reason) = self.on_bytes(rbuf) {
+                        self.count(kind::BAD_REPLY, false, Some(reason));
+                        return;
+                    }
+                }
+                // Every request was answered: a reset or a server that keeps the connection
+                // open past the linger loses nothing this run asked for.
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
     }
 
     /// Counts every request still in flight as `timeout` once its time is up.

@@ -314,6 +314,89 @@ async fn error_replies_from_the_server_do_not_fail_the_run() {
     assert!(ok, "{stdout}\n{stderr}");
 }
 
+/// A second reply that comes after the connection's last expected one is still seen: the
+/// driver half-closes and reads on until the server closes (or its short linger ends), so a
+/// duplicate the server sends last is an `unmatched_id` that fails the run, not silence.
+#[tokio::test]
+async fn a_duplicate_after_the_last_reply_is_counted_and_fails_the_run() {
+    let right = Kernel::Fib.expected(10);
+    // Answers each request once, then the third again 50 ms later; closes once the client
+    // does, as the original server does.
+    let addr = fake(move |mut s| async move {
+        let mut k = 0;
+        while let Some(req) = read_json(&mut s).await {
+            let reply = json!({"id": req["id"], "result": right});
+            write_json(&mut s, &reply).await;
+            k += 1;
+            if k == 3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                write_json(&mut s, &reply).await;
+            }
+        }
+    })
+    .await;
+    let r = load::run(&LoadSpec {
+        connections: 1,
+        stop: Stop::Requests(3),
+        size: 10,
+        ..spec(addr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.ok, 3);
+    assert_eq!(
+        errors(&r, "unmatched_id"),
+        1,
+        "{:?} {:?}",
+        r.errors,
+        r.notes
+    );
+    assert!(!r.failures().is_empty(), "{:?}", r.errors);
+
+    let (ok, stdout, _) = load_bin_at(addr, &["-c", "2", "-r", "3", "--size", "10"]).await;
+    assert!(!ok, "a duplicate reply must fail the run: {stdout}");
+    assert!(stdout.contains("unmatched_id 2"), "{stdout}");
+}
+
+/// A server that never closes, and sends a stray reply after the last one, is still caught
+/// within the linger; the run ends on its own whether it keeps the connection or not.
+#[tokio::test]
+async fn a_stray_from_a_server_that_never_closes_is_caught_within_the_linger() {
+    let right = Kernel::Fib.expected(10);
+    let addr = fake(move |mut s| async move {
+        let mut k = 0;
+        while let Some(req) = read_json(&mut s).await {
+            write_json(&mut s, &json!({"id": req["id"], "result": right})).await;
+            k += 1;
+            if k == 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                write_json(&mut s, &json!({"id": 12345, "result": right})).await;
+            }
+        }
+        // The client closed its side: hold the connection open regardless.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let r = run_within(
+        Duration::from_secs(5),
+        &LoadSpec {
+            connections: 2,
+            stop: Stop::Requests(2),
+            size: 10,
+            ..spec(addr)
+        },
+    )
+    .await;
+    assert_eq!(r.ok, 4);
+    assert_eq!(
+        errors(&r, "unmatched_id"),
+        2,
+        "{:?} {:?}",
+        r.errors,
+        r.notes
+    );
+}
+
 /// Runs `spec`, which must end on its own within `limit` however the server misbehaves.
 async fn run_within(limit: Duration, spec: &LoadSpec) -> LoadReport {
     let started = Instant::now();

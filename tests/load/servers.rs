@@ -297,3 +297,36 @@ async fn throughput_counts_only_replies_inside_the_window() {
     assert!((0.3..=0.5).contains(&tail), "tail {tail}");
     assert!(stdout.contains("tail "), "{stdout}");
 }
+
+/// Once a client has its replies and half-closes, the server closes its side at once: the
+/// driver, which half-closes after its last reply and reads on until the server's close (to
+/// see any reply that comes after the last), then ends there and then, not after its linger.
+/// The same for the original server's stand-in.
+#[tokio::test]
+async fn servers_close_a_half_closed_connection_once_its_replies_are_out() {
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut servers = vec![("python", python_server())];
+    for backend in ["process", "rayon", "tokio", "prefork", "shm"] {
+        servers.push((backend, real_server(backend, 2)));
+    }
+    for (name, (_server, addr)) in &servers {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for id in 0..3 {
+            write_json(&mut s, &json!({"id": id, "cmd": "compute", "n": 2_000})).await;
+        }
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let r = read_json(&mut s).await.expect("a reply");
+            ids.push(r["id"].to_string().replace('"', ""));
+        }
+        ids.sort();
+        assert_eq!(ids, ["0", "1", "2"], "{name}");
+        s.shutdown().await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 1])).await;
+        assert!(
+            matches!(end, Ok(Ok(0))),
+            "{name}: the server did not close after the half-close: {end:?}"
+        );
+    }
+}
