@@ -110,13 +110,37 @@ pub fn parse_reply(payload: &[u8]) -> Result<Parsed, String> {
     }
     let reply: ClientReply = serde_json::from_slice(payload)
         .map_err(|e| format!("reply is not a protocol JSON object ({e}): {:?}", shown()))?;
-    let id = match &reply.id {
-        Some(Value::Number(n)) => n.as_u64(),
-        // The original Python server sends `str(id)`.
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    };
+    let id = reply.id.as_ref().and_then(sent_id);
     Ok(Parsed { reply, id })
+}
+
+/// The integer id this driver sent that a reply's `id` echoes, if it echoes one: the number
+/// itself, or its canonical decimal text, as the original Python server echoes it (`str(id)`).
+/// Any other spelling of the number (`"07"`, `"+7"`, `" 7"`, `"7.0"`) is not the id that was
+/// sent: a server that rewrites ids must not have its replies matched.
+pub fn sent_id(id: &Value) -> Option<u64> {
+    match id {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => canonical_u64(s),
+        _ => None,
+    }
+}
+
+/// `s` as Python's `str(int)` writes a non-negative integer: ASCII digits, no sign, no leading
+/// zero (but `"0"` itself), no whitespace; `None` for anything else or past `u64`.
+fn canonical_u64(s: &str) -> Option<u64> {
+    let digits = s.as_bytes();
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => true,
+        [b'0', ..] => false,
+        _ => digits.iter().all(u8::is_ascii_digit),
+    };
+    if canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// The replies this crate's server writes for results and pongs (`Reply::encode_into`), in
@@ -289,6 +313,7 @@ pub fn error_kind(code: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::protocol::{parse_request, Command, Id};
+    use serde_json::json;
 
     #[test]
     fn each_kernel_of_a_mix_can_have_its_own_size() {
@@ -369,6 +394,16 @@ mod tests {
         );
         assert_eq!(parse_reply(br#"{"id": "x7"}"#).unwrap().id, None);
         assert_eq!(
+            parse_reply(br#"{"id": "0", "result": 1}"#).unwrap().id,
+            Some(0)
+        );
+        assert_eq!(
+            parse_reply(br#"{"id": "18446744073709551615", "result": 1}"#)
+                .unwrap()
+                .id,
+            Some(u64::MAX)
+        );
+        assert_eq!(
             parse_reply(br#"{"id": null, "error": "bad_json"}"#)
                 .unwrap()
                 .id,
@@ -378,6 +413,34 @@ mod tests {
         assert!(parse_reply(b" 7").is_err());
         assert!(parse_reply(br#"{"id": 1, "result": "x"}"#).is_err());
         assert!(parse_reply(b"\xff").is_err());
+    }
+
+    /// Only the decimal text the original server's `str(id)` gives matches an integer id:
+    /// a server that rewrites `7` as `"07"` or `"+7"` sent a reply to no request.
+    #[test]
+    fn a_string_id_matches_only_in_canonical_decimal() {
+        for id in [
+            "07",
+            "+7",
+            "-0",
+            "00",
+            "0x7",
+            " 7",
+            "7 ",
+            "7.0",
+            "7e0",
+            "",
+            "\u{0667}",
+            "1_0",
+            "18446744073709551616",
+        ] {
+            let reply = json!({"id": id, "result": 1}).to_string();
+            assert_eq!(parse_reply(reply.as_bytes()).unwrap().id, None, "{id:?}");
+        }
+        for (id, n) in [("7", 7), ("10", 10), ("0", 0), ("1000000", 1_000_000)] {
+            let reply = json!({"id": id, "result": 1}).to_string();
+            assert_eq!(parse_reply(reply.as_bytes()).unwrap().id, Some(n), "{id:?}");
+        }
     }
 
     #[test]
@@ -445,12 +508,7 @@ mod tests {
         use crate::protocol::{Reply, Timings};
         let general = |p: &[u8]| -> Option<(Option<u64>, ClientReply)> {
             let r: ClientReply = serde_json::from_slice(p).ok()?;
-            let id = match &r.id {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.parse().ok(),
-                _ => None,
-            };
-            Some((id, r))
+            Some((r.id.as_ref().and_then(sent_id), r))
         };
         let same = |p: &[u8]| {
             let fast = parse_own_reply(p);

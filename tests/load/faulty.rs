@@ -397,6 +397,37 @@ async fn a_stray_from_a_server_that_never_closes_is_caught_within_the_linger() {
     );
 }
 
+/// Only the canonical decimal text of an id (Python's `str(id)`) matches it: a server that
+/// echoes `7` as `"07"` or `"+7"` answered no request, and the run says so.
+#[tokio::test]
+async fn ids_echoed_in_another_spelling_are_not_matched() {
+    for spelling in ["0{}", "+{}", "{}.0", " {}"] {
+        let right = Kernel::Fib.expected(10);
+        let addr = fake(move |mut s| async move {
+            while let Some(req) = read_json(&mut s).await {
+                let id = spelling.replace("{}", &req["id"].to_string());
+                write_json(&mut s, &json!({"id": id, "result": right})).await;
+            }
+        })
+        .await;
+        let r = run_within(
+            Duration::from_secs(5),
+            &LoadSpec {
+                connections: 2,
+                depth: 2,
+                stop: Stop::Requests(2),
+                size: 10,
+                timeout: Duration::from_millis(300),
+                ..spec(addr)
+            },
+        )
+        .await;
+        assert_eq!(r.ok, 0, "{spelling}: {:?}", r.errors);
+        assert_eq!(errors(&r, "unmatched_id"), 4, "{spelling}: {:?}", r.errors);
+        assert_eq!(errors(&r, "timeout"), 4, "{spelling}: {:?}", r.errors);
+    }
+}
+
 /// Runs `spec`, which must end on its own within `limit` however the server misbehaves.
 async fn run_within(limit: Duration, spec: &LoadSpec) -> LoadReport {
     let started = Instant::now();
