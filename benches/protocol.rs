@@ -23,8 +23,8 @@ use threadcenter::protocol::{
 /// client's (string ids, extra whitespace).
 const REQUESTS: [(&str, &str); 6] = [
     ("ping", r#"{"id":123456,"cmd":"ping"}"#),
-    // The driver's timed ping: its ids carry a random run tag in the top 16 bits
-    // (`load::ids`), so they have 19 or 20 digits.
+    // The driver's timed ping: its ids carry a random run tag in the top 24 bits
+    // (`load::ids`), so most have 19 or 20 digits.
     (
         "driver_ping",
         r#"{"id":13835058076757001426,"cmd":"ping","timing":true}"#,

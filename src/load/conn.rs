@@ -95,7 +95,8 @@ struct DriverConn {
     plan: Arc<Plan>,
     schedule: Schedule,
     rng: StdRng,
-    next_id: u64,
+    /// The ids this connection has left to send, in order.
+    ids: super::ids::Sequence,
     /// Keyed by id; ids grow with send time, so the first entry is the oldest.
     in_flight: Window<InFlight>,
     /// Ids counted as timeouts whose replies may still come.
@@ -131,7 +132,7 @@ pub(crate) async fn drive(mut stream: TcpStream, index: u32, plan: Arc<Plan>) ->
             plan.spec.seed,
         ),
         rng: stream_rng(plan.spec.seed, index, KERNEL_STREAM),
-        next_id: plan.ids.first(index),
+        ids: plan.ids.connection(index),
         in_flight: Window::new((4 * depth).max(64)),
         expired: HashSet::new(),
         sending: true,
@@ -264,13 +265,15 @@ impl DriverConn {
             if intended > now {
                 return;
             }
+            let Some(id) = self.ids.take() else {
+                self.out_of_ids();
+                return;
+            };
             self.schedule.advance();
             let entry = match &self.plan.weights {
                 Some(w) => w.sample(&mut self.rng),
                 None => 0,
             };
-            let id = self.next_id;
-            self.next_id += 1;
             self.plan.encoder.encode(entry, id, out);
             let warm = intended < self.plan.measure_start;
             if warm {
@@ -291,6 +294,17 @@ impl DriverConn {
             };
             self.in_flight.insert(id, sent);
         }
+    }
+
+    /// The connection has sent every id of its range: sending another would repeat an id
+    /// of the run (see [`super::ids`]), so it stops, and the run fails.
+    fn out_of_ids(&mut self) {
+        let reason = format!(
+            "the connection used up its {} request ids and stopped sending rather than reuse one; run fewer requests per connection",
+            self.plan.ids.per_connection()
+        );
+        self.count(kind::IDS_EXHAUSTED, false, Some(reason));
+        self.stop_sending();
     }
 
     /// Stops sending; in a duration-bounded open loop, counts the scheduled requests that

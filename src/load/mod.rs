@@ -85,7 +85,7 @@ pub async fn run_checked(
             .context("computing the expected results failed")?
     };
     let expected = consistency::Expected::new(spec, expected, seen);
-    let ids = ids::RunIds::random();
+    let ids = ids::RunIds::random(spec.connections);
     probe::check_kernels(spec, &ids).await?;
     let streams = connect_all(spec).await;
     if let Some(Err(first)) = streams.iter().find(|s| s.is_err()) {

@@ -31,8 +31,8 @@ pub struct LoadReport {
     #[serde(default)]
     pub ok: u64,
     /// Failed requests by kind: the server's error codes, plus `mismatch`, `timeout`,
-    /// `connection`, `bad_reply`, `unmatched_id` (and `unknown_error` for codes outside the
-    /// contract).
+    /// `connection`, `bad_reply`, `unmatched_id`, `ids_exhausted` (and `unknown_error` for
+    /// codes outside the contract).
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
     /// Measured requests sent.
@@ -202,7 +202,7 @@ impl LoadReport {
 
 /// The error kinds that fail a run, and what each says happened (see
 /// [`LoadReport::failures`]).
-pub const FAILING: [(&str, &str); 5] = [
+pub const FAILING: [(&str, &str); 6] = [
     (kind::MISMATCH, "wrong results (mismatch)"),
     (
         kind::BAD_REPLY,
@@ -216,6 +216,10 @@ pub const FAILING: [(&str, &str); 5] = [
     (
         kind::CONNECTION,
         "requests or connections lost with their connection (connection)",
+    ),
+    (
+        kind::IDS_EXHAUSTED,
+        "connections that used up their request ids and stopped early (ids_exhausted)",
     ),
 ];
 
@@ -464,6 +468,7 @@ mod tests {
             "unmatched_id",
             "timeout",
             "connection",
+            "ids_exhausted",
         ] {
             let measured = report(5, &[(kind, 2)], &[]).failures();
             assert_eq!(measured.len(), 1, "{kind}: {measured:?}");

@@ -46,7 +46,7 @@ pub async fn check_kernels(spec: &LoadSpec, ids: &RunIds) -> anyhow::Result<()> 
         .await
         .map_err(anyhow::Error::msg)?;
     let (rd, mut wr) = stream.into_split();
-    let first = ids.probe();
+    let first = ids.probe().peek();
     let encoder = Encoder::new(spec);
     let mut out = Vec::new();
     for (k, (entry, _)) in entries.iter().enumerate() {

@@ -182,7 +182,18 @@ impl LoadSpec {
         );
         ensure!(self.depth >= 1, "depth must be at least 1");
         match self.stop {
-            Stop::Requests(r) => ensure!(r >= 1, "need at least 1 request per connection"),
+            Stop::Requests(r) => {
+                ensure!(r >= 1, "need at least 1 request per connection");
+                let ids = super::ids::per_connection(self.connections);
+                ensure!(
+                    r <= ids,
+                    "{r} requests per connection is more than the {ids} request ids each of \
+                     {} connections has: every request of a run needs an id of its own (the \
+                     original server keeps one map of ids for all connections); split the run \
+                     into several",
+                    self.connections
+                );
+            }
             Stop::Duration(d) => ensure!(!d.is_zero(), "duration must be longer than 0"),
         }
         if let Pace::Open { rate, .. } = self.pace {
@@ -365,10 +376,28 @@ mod tests {
                 timeout: Duration::ZERO,
                 ..ok.clone()
             },
+            LoadSpec {
+                connections: 1,
+                stop: Stop::Requests(crate::load::ids::per_connection(1) + 1),
+                ..ok.clone()
+            },
+            LoadSpec {
+                connections: crate::load::ids::MAX_CONNECTIONS,
+                stop: Stop::Requests(
+                    crate::load::ids::per_connection(crate::load::ids::MAX_CONNECTIONS) + 1,
+                ),
+                ..ok.clone()
+            },
         ];
         for spec in bad {
             assert!(spec.validate().is_err(), "accepted {spec:?}");
         }
+        let every_id = LoadSpec {
+            connections: 3,
+            stop: Stop::Requests(crate::load::ids::per_connection(3)),
+            ..ok.clone()
+        };
+        every_id.validate().unwrap();
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod kind {
     pub const BAD_REPLY: &str = "bad_reply";
     /// A reply whose id is not one this connection has in flight (or a second reply).
     pub const UNMATCHED_ID: &str = "unmatched_id";
+    /// A connection used up its range of ids and stopped sending (see `load::ids`).
+    pub const IDS_EXHAUSTED: &str = "ids_exhausted";
     /// An error reply with a code outside the contract's list.
     pub const UNKNOWN_ERROR: &str = "unknown_error";
 }

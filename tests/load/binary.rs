@@ -144,6 +144,8 @@ async fn nonsense_flags_are_refused_with_reasons() {
             "cannot be used with",
         ),
         (&["--arrival", "uniform"], "--rate"),
+        // More requests than a connection has ids (2⁴⁰ ÷ 5 each, for 4 connections).
+        (&["--requests", "300000000000"], "request ids"),
     ] {
         let (ok, _, stderr) = load_bin(args).await;
         assert!(!ok, "{args:?} accepted");

@@ -142,3 +142,49 @@ async fn a_start_time_in_the_past_or_unreadable_is_refused() {
         assert!(stderr.contains(says), "{at}: {stderr}");
     }
 }
+
+/// Drivers of one multi-host run share a server that, like the original, keeps one map of ids
+/// for all its connections: every id of every connection of every driver must be its own.
+/// Each driver's ids sit under its own random 24-bit tag (two drivers draw the same one with
+/// chance 2⁻²⁴), so two drivers' ids never meet, nor do two connections' of one driver.
+#[tokio::test]
+async fn ids_are_unique_across_connections_and_drivers() {
+    use super::{fake, read_json as read_frame, spec, write_json};
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+    use threadcenter::load::{self, Cmd, LoadSpec, Stop};
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let log = seen.clone();
+    let addr = fake(move |mut s| {
+        let log = log.clone();
+        async move {
+            while let Some(req) = read_frame(&mut s).await {
+                log.lock()
+                    .unwrap()
+                    .push(req["id"].as_u64().expect("an integer id"));
+                write_json(&mut s, &json!({"id": req["id"], "ok": true, "pong": true})).await;
+            }
+        }
+    })
+    .await;
+    let driver = LoadSpec {
+        connections: 3,
+        depth: 2,
+        stop: Stop::Requests(20),
+        cmd: Cmd::Ping,
+        ..spec(addr)
+    };
+    let (a, b) = tokio::join!(load::run(&driver), load::run(&driver));
+    for r in [a.unwrap(), b.unwrap()] {
+        assert_eq!((r.ok, r.total_errors()), (60, 0), "{:?}", r.notes);
+    }
+    let mut ids = seen.lock().unwrap().clone();
+    assert_eq!(ids.len(), 120);
+    let mut tags: Vec<u64> = ids.iter().map(|id| id >> 40).collect();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), 2, "one tag per driver: {tags:x?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 120, "an id was sent twice");
+}

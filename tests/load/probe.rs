@@ -70,10 +70,19 @@ async fn a_kernel_this_driver_cannot_run_is_driven_when_the_server_runs_it() {
         7,
         "the probe's id is unique in the run too: {seen:?}"
     );
+    // The probe's range is the last of the run's: after both connections' ranges.
+    let probe = seen[0]["id"].as_u64().unwrap();
     assert_eq!(
-        (seen[0]["id"].as_u64().unwrap() >> 32) & 0xffff,
-        0xffff,
+        probe & ((1 << 40) - 1),
+        2 * threadcenter::load::ids::per_connection(2),
         "the probe comes first, from the probe's range"
+    );
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|r| r["id"].as_u64().unwrap() < probe
+                && r["id"].as_u64().unwrap() >> 40 == probe >> 40),
+        "{seen:?}"
     );
 }
 
