@@ -375,14 +375,22 @@ fn diagnose(text: &str, typed_error: &serde_json::Error) -> ErrorReply {
                 format!("`n` must be non-negative, got {num}"),
             )
         }
-        Some(Value::Number(num))
-            if num.is_f64() && num.as_f64().is_some_and(|f| f.fract() == 0.0 && f > 0.0) =>
-        {
-            return ErrorReply::new(
-                Some(id),
-                ErrorCode::NOutOfRange,
-                format!("`n` = {num} is beyond any kernel's range"),
-            )
+        // An integer too large for a u64 reads as an f64, as `5.0` and `1e3` do: only the
+        // text tells them apart. The first is out of range; a fraction or an exponent makes a
+        // float, which is not an integer whatever its value (`"n": 5.0` is refused, not
+        // rounded).
+        Some(Value::Number(num)) => {
+            let written = n_text(text).unwrap_or_else(|| num.to_string());
+            let written = truncate(&written, 64);
+            let out_of_range =
+                |detail| ErrorReply::new(Some(id.clone()), ErrorCode::NOutOfRange, detail);
+            return match integer_sign(written) {
+                Some(false) => {
+                    out_of_range(format!("`n` = {written} is beyond any kernel's range"))
+                }
+                Some(true) => out_of_range(format!("`n` must be non-negative, got {written}")),
+                None => bad(format!("`n` must be a non-negative integer, got {written}")),
+            };
         }
         Some(v) => {
             return bad(format!(
@@ -407,6 +415,31 @@ fn diagnose(text: &str, typed_error: &serde_json::Error) -> ErrorReply {
     // Every field has the right type, yet the typed parse failed: a duplicated key, which a
     // generic parse silently resolves to the last value. Refuse it rather than guess.
     bad(format!("request rejected: {typed_error}"))
+}
+
+/// The text of the request's `n`, as written. `None` when it cannot be cut out (a duplicated
+/// `n`, which the caller refuses anyway).
+fn n_text(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct N<'a> {
+        #[serde(borrow)]
+        n: Option<&'a serde_json::value::RawValue>,
+    }
+    let n = serde_json::from_str::<N>(text).ok()?.n?;
+    Some(n.get().to_string())
+}
+
+/// Whether `text` is a JSON integer (digits, maybe a minus, no fraction or exponent): its
+/// sign, `true` for negative; `None` when it is not an integer. `-0` counts as a float: it
+/// is neither negative nor a plain `0`.
+fn integer_sign(text: &str) -> Option<bool> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    let zero = digits.bytes().all(|b| b == b'0');
+    (integer && !(negative && zero)).then_some(negative)
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -487,7 +520,7 @@ mod tests {
         let e = err(r#"{"id": "a", "cmd": "compute", "n": "12"}"#);
         assert_eq!(e.error, ErrorCode::BadRequest);
         let e = err(r#"{"id": "a", "cmd": "compute", "n": 1e300}"#);
-        assert_eq!(e.error, ErrorCode::NOutOfRange);
+        assert_eq!(e.error, ErrorCode::BadRequest);
         let e = err(r#"{"id": -1, "cmd": "ping"}"#);
         assert_eq!((e.error, e.id), (ErrorCode::BadRequest, None));
         let long = "x".repeat(MAX_ID_LEN + 1);
@@ -498,6 +531,74 @@ mod tests {
         assert_eq!(
             parse_request(&[b'{', 0xff, b'}']).unwrap_err().error,
             ErrorCode::BadJson
+        );
+    }
+
+    /// `n` is an integer or it is refused: a float is `bad_request` even when its value is
+    /// whole (`5.0`, `1e3`), and only an integer past `u64` (or a negative one) is
+    /// `n_out_of_range`. Whether the compact reader or the general one reads it.
+    #[test]
+    fn a_float_n_is_a_bad_request_and_only_a_too_large_integer_is_out_of_range() {
+        for n in [
+            "5.0",
+            "1e3",
+            "1E3",
+            "1e+3",
+            "0.0",
+            "-0.0",
+            "-0",
+            "1e19",
+            "1e300",
+            "2.5",
+            "-1.5",
+            "18446744073709551616.0",
+            "1.8446744073709552e19",
+        ] {
+            for payload in [
+                format!(r#"{{"id":7,"cmd":"compute","n":{n},"kernel":"fib"}}"#),
+                format!(r#"{{"id": 7, "cmd": "compute", "n": {n}}}"#),
+            ] {
+                assert!(compact::parse(payload.as_bytes()).is_none(), "{payload}");
+                let e = err(&payload);
+                assert_eq!(
+                    (e.error, &e.id),
+                    (ErrorCode::BadRequest, &Some(Id::Num(7))),
+                    "{payload}"
+                );
+                assert!(
+                    e.detail.contains("`n` must be a non-negative integer"),
+                    "{}",
+                    e.detail
+                );
+                assert!(!e.detail.contains("beyond"), "{}", e.detail);
+            }
+        }
+        for (n, says) in [
+            ("18446744073709551616", "beyond any kernel's range"),
+            ("99999999999999999999999999", "beyond any kernel's range"),
+            ("-5", "non-negative"),
+            ("-99999999999999999999999999", "non-negative"),
+        ] {
+            let payload = format!(r#"{{"id":7,"cmd":"compute","n":{n},"kernel":"fib"}}"#);
+            let e = err(&payload);
+            assert_eq!(
+                (e.error, &e.id),
+                (ErrorCode::NOutOfRange, &Some(Id::Num(7))),
+                "{payload}"
+            );
+            assert!(
+                e.detail.contains(says) && e.detail.contains(n),
+                "{}",
+                e.detail
+            );
+        }
+        let huge = format!(r#"{{"id":7,"cmd":"compute","n":{}}}"#, "9".repeat(300));
+        let e = err(&huge);
+        assert_eq!(e.error, ErrorCode::NOutOfRange);
+        assert!(
+            e.detail.len() < 200,
+            "the detail quotes n cut short: {}",
+            e.detail
         );
     }
 
@@ -644,6 +745,24 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_read_differently(bytes: Vec<u8>) {
             agrees(&bytes)?;
+        }
+
+        /// Any number written as a float, whole or not, in range of a u64 or not, is a
+        /// `bad_request`, from the driver's layout or any other.
+        #[test]
+        fn an_n_written_as_a_float_is_a_bad_request(
+            f in proptest::num::f64::NORMAL | proptest::num::f64::ZERO | proptest::num::f64::SUBNORMAL,
+            exponent: bool,
+            compact_layout: bool,
+        ) {
+            let n = if exponent { format!("{f:e}") } else { format!("{f:?}") };
+            let payload = if compact_layout {
+                format!(r#"{{"id":7,"cmd":"compute","n":{n},"kernel":"fib"}}"#)
+            } else {
+                format!(r#"{{"cmd": "compute", "n": {n}, "id": 7}}"#)
+            };
+            let e = parse_request(payload.as_bytes());
+            proptest::prop_assert_eq!(e.map_err(|e| e.error), Err(ErrorCode::BadRequest), "{}", payload);
         }
     }
 

@@ -143,11 +143,36 @@ fn cases() -> Vec<Case> {
             "n_out_of_range",
             json!(11),
         ),
+        // A float is not an integer, whole or not, in range of a u64 or not.
         case(
             "n as a float exponent",
             r#"{"id": 12, "cmd": "compute", "n": 1e19}"#,
-            "n_out_of_range",
+            "bad_request",
             json!(12),
+        ),
+        case(
+            "n a whole float",
+            r#"{"id": 25, "cmd": "compute", "n": 5.0}"#,
+            "bad_request",
+            json!(25),
+        ),
+        case(
+            "n a small exponent",
+            r#"{"id": 26, "cmd": "compute", "n": 1e3}"#,
+            "bad_request",
+            json!(26),
+        ),
+        case(
+            "n a float in the driver's layout",
+            r#"{"id":27,"cmd":"compute","n":5.0,"kernel":"fib"}"#,
+            "bad_request",
+            json!(27),
+        ),
+        case(
+            "n an integer far past u64",
+            r#"{"id": 28, "cmd": "compute", "n": 123456789012345678901234567890}"#,
+            "n_out_of_range",
+            json!(28),
         ),
         case(
             "n past the kernel",
