@@ -26,17 +26,56 @@ pub struct Request {
 }
 
 /// The fast path: a request whose fields all have the expected types.
+///
+/// Each field is `None` only when it is absent. serde reads `null` into an `Option` as `None`,
+/// which would serve `"n": null` as a request without `n` (the 1000000 default); here a present
+/// field must have its type, and `null` is a value of the wrong type, left to [`diagnose`].
 #[derive(Deserialize)]
 struct Raw<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<RawId<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_str")]
     cmd: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
     n: Option<u64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_str")]
     kernel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
     timing: Option<bool>,
     // Unknown fields are ignored (serde's default), as the original server does.
+}
+
+/// A field that is there: its value must be a `T` (`null` is refused, not read as absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// [`present`] for a string, borrowed from the payload when it has no escapes.
+fn present_str<'de: 'a, 'a, D>(d: D) -> Result<Option<std::borrow::Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = std::borrow::Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Borrowed(s))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Owned(s.to_owned()))
+        }
+        fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Owned(s))
+        }
+    }
+    d.deserialize_str(Visit).map(Some)
 }
 
 /// An id as it arrives. Deserialized by hand: an untagged enum makes serde buffer every id
@@ -599,6 +638,57 @@ mod tests {
             e.detail.len() < 200,
             "the detail quotes n cut short: {}",
             e.detail
+        );
+    }
+
+    /// A field that is there must have its type: `null` is not "absent". A null `n` is not
+    /// the 1000000 default, a null `kernel` not `fib`, a null `cmd` not a missing one.
+    #[test]
+    fn a_null_field_is_a_bad_request_naming_the_field() {
+        for (field, payload) in [
+            ("cmd", r#"{"id":7,"cmd":null}"#),
+            ("n", r#"{"id":7,"cmd":"compute","n":null}"#),
+            ("kernel", r#"{"id":7,"cmd":"compute","kernel":null}"#),
+            ("timing", r#"{"id":7,"cmd":"ping","timing":null}"#),
+            (
+                "n",
+                r#"{"id": 7, "n": null, "cmd": "compute", "kernel": "fib"}"#,
+            ),
+            ("timing", r#"{"timing":null,"cmd":"compute","id":7,"n":5}"#),
+        ] {
+            assert!(compact::parse(payload.as_bytes()).is_none(), "{payload}");
+            let e = err(payload);
+            assert_eq!(
+                (e.error, &e.id),
+                (ErrorCode::BadRequest, &Some(Id::Num(7))),
+                "{payload}"
+            );
+            assert!(
+                e.detail.contains(&format!("`{field}`")),
+                "{payload}: {}",
+                e.detail
+            );
+            assert!(e.detail.contains("null"), "{payload}: {}", e.detail);
+            assert!(!e.detail.contains("missing"), "{payload}: {}", e.detail);
+        }
+        let e = err(r#"{"id":null,"cmd":"ping"}"#);
+        assert_eq!((e.error, e.id), (ErrorCode::BadRequest, None));
+        assert!(
+            e.detail.contains("`id`") && e.detail.contains("null"),
+            "{}",
+            e.detail
+        );
+        // Absent is still absent: the defaults apply.
+        let r = parse_request(br#"{"id": 7, "cmd": "compute"}"#).unwrap();
+        assert_eq!(
+            (r.cmd, r.timing),
+            (
+                Command::Compute {
+                    kernel: "fib".into(),
+                    n: DEFAULT_N
+                },
+                false
+            )
         );
     }
 

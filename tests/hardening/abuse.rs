@@ -240,6 +240,31 @@ fn cases() -> Vec<Case> {
             "bad_request",
             null.clone(),
         ),
+        // A field that is there must have its type: null is not "absent".
+        case(
+            "cmd null",
+            r#"{"id": 33, "cmd": null}"#,
+            "bad_request",
+            json!(33),
+        ),
+        case(
+            "n null",
+            r#"{"id": 34, "cmd": "compute", "n": null}"#,
+            "bad_request",
+            json!(34),
+        ),
+        case(
+            "kernel null",
+            r#"{"id": 35, "cmd": "compute", "n": 10, "kernel": null}"#,
+            "bad_request",
+            json!(35),
+        ),
+        case(
+            "timing null",
+            r#"{"id": 36, "cmd": "ping", "timing": null}"#,
+            "bad_request",
+            json!(36),
+        ),
         case(
             "cmd a number",
             r#"{"id": 20, "cmd": 1}"#,
