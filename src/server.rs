@@ -7,6 +7,12 @@
 //! reply, encoded by whoever answers it straight into the connection's `Outbox`; the writer
 //! takes whatever replies are there in one write.
 //!
+//! On shutdown a connection keeps reading: its jobs in flight finish (within the drain time),
+//! and every request read meanwhile is answered `shutting_down` rather than run. Once nothing
+//! of it is in flight and every request read has its reply, the server closes the connection,
+//! reading on a little so that bytes the client sent meanwhile do not turn the close into a
+//! reset.
+//!
 //! [`serve`] is the `serve` subcommand as one call: where the backend kind decides how the
 //! server starts (a pool and a listener, or [`prefork`]'s supervisor).
 
@@ -31,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +47,12 @@ use tokio_util::task::TaskTracker;
 /// I/O thread under a ping flood; foldhash is several times cheaper and still seeded per
 /// process, and each map is capped at `--max-in-flight` entries anyway.
 type FastHash = foldhash::fast::RandomState;
+
+/// After a connection closed by shutdown has sent its last reply: how long it waits for the
+/// next byte from the client, and how long at most, before closing the socket (see
+/// [`linger`]).
+const LINGER_GAP: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_millis(500);
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets in-flight jobs
 /// finish and their replies go out (up to `config.drain`), and stops the backend.
@@ -151,6 +163,8 @@ struct Outbox {
     state: Mutex<OutState>,
     /// Wakes the writer: replies arrived, or the last owed reply was settled.
     ready: Notify,
+    /// Wakes a draining reader: nothing is in flight any more (see [`OutState::draining`]).
+    settled: Notify,
     /// Requests read and not yet written, at most `max_in_flight` (permits are forgotten when
     /// taken and added back by the writer).
     slots: Semaphore,
@@ -173,6 +187,22 @@ struct OutState {
     in_flight: HashMap<Id, InFlight, FastHash>,
     /// The reader has returned: with nothing in flight and `buf` empty, the writer ends.
     reader_done: bool,
+    /// The server is shutting down and the reader waits for the jobs in flight to be answered
+    /// before it closes the connection: every change that leaves nothing in flight wakes it.
+    draining: bool,
+    /// The drain time is over: the reader reads nothing more.
+    drain_over: bool,
+}
+
+/// Where a draining connection stands (see [`Outbox::drain`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Drain {
+    /// Jobs of the connection are still running.
+    Busy,
+    /// Nothing is in flight: the connection may close.
+    Settled,
+    /// The drain time is over: every job was answered, and the connection closes now.
+    Over,
 }
 
 /// A job's entry in [`OutState::in_flight`].
@@ -201,8 +231,11 @@ impl Outbox {
                 replies: 0,
                 in_flight: HashMap::default(),
                 reader_done: false,
+                draining: false,
+                drain_over: false,
             }),
             ready: Notify::new(),
+            settled: Notify::new(),
             slots: Semaphore::new(max_in_flight),
             closed: CancellationToken::new(),
             is_closed: AtomicBool::new(false),
@@ -239,11 +272,29 @@ impl Outbox {
         let was_empty = st.buf.is_empty();
         let r = f(&mut st);
         let wake = st.writer_has_news(was_empty);
+        let settled = st.draining && st.in_flight.is_empty();
         drop(st);
         if wake {
             self.ready.notify_one();
         }
+        if settled {
+            self.settled.notify_one();
+        }
         r
+    }
+
+    /// The reader is draining from now on (see [`OutState::draining`]); says where the
+    /// connection stands.
+    fn drain(&self) -> Drain {
+        let mut st = self.state.lock();
+        st.draining = true;
+        if st.drain_over {
+            Drain::Over
+        } else if st.in_flight.is_empty() {
+            Drain::Settled
+        } else {
+            Drain::Busy
+        }
     }
 
     /// Sends a reply for a request that has no entry in flight: a refusal, or a framing error.
@@ -311,9 +362,11 @@ impl Outbox {
         });
     }
 
-    /// The drain deadline: every job still in flight is answered `shutting_down` now.
+    /// The drain deadline: every job still in flight is answered `shutting_down` now, and the
+    /// reader stops.
     fn abandon_in_flight(&self) {
         self.with_state(|st| {
+            st.drain_over = true;
             for (id, job) in std::mem::take(&mut st.in_flight) {
                 let mut reply = Reply::Error(ErrorReply::new(
                     Some(id),
@@ -388,9 +441,15 @@ impl Handler {
         let (rd, wr) = socket.into_split();
         let writer = write_replies(wr, &self.out, self.config.idle_timeout, &self.gone);
         let reader = async {
-            self.read_requests(FrameReader::new(rd, self.config.max_frame))
-                .await;
+            let mut frames = FrameReader::new(rd, self.config.max_frame);
+            let end = self.read_requests(&mut frames).await;
             self.out.reader_done();
+            if end == ReadEnd::Drained {
+                // The client has not closed: once the writer has sent the last reply, read
+                // on for a moment before the socket closes.
+                self.out.closed.cancelled().await;
+                linger(frames.into_inner()).await;
+            }
         };
         let work = async { tokio::join!(reader, writer) };
         tokio::pin!(work);
@@ -410,32 +469,66 @@ impl Handler {
         }
     }
 
-    /// Reads and dispatches requests until the peer closes, a framing error, or shutdown.
-    async fn read_requests(&self, mut frames: FrameReader<tokio::net::tcp::OwnedReadHalf>) {
+    /// Reads and dispatches requests until the peer closes, a framing error, or, once the
+    /// server is shutting down, until nothing of this connection is in flight and every
+    /// request read has been answered.
+    ///
+    /// A shutdown does not stop the reading: requests already read or arriving still get
+    /// their one reply each, `shutting_down`, while the jobs in flight finish (or the drain
+    /// time runs out and answers them).
+    async fn read_requests(&self, frames: &mut FrameReader<OwnedReadHalf>) -> ReadEnd {
         let cap = self.config.max_in_flight;
         let out = &self.out;
+        // Seen here once, so a wake-up by the shutdown token is not taken again and again
+        // before the flag that mirrors it is set.
+        let mut draining = false;
         loop {
             // Requests pipelined into one read are dispatched back to back: while a slot is
             // free and a whole frame is buffered there is nothing to wait for, so the waits
             // below (and their futures) are skipped. Shutdown and a gone writer are still
             // seen before each request.
-            if self.stopping.load(Ordering::Acquire) || out.is_closed() {
-                return;
+            if out.is_closed() {
+                return ReadEnd::Done;
+            }
+            draining = draining || self.stopping.load(Ordering::Acquire);
+            // What the socket held when, draining, nothing was in flight any more.
+            let mut last = None;
+            match draining.then(|| out.drain()) {
+                Some(Drain::Over) => return ReadEnd::Drained,
+                Some(Drain::Settled) if !frames.ready() => {
+                    // The connection closes now, unless a request (or the close, or a framing
+                    // error) has already arrived: that is handled first, as any other.
+                    let now = ReadLimits {
+                        idle: None,
+                        frame: Some(self.config.frame_deadline),
+                    };
+                    match tokio::time::timeout(Duration::ZERO, frames.wait_for_frame(now)).await {
+                        Ok(read) => last = Some(read),
+                        Err(_) => return ReadEnd::Drained,
+                    }
+                }
+                _ => {}
             }
             match out.slots.try_acquire() {
                 Ok(p) => p.forget(),
                 Err(_) => tokio::select! {
                     p = out.slots.acquire() => match p {
                         Ok(p) => p.forget(),
-                        Err(_) => return,
+                        Err(_) => return ReadEnd::Done,
                     },
-                    _ = self.shutdown.cancelled() => return,
+                    _ = self.shutdown.cancelled(), if !draining => {
+                        draining = true;
+                        continue;
+                    }
+                    _ = out.settled.notified(), if draining => continue,
                     // The writer gave up on the peer: reading more would only make work for
                     // no one.
-                    _ = out.closed.cancelled() => return,
+                    _ = out.closed.cancelled() => return ReadEnd::Done,
                 },
             }
-            let more = if frames.ready() {
+            let more = if let Some(read) = last {
+                read
+            } else if frames.ready() {
                 Ok(true)
             } else {
                 // Idle means nothing arriving and nothing owed: a client waiting on a slow job
@@ -448,8 +541,16 @@ impl Handler {
                 };
                 tokio::select! {
                     more = frames.wait_for_frame(limits) => more,
-                    _ = self.shutdown.cancelled() => return,
-                    _ = out.closed.cancelled() => return,
+                    _ = self.shutdown.cancelled(), if !draining => {
+                        out.slots.add_permits(1);
+                        draining = true;
+                        continue;
+                    }
+                    _ = out.settled.notified(), if draining => {
+                        out.slots.add_permits(1);
+                        continue;
+                    }
+                    _ = out.closed.cancelled() => return ReadEnd::Done,
                 }
             };
             // The frame is lent from `frames` until the next call, so its read time is read
@@ -461,8 +562,8 @@ impl Handler {
                 Err(e) => Err(e),
             };
             match frame {
-                Ok(Some(payload)) => self.dispatch(payload, read_at),
-                Ok(None) => return,
+                Ok(Some(payload)) => self.dispatch(payload, read_at, draining),
+                Ok(None) => return ReadEnd::Done,
                 Err(e @ (FrameError::TooLarge { .. } | FrameError::Deadline(_))) => {
                     let reply = Reply::Error(ErrorReply::new(
                         None,
@@ -470,28 +571,37 @@ impl Handler {
                         format!("{e}; closing the connection"),
                     ));
                     out.push(reply, None);
-                    return;
+                    return ReadEnd::Done;
                 }
-                Err(FrameError::Idle(_)) => return,
+                Err(FrameError::Idle(_)) => return ReadEnd::Done,
                 // The peer vanished (reset, or closed mid-frame): nobody will read replies, so
                 // queued jobs need not run. A clean close between frames may be a half-close
                 // by a client still waiting for its replies, and is not taken as gone.
                 Err(FrameError::Truncated(_) | FrameError::Io(_)) => {
                     self.gone.store(true, Ordering::Release);
-                    return;
+                    return ReadEnd::Done;
                 }
             }
         }
     }
 
     /// Answers or hands on one request, read in full at `read_at`. The request holds one of
-    /// the connection's slots, given back when its reply is written.
-    fn dispatch(&self, payload: &[u8], read_at: Stamp) {
+    /// the connection's slots, given back when its reply is written. While `draining`, a
+    /// request is answered `shutting_down` instead of run.
+    fn dispatch(&self, payload: &[u8], read_at: Stamp, draining: bool) {
         let out = &self.out;
         let req = match parse_request(payload) {
             Ok(r) => r,
             Err(e) => return out.push(Reply::Error(e), None),
         };
+        if draining {
+            let reply = Reply::Error(ErrorReply::new(
+                Some(req.id),
+                ErrorCode::ShuttingDown,
+                "the server is shutting down: requests read after the signal are not run",
+            ));
+            return out.push(reply, None);
+        }
         let read_at = req.timing.then_some(read_at);
         let id = req.id;
         let (kernel, n) = match req.cmd {
@@ -578,6 +688,33 @@ impl Handler {
             ));
         }
         Ok(kernel)
+    }
+}
+
+/// Why a connection's reader returned.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client closed or vanished, broke the framing or idled out, or the writer gave up.
+    Done,
+    /// The server is shutting down and every request read has its reply: the server closes
+    /// the connection though the client has not.
+    Drained,
+}
+
+/// Reads and drops what the client still sends, until it closes too, it sends nothing for
+/// [`LINGER_GAP`], or [`LINGER_MAX`] passes. Closing a socket with unread bytes makes the
+/// kernel answer with a reset, and a reset can destroy the last replies on their way to the
+/// client; a client that sees the close first stops sending and closes too.
+async fn linger(mut rd: OwnedReadHalf) {
+    let end = tokio::time::Instant::now() + LINGER_MAX;
+    let mut sink = vec![0u8; 4096];
+    loop {
+        let gap = (tokio::time::Instant::now() + LINGER_GAP).min(end);
+        match tokio::time::timeout_at(gap, tokio::io::AsyncReadExt::read(&mut rd, &mut sink)).await
+        {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
     }
 }
 
@@ -714,6 +851,34 @@ mod tests {
                 json!("unknown_kernel")
             ]
         );
+    }
+
+    /// A reader draining for shutdown waits for its connection's last job; it is woken when
+    /// that job is answered, and only once it drains (other connections pay nothing).
+    #[test]
+    fn a_draining_reader_is_woken_when_nothing_is_left_in_flight() {
+        let out = Outbox::new(8);
+        let woken = |out: &Outbox| {
+            let n = out.settled.notified();
+            tokio::pin!(n);
+            n.as_mut().enable()
+        };
+        out.admit(&Id::Num(1), job(0), Ok(Kernel::Fib)).unwrap();
+        out.settle(0, result(Id::Num(1), 1), None);
+        assert!(!woken(&out), "not draining: nobody to wake");
+        out.admit(&Id::Num(2), job(1), Ok(Kernel::Fib)).unwrap();
+        out.admit(&Id::Num(3), job(2), Ok(Kernel::Fib)).unwrap();
+        assert_eq!(out.drain(), Drain::Busy, "two jobs in flight");
+        out.settle(1, result(Id::Num(2), 2), None);
+        assert!(!woken(&out), "one job still in flight");
+        out.settle(2, result(Id::Num(3), 3), None);
+        assert!(woken(&out));
+        assert_eq!(out.drain(), Drain::Settled);
+        out.admit(&Id::Num(4), job(3), Ok(Kernel::Fib)).unwrap();
+        out.abandon_in_flight();
+        assert!(woken(&out), "the drain deadline answered the last job");
+        assert_eq!(out.drain(), Drain::Over);
+        assert_eq!(replies(&out).len(), 4);
     }
 
     #[test]

@@ -66,16 +66,23 @@ fn shutdown_with_hundreds_in_flight_answers_every_one_and_exits_zero() {
                     "{backend}"
                 );
             }
-            assert!(
-                got.iter().all(|r| r.get("error").is_none()),
-                "{backend}: {got:?}"
-            );
             if backend == "prefork" {
-                // Read one at a time: what was answered is a prefix, each answered once.
+                // Read one at a time: what was answered is a prefix, each answered once; a
+                // request read after the signal is answered `shutting_down`.
                 let ids: Vec<u64> = jobs.iter().map(|r| json_u64(r, "id")).collect();
                 let want: Vec<u64> = (base..base + ids.len() as u64).collect();
                 assert_eq!(ids, want, "{backend}");
+                let refused = got
+                    .iter()
+                    .filter(|r| r["error"] == json!("shutting_down"))
+                    .count();
+                assert_eq!(got.len(), refused + jobs.len() + 1, "{backend}: {got:?}");
+                assert_eq!(got.len() as u64, per_conn + 1, "{backend}: one reply each");
             } else {
+                assert!(
+                    got.iter().all(|r| r.get("error").is_none()),
+                    "{backend}: {got:?}"
+                );
                 let mut ids: Vec<u64> = jobs.iter().map(|r| json_u64(r, "id")).collect();
                 ids.sort();
                 let want: Vec<u64> = (base..base + per_conn).collect();
@@ -92,6 +99,92 @@ fn shutdown_with_hundreds_in_flight_answers_every_one_and_exits_zero() {
             .is_some(),
             "{backend}: children outlived the server"
         );
+    });
+}
+
+/// Every frame the server reads gets exactly one reply, shutdown or not: one connection
+/// pipelines 100 jobs of 50 ms, past its in-flight cap of 64, and the signal comes while most
+/// are unread. The jobs read before it run; each frame read after it is answered
+/// `shutting_down` (none is left without a reply); then the connection closes.
+#[test]
+fn frames_read_after_the_signal_are_answered_shutting_down_none_is_dropped() {
+    let n = 50_000;
+    on_backends(&BACKENDS, |backend| {
+        let server = Launch::new(backend, 2, &["--drain", "20s"]).start();
+        let mut c = server.connect();
+        pipeline(&mut c, 0, 100, n);
+        let mut got = vec![c.recv().expect("a first reply")];
+        let signalled = Instant::now();
+        server.signal(Signal::SIGTERM);
+        got.extend(drain_replies(&mut c));
+        let of = |r: &Value| r["id"].as_u64().map_or(100, |id| id as usize);
+        let mut answered = vec![0; 101];
+        for r in &got {
+            answered[of(r)] += 1;
+            let refused = r["error"] == json!("shutting_down");
+            let right = r.get("result") == Some(&json!(Kernel::Sleep.expected(n)))
+                || r["pong"] == json!(true);
+            assert!(refused || right, "{backend}: {r}");
+        }
+        assert_eq!(answered, vec![1; 101], "{backend}: one reply each: {got:?}");
+        // Requests are read in order, so those that ran are the first ones.
+        let ran = got.iter().filter(|r| r.get("result").is_some()).count();
+        for r in &got {
+            let first = of(r) < ran;
+            assert_eq!(r.get("result").is_some(), first, "{backend}: {r}");
+        }
+        if backend != "prefork" {
+            // The cap's worth were read (and admitted) before the signal.
+            assert!(ran >= 64, "{backend}: only {ran} ran");
+        }
+        let status = server.wait(Duration::from_secs(25));
+        assert_eq!(status.code(), Some(0), "{backend}");
+        assert!(signalled.elapsed() < Duration::from_secs(20), "{backend}");
+    });
+}
+
+/// A connection with a job still running is kept through the drain: a ping and a compute it
+/// sends after the signal are answered `shutting_down` at once, its job's result follows, and
+/// only then does the server close it.
+#[test]
+fn a_connection_with_a_job_running_is_answered_after_the_signal_until_its_job_is_done() {
+    on_backends(&["process", "shm", "rayon", "tokio"], |backend| {
+        let server = Launch::new(backend, 2, &["--drain", "20s"]).start();
+        let addr = server.addr;
+        let mut c = server.connect();
+        c.send(&json!({"id": "long", "cmd": "compute", "kernel": "sleep", "n": 3_000_000}));
+        // The pong says the job before it was read and handed on.
+        let pong = c.call(json!({"id": "p", "cmd": "ping"}));
+        assert_eq!(pong["pong"], json!(true), "{backend}: {pong}");
+        server.signal(Signal::SIGTERM);
+        // The listener closes once the signal is being handled.
+        let draining = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_err().then_some(())
+        });
+        assert!(draining.is_some(), "{backend}: SIGTERM not handled");
+        c.send(&json!({"id": "late", "cmd": "ping"}));
+        c.send(&json!({"id": "late2", "cmd": "compute", "kernel": "fib", "n": 10}));
+        let got = drain_replies(&mut c);
+        let by_id = |id: &str| -> Vec<&Value> { got.iter().filter(|r| r["id"] == id).collect() };
+        for late in ["late", "late2"] {
+            let replies = by_id(late);
+            assert_eq!(replies.len(), 1, "{backend}: {got:?}");
+            assert_eq!(
+                replies[0]["error"],
+                json!("shutting_down"),
+                "{backend}: {got:?}"
+            );
+        }
+        let long = by_id("long");
+        assert_eq!(long.len(), 1, "{backend}: {got:?}");
+        assert_eq!(
+            long[0]["result"],
+            json!(Kernel::Sleep.expected(3_000_000)),
+            "{backend}: {got:?}"
+        );
+        assert_eq!(got.len(), 3, "{backend}: {got:?}");
+        let status = server.wait(Duration::from_secs(25));
+        assert_eq!(status.code(), Some(0), "{backend}");
     });
 }
 
