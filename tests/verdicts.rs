@@ -1,6 +1,8 @@
 //! The verdicts on synthetic grid points with known answers: each challenger against each
 //! thread backend and against the best of them, the four verdicts, and what counts.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use threadcenter::record::Row;
 use threadcenter::report::compare::fastest_thread;
 use threadcenter::report::noisy::{self, Metric};
@@ -320,4 +322,74 @@ fn a_report_without_kernels_csv_says_there_is_no_per_kernel_data() {
     );
     let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
     assert!(html.contains("No per-kernel data"), "{html}");
+}
+
+/// Throughput is a whole count of replies over a fixed window, so repetitions can tie exactly.
+/// Here each repetition counts the replies of a perfectly steady server over a 0.8 s window
+/// that starts at a random phase (the count is ⌊c + U⌋, its mean c): the coarsest case, where
+/// the repetitions of a side often all agree. The interval must still hold c_process ÷
+/// c_rayon at least 95 % of the time, never shrink to a point, and the known truth decides.
+#[test]
+fn tied_reply_counts_still_give_intervals_that_cover_the_truth() {
+    const WINDOW: f64 = 0.8;
+    const POINTS: u64 = 1000;
+    let mut rng = StdRng::seed_from_u64(0x71ed);
+    for reps in [2u32, 3, 5] {
+        for (cp, ct) in [
+            (164.3, 160.7),
+            (164.3, 156.2),
+            (100.4, 96.6),
+            (100.5, 100.5),
+        ] {
+            let mut rows = Vec::new();
+            for point in 0..POINTS {
+                for (backend, c) in [("process", cp), ("rayon", ct)] {
+                    for rep in 0..reps {
+                        let count = (c + rng.gen::<f64>()).floor();
+                        let mut r = row("sleep", backend, 2, point, rep, count / WINDOW);
+                        r.duration_s = WINDOW;
+                        rows.push(r);
+                    }
+                }
+            }
+            let truth: f64 = cp / ct;
+            let pairs: Vec<Comparison> = verdicts(&rows)
+                .into_iter()
+                .filter(|c| c.comparator == "rayon")
+                .collect();
+            assert_eq!(pairs.len() as u64, POINTS);
+            let share = |hit: &dyn Fn(f64, f64) -> bool| {
+                pairs
+                    .iter()
+                    .filter(|c| c.interval().is_some_and(|(lo, hi)| hit(lo, hi)))
+                    .count() as f64
+                    / POINTS as f64
+            };
+            let covered = share(&|lo, hi| lo <= truth && truth <= hi);
+            let points = share(&|lo, hi| lo == hi);
+            println!("{reps} reps, counts {cp}/{ct}: coverage {covered:.3}");
+            assert!(
+                covered >= 0.95,
+                "{reps} reps, {cp}/{ct}: coverage {covered}"
+            );
+            assert_eq!(points, 0.0, "{reps} reps, {cp}/{ct}: zero-width intervals");
+        }
+    }
+}
+
+/// The committed `sleep` cells tie at every repetition on both sides: equal counts are
+/// equivalent with an interval around 1, not a point at 1.
+#[test]
+fn identical_counts_are_equivalent_with_an_interval_of_nonzero_width() {
+    let rows = point(
+        "sleep",
+        &[
+            ("process", &[1640.0, 1640.0, 1640.0]),
+            ("rayon", &[1640.0, 1640.0, 1640.0]),
+        ],
+    );
+    let v = find(&verdicts(&rows), "process", "rayon").clone();
+    let (lo, hi) = v.interval().expect("an interval");
+    assert!(lo < 1.0 && 1.0 < hi, "{v:?}");
+    assert_eq!(v.verdict, Verdict::Equivalent);
 }

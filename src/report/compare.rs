@@ -80,7 +80,7 @@ impl Comparison {
 pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
     let mut out = Vec::new();
     for (point, by_backend) in &data.cells {
-        let sample = |b: &str| by_backend.get(b).and_then(|a| LogSample::of(&a.throughput));
+        let sample = |b: &str| by_backend.get(b).and_then(|a| a.sample());
         let threads: Vec<(&str, LogSample)> = THREAD_BACKENDS
             .iter()
             .filter_map(|&t| Some((t, sample(t)?)))

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::verdict::LogSample;
 use crate::record::Row;
 
 /// The thread backends a process backend is compared against (SPEC §4).
@@ -41,6 +42,9 @@ impl Point {
 pub struct Agg {
     /// Each valid repetition's throughput, in CSV order (the verdicts are computed from these).
     pub throughput: Vec<f64>,
+    /// The replies behind each throughput (throughput × window): its counting resolution.
+    /// NaN where no count is known.
+    pub counts: Vec<f64>,
     pub tput_mean: f64,
     pub lat_p50: f64,
     pub lat_p99: f64,
@@ -60,6 +64,10 @@ impl Agg {
         let mean = |f: fn(&Row) -> f64| finite_mean(rows.iter().map(|r| f(r)));
         Agg {
             throughput: rows.iter().map(|r| r.throughput_rps).collect(),
+            counts: rows
+                .iter()
+                .map(|r| r.throughput_rps * r.duration_s)
+                .collect(),
             tput_mean: mean(|r| r.throughput_rps),
             lat_p50: mean(|r| r.lat_p50_us),
             lat_p99: mean(|r| r.lat_p99_us),
@@ -72,6 +80,12 @@ impl Agg {
             target_us: rows.iter().find_map(|r| r.target_us),
             cores: rows.iter().map(|r| r.cores).max().unwrap_or(0),
         }
+    }
+
+    /// The repetitions as the verdicts see them: log throughputs, floored at their counting
+    /// resolution. None without a valid, positive throughput.
+    pub fn sample(&self) -> Option<LogSample> {
+        LogSample::counted(&self.throughput, &self.counts)
     }
 
     /// Requests per second a perfectly parallel server would reach:

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use super::compare::is_thread_backend;
 use super::data::{Agg, Dataset};
 use super::html::{para, table, Html, TableRow};
-use super::verdict::{self, LogSample, Verdict, CONFIDENCE};
+use super::verdict::{self, Verdict, CONFIDENCE};
 
 /// (model, real) kernel pairs the check looks for.
 pub const PAIRS: [(&str, &str); 1] = [("gil", "pyfib")];
@@ -97,9 +97,7 @@ pub fn checks(data: &Dataset<'_>, margin: f64) -> Vec<ModelCheck> {
             let Some(real_by_backend) = r.get(key) else {
                 continue;
             };
-            let of = |by: &BTreeMap<String, Agg>, b: &str| {
-                by.get(b).and_then(|a| LogSample::of(&a.throughput))
-            };
+            let of = |by: &BTreeMap<String, Agg>, b: &str| by.get(b).and_then(Agg::sample);
             let (Some(mp), Some(rp)) = (
                 of(model_by_backend, CHALLENGER),
                 of(real_by_backend, CHALLENGER),

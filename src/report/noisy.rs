@@ -77,6 +77,11 @@ fn stand_ins(rows: &[Row], kernels: &[KernelRow], metric: Metric) -> Vec<Row> {
                 let mut r = (*cell).clone();
                 r.kernel = label(&major, mix);
                 r.throughput_rps = metric.score(k);
+                if metric == Metric::P99Latency {
+                    // A latency is not a count of replies: it has no counting resolution to
+                    // floor its spread at, so tied repetitions give no interval.
+                    r.duration_s = f64::NAN;
+                }
                 out.push(r);
             }
         }

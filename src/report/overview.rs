@@ -219,7 +219,11 @@ pub fn methods(margin: f64, sims: &[Simulation]) -> Html {
          point with each thread backend on its own and with the best of them. The ratio is of \
          geometric mean throughputs over the valid repetitions, and its 95 % interval is \
          Welch's t-interval on the difference of mean log throughputs: each backend's own \
-         variance, Welch–Satterthwaite degrees of freedom, Student's t quantile. Against the \
+         variance, Welch–Satterthwaite degrees of freedom, Student's t quantile. A throughput \
+         is a whole count of replies over the window, so repetitions can tie: each variance \
+         is floored at that counting resolution (1/(4c²) on the log scale for c replies, the \
+         most a count read at a random phase can vary), and an interval never shrinks to a \
+         point. Against the \
          best thread backend, the interval runs from the smallest lower end of the k thread \
          backends' 95 % intervals to the smallest upper end of their 1 − 0.05/k (Bonferroni) \
          intervals: the process side wins only by beating every thread backend, threads win \
