@@ -219,7 +219,10 @@ pub fn methods(margin: f64, sims: &[Simulation]) -> Html {
          point with each thread backend on its own and with the best of them. The ratio is of \
          geometric mean throughputs over the valid repetitions, and its 95 % interval is \
          Welch's t-interval on the difference of mean log throughputs: each backend's own \
-         variance, Welch–Satterthwaite degrees of freedom, Student's t quantile. A throughput \
+         variance, Student's t quantile at the Welch–Satterthwaite degrees of freedom when \
+         both sides have as many valid repetitions, else at the smaller side's count less one \
+         (Hsu's conservative choice: with 2 repetitions against 15, Welch–Satterthwaite's \
+         interval holds the true ratio only 89 % of the time). A throughput \
          is a whole count of replies over the window, so repetitions can tie: each variance \
          is floored at that counting resolution (1/(4c²) on the log scale for c replies, the \
          most a count read at a random phase can vary), and an interval never shrinks to a \

@@ -9,8 +9,7 @@
 //!
 //! Its interval is a t-interval on the difference of mean log throughputs with each side's
 //! own variance (Welch's standard error), so it needs no assumption that the backends are
-//! equally noisy. Its degrees of freedom are Welch–Satterthwaite's, and one rule keeps its
-//! coverage where the plain Welch interval loses it:
+//! equally noisy. Two rules keep its coverage where the plain Welch interval loses it:
 //!
 //! - **A spread is never zero.** Throughput is a whole count of replies over a fixed window,
 //!   so repetitions can tie exactly (a `sleep` cell completes the same count every time), and
@@ -22,6 +21,14 @@
 //!   p, and with counts near 100 the 1/12 floor covers only 94 % at 5 and at 15 repetitions,
 //!   the 1/4 floor 96 % or more (tests/verdicts.rs). A side with no known count (a latency)
 //!   and no observed spread gives no interval at all.
+//! - **Unequal repetition counts take the smaller side's degrees of freedom.** With equal
+//!   counts the Welch–Satterthwaite degrees of freedom keep 95 % (94 % at 2 or 3 repetitions
+//!   when one side is ten times noisier); with unequal ones (2 against 15, as dropped invalid
+//!   repetitions leave) the estimate is too optimistic exactly when the small side's variance
+//!   happens to come out low, and coverage falls to 88 %. There the interval uses min(nᵢ) − 1
+//!   degrees of freedom (Hsu's conservative choice: the standard error is a weighted mean of
+//!   variances each estimated with at least that many degrees of freedom, so its t ratio is
+//!   never heavier-tailed than Student's at min(nᵢ) − 1).
 //!
 //! It keeps its nominal coverage at two or three repetitions, where a percentile bootstrap
 //! cannot (with two values it only ever sees four resamples). The report's simulation
@@ -194,11 +201,12 @@ pub fn welch(challenger: &LogSample, comparator: &LogSample, confidence: f64) ->
 
 /// The interval for exp(Σ cᵢ·meanᵢ), a contrast of independent log-scale means (a ratio of
 /// ratios with coefficients ±1), at two-sided level `confidence`. Its variance is
-/// Σ cᵢ²·spreadᵢ/nᵢ (each [`LogSample::spread`]), its degrees of freedom
-/// Welch–Satterthwaite's; with two samples and coefficients +1, −1 it is the two-sample Welch
-/// interval, spreads floored. No interval unless every sample has two or more repetitions and
-/// a spread above zero (a side whose repetitions tie and whose counting resolution is unknown
-/// cannot say how far off its mean may be).
+/// Σ cᵢ²·spreadᵢ/nᵢ (each [`LogSample::spread`]); its degrees of freedom are
+/// Welch–Satterthwaite's when every sample has the same number of repetitions and
+/// min(nᵢ) − 1 otherwise (see the module doc). With two samples of equal size and
+/// coefficients +1, −1 it is the two-sample Welch interval. No interval unless every sample
+/// has two or more repetitions and a spread above zero (a side whose repetitions tie and whose
+/// counting resolution is unknown cannot say how far off its mean may be).
 pub fn contrast(terms: &[(&LogSample, f64)], confidence: f64) -> Estimate {
     let diff: f64 = terms.iter().map(|(s, c)| c * s.mean).sum();
     let ratio = diff.exp();
@@ -214,11 +222,16 @@ pub fn contrast(terms: &[(&LogSample, f64)], confidence: f64) -> Estimate {
         .map(|(s, c)| (c * c * s.spread() / s.n as f64, s.n))
         .collect();
     let se2: f64 = parts.iter().map(|(v, _)| v).sum();
-    let df = se2 * se2
-        / parts
-            .iter()
-            .map(|(v, n)| v * v / (n - 1) as f64)
-            .sum::<f64>();
+    let fewest = parts.iter().map(|(_, n)| *n).min().unwrap_or(2);
+    let df = if parts.iter().all(|(_, n)| *n == fewest) {
+        se2 * se2
+            / parts
+                .iter()
+                .map(|(v, n)| v * v / (n - 1) as f64)
+                .sum::<f64>()
+    } else {
+        (fewest - 1) as f64
+    };
     let half = student::quantile(0.5 + confidence / 2.0, df) * se2.sqrt();
     Estimate {
         ratio,
@@ -305,6 +318,20 @@ mod tests {
         assert!((e.ratio.ln() - 0.025).abs() < 1e-12);
         assert!((lo.ln() - (0.025 - half)).abs() < 1e-8, "{lo}");
         assert!((hi.ln() - (0.025 + half)).abs() < 1e-8, "{hi}");
+    }
+
+    #[test]
+    fn unequal_counts_take_the_smaller_sides_degrees_of_freedom() {
+        // ln values 0, 0.1 (mean 0.05, var 0.005) against 0, 0.02, 0.04 (mean 0.02, var
+        // 0.0004): se² = 0.0025 + 0.0004/3, df = min(2, 3) − 1 = 1, t = 12.706.
+        let a = LogSample::of(&[1.0, 0.1f64.exp()]).unwrap();
+        let b = LogSample::of(&[1.0, 0.02f64.exp(), 0.04f64.exp()]).unwrap();
+        let e = welch(&a, &b, 0.95);
+        let (lo, hi) = e.interval.unwrap();
+        let half = 12.706_204_736 * (0.0025f64 + 0.0004 / 3.0).sqrt();
+        assert!((e.ratio.ln() - 0.03).abs() < 1e-12);
+        assert!((lo.ln() - (0.03 - half)).abs() < 1e-8, "{lo}");
+        assert!((hi.ln() - (0.03 + half)).abs() < 1e-8, "{hi}");
     }
 
     #[test]
