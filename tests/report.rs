@@ -461,3 +461,20 @@ fn the_resource_table_says_how_busy_the_cores_were() {
         row_of("tokio")
     );
 }
+
+/// The methods section simulates the pairs of repetition counts the comparisons have: process
+/// with 2 valid repetitions against rayon with 15 is simulated as 2/15, not as 2/2, and with
+/// one side noisier than the other as well as with equal noise.
+#[test]
+fn the_methods_simulate_the_comparisons_own_repetition_pairs() {
+    let process: Vec<f64> = (0..2).map(|i| 200.0 + f64::from(i)).collect();
+    let rayon: Vec<f64> = (0..15).map(|i| 100.0 + f64::from(i % 3)).collect();
+    let mut rows = reps("fib", "process", 2, 1000, &process);
+    rows.extend(reps("fib", "rayon", 2, 1000, &rayon));
+    let html = render(&rows, None);
+    let methods = &html[html.find("How the verdicts are computed").expect("methods")..];
+    let methods = &methods[..methods.find("<h2").unwrap_or(methods.len())];
+    assert!(methods.contains(">2/15</td>"), "{methods}");
+    assert!(!methods.contains(">2</td>"), "{methods}");
+    assert!(methods.contains("coverage with unequal noise"), "{methods}");
+}

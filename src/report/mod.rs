@@ -55,7 +55,7 @@ pub const VERDICTS_CSV: &str = "verdicts.csv";
 const SIMULATED_POINTS: usize = 1000;
 /// The simulation's seed: fixed, so the same CSV gives the same report.
 const SIMULATION_SEED: u64 = 0x7c3d_a11e;
-/// At most this many repetition counts are simulated (the most common ones).
+/// At most this many pairs of repetition counts are simulated (the most common ones).
 const SIMULATED_REP_COUNTS: usize = 4;
 
 /// What the report is computed with, beyond the rows.
@@ -96,19 +96,21 @@ pub fn render(
     page(&data, &comparisons, env, margin, &extras)
 }
 
-/// The repetition counts worth simulating: each comparison's smaller side, two or more, the
-/// most common first-served up to [`SIMULATED_REP_COUNTS`], returned ascending.
-fn rep_counts(comparisons: &[Comparison]) -> Vec<usize> {
-    let mut freq: BTreeMap<usize, usize> = BTreeMap::new();
+/// The repetition counts worth simulating: each comparison's own pair (challenger,
+/// comparator), both two or more, the most common first-served up to
+/// [`SIMULATED_REP_COUNTS`], returned ascending. The pair, not the smaller side alone: 2
+/// repetitions against 15 do not behave as 2 against 2.
+fn rep_counts(comparisons: &[Comparison]) -> Vec<(usize, usize)> {
+    let mut freq: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for c in comparisons {
-        let n = c.reps_challenger.min(c.reps_comparator);
-        if n >= 2 {
-            *freq.entry(n).or_default() += 1;
+        let pair = (c.reps_challenger, c.reps_comparator);
+        if pair.0.min(pair.1) >= 2 {
+            *freq.entry(pair).or_default() += 1;
         }
     }
-    let mut by_freq: Vec<(usize, usize)> = freq.into_iter().collect();
+    let mut by_freq: Vec<((usize, usize), usize)> = freq.into_iter().collect();
     by_freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let kept: BTreeSet<usize> = by_freq
+    let kept: BTreeSet<(usize, usize)> = by_freq
         .into_iter()
         .take(SIMULATED_REP_COUNTS)
         .map(|(n, _)| n)

@@ -10,7 +10,7 @@ use super::compare::{fastest_thread, Comparison};
 use super::data::{fmt_us, order_backends, Dataset};
 use super::html::{figure, num, para, table, Html, TableRow};
 use super::service;
-use super::simulate::{Simulation, EFFECT, NOISE, QUIET_NOISE};
+use super::simulate::{Simulation, EFFECT, NOISE, NOISE_RATIO, QUIET_NOISE};
 use super::verdict::{band, Verdict};
 
 /// The challenger the first screen is about: `process` when it was measured, else the first
@@ -250,35 +250,44 @@ pub fn methods(margin: f64, sims: &[Simulation]) -> Html {
         return out;
     }
     out.push(para(&format!(
-        "Measured by simulation, not assumed: {} synthetic grid points per scenario and \
-         repetition count, process, rayon and tokio drawn with normal noise on the raw \
-         throughput, run through the code that made this report. False wins: all three equal \
-         at {noise} % noise, a win for either side called. Coverage: how often the interval \
-         holds the true ratio in that case. Power: process truly {EFFECT}x at {noise} % noise, \
-         \"process wins\" called. Equivalence: all equal at {quiet} % noise, \"equivalent\" \
-         called.",
+        "Measured by simulation, not assumed: {} synthetic grid points per scenario at each \
+         of the commonest pairs of repetition counts in these comparisons (process/thread \
+         backend: invalid repetitions are dropped, so the two sides often differ), process, \
+         rayon and tokio drawn with normal noise on the raw throughput, run through the code \
+         that made this report. False wins: all three equal at {noise} % noise, a win for \
+         either side called. Coverage: how often the interval holds the true ratio in that \
+         case; with unequal noise, when one side is {ratio}x as noisy as the other \
+         ({loud} % against {noise} %, the worse of the two ways round). Power: process truly \
+         {EFFECT}x at {noise} % noise, \"process wins\" called. Equivalence: all equal at \
+         {quiet} % noise, \"equivalent\" called.",
         sims[0].points,
         noise = NOISE * 100.0,
+        ratio = NOISE_RATIO,
+        loud = NOISE * NOISE_RATIO * 100.0,
         quiet = QUIET_NOISE * 100.0,
     )));
     out.push(table(
         "num",
         &[
-            "repetitions",
+            "repetitions (process/thread)",
             "false wins, per thread backend",
             "false wins, best thread",
             "coverage, per thread backend",
             "coverage, best thread",
+            "coverage with unequal noise, per thread backend",
+            "coverage with unequal noise, best thread",
             "power at 1.5x, best thread",
             "equivalent at 0.5 % noise, best thread",
         ],
         sims.iter().map(|s| {
             TableRow::plain(vec![
-                Html::text(&s.reps.to_string()),
+                Html::text(&format!("{}/{}", s.reps.0, s.reps.1)),
                 pct(s.pair.false_win),
                 pct(s.headline.false_win),
                 pct(s.pair.coverage),
                 pct(s.headline.coverage),
+                pct(s.pair.coverage_unequal),
+                pct(s.headline.coverage_unequal),
                 pct(s.headline.power),
                 pct(s.headline.equivalent),
             ])

@@ -2,10 +2,15 @@
 //! truth, fed through the same code as real ones (rows → [`Dataset`] → [`comparisons`]).
 //!
 //! Each scenario draws `points` grid points with a `process`, a `rayon` and a `tokio` backend,
-//! `reps` repetitions each, throughput = mean × (1 + noise × z) with z standard normal (noise on
-//! the raw scale, not the log scale the intervals assume, so the check is not circular):
+//! at the repetition counts of a real comparison (process `reps.0`, each thread backend
+//! `reps.1`: invalid repetitions are dropped, so the two often differ), throughput = mean ×
+//! (1 + noise × z) with z standard normal (noise on the raw scale, not the log scale the
+//! intervals assume, so the check is not circular):
 //!
 //! - null: all three equal, 5 % noise. Any win is false; the interval should cover 1.
+//! - null with unequal noise: all three equal, one side 3x as noisy as the other (15 % against
+//!   5 %), each way round; the interval should still cover 1, the backends need not be
+//!   equally noisy.
 //! - power: process 1.5x both thread backends, 5 % noise. "process wins" is the right call.
 //! - equivalence: all equal, 0.5 % noise. "equivalent" is the right call.
 //!
@@ -25,6 +30,8 @@ pub const NOISE: f64 = 0.05;
 pub const EFFECT: f64 = 1.5;
 /// The noise of the equivalence scenario.
 pub const QUIET_NOISE: f64 = 0.005;
+/// How many times noisier one side is than the other in the unequal-noise null scenarios.
+pub const NOISE_RATIO: f64 = 3.0;
 
 /// Rates measured over one kind of comparison (per thread backend, or against the best).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -37,16 +44,20 @@ pub struct Rates {
     pub false_threads_win: f64,
     /// Null: the share of intervals that contain the true ratio, 1.
     pub coverage: f64,
+    /// Null with one side [`NOISE_RATIO`] times as noisy as the other: the smaller share of
+    /// intervals that contain 1, of the two ways round.
+    pub coverage_unequal: f64,
     /// 1.5x: the share called "process wins".
     pub power: f64,
     /// 0.5 % noise, no difference: the share called "equivalent".
     pub equivalent: f64,
 }
 
-/// The measured rates at one repetition count.
+/// The measured rates at one pair of repetition counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Simulation {
-    pub reps: usize,
+    /// Valid repetitions of the challenger (process) and of each thread backend.
+    pub reps: (usize, usize),
     /// Grid points drawn per scenario.
     pub points: usize,
     /// Process against one thread backend (rayon and tokio rows pooled).
@@ -111,18 +122,27 @@ pub fn synthetic_row(
     }
 }
 
-/// Draws one scenario's rows: `points` grid points (told apart by `size`), process at
-/// `effect` × the thread backends' mean.
-fn draw(reps: usize, points: usize, effect: f64, noise: f64, rng: &mut StdRng) -> Vec<Row> {
+/// One scenario: the process side's mean (the thread backends' is 1000) and the noise of
+/// each side.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    effect: f64,
+    process_noise: f64,
+    thread_noise: f64,
+}
+
+/// Draws one scenario's rows: `points` grid points (told apart by `size`), process with
+/// `reps.0` repetitions, each thread backend with `reps.1`.
+fn draw(reps: (usize, usize), points: usize, s: Scenario, rng: &mut StdRng) -> Vec<Row> {
     let z = Normal::new(0.0, 1.0).expect("unit normal");
-    let mut rows = Vec::with_capacity(points * reps * 3);
+    let mut rows = Vec::with_capacity(points * (reps.0 + 2 * reps.1));
     for point in 0..points as u64 {
-        for (backend, mean) in [
-            ("process", 1000.0 * effect),
-            ("rayon", 1000.0),
-            ("tokio", 1000.0),
+        for (backend, mean, noise, n) in [
+            ("process", 1000.0 * s.effect, s.process_noise, reps.0),
+            ("rayon", 1000.0, s.thread_noise, reps.1),
+            ("tokio", 1000.0, s.thread_noise, reps.1),
         ] {
-            for rep in 0..reps as u32 {
+            for rep in 0..n as u32 {
                 let t = mean * (1.0 + noise * z.sample(rng));
                 rows.push(synthetic_row("sim", backend, 2, point, rep, t));
             }
@@ -138,16 +158,27 @@ fn share(cs: &[Comparison], hit: impl Fn(&Comparison) -> bool) -> f64 {
     cs.iter().filter(|c| hit(c)).count() as f64 / cs.len() as f64
 }
 
-/// Runs the three scenarios at `reps` repetitions a backend over `points` grid points each.
-pub fn simulate(reps: usize, points: usize, margin: f64, seed: u64) -> Simulation {
-    let mut rng = StdRng::seed_from_u64(seed ^ (reps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut run = |effect: f64, noise: f64| {
-        let rows = draw(reps, points, effect, noise, &mut rng);
+/// Runs the scenarios at `reps` (process, each thread backend) repetitions over `points` grid
+/// points each.
+pub fn simulate(reps: (usize, usize), points: usize, margin: f64, seed: u64) -> Simulation {
+    let mix = (reps.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (reps.1 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut rng = StdRng::seed_from_u64(seed ^ mix);
+    let mut run = |effect: f64, process_noise: f64, thread_noise: f64| {
+        let scenario = Scenario {
+            effect,
+            process_noise,
+            thread_noise,
+        };
+        let rows = draw(reps, points, scenario, &mut rng);
         comparisons(&Dataset::new(&rows), margin)
     };
-    let null = run(1.0, NOISE);
-    let power = run(EFFECT, NOISE);
-    let quiet = run(1.0, QUIET_NOISE);
+    let null = run(1.0, NOISE, NOISE);
+    let noisy_process = run(1.0, NOISE * NOISE_RATIO, NOISE);
+    let noisy_threads = run(1.0, NOISE, NOISE * NOISE_RATIO);
+    let power = run(EFFECT, NOISE, NOISE);
+    let quiet = run(1.0, QUIET_NOISE, QUIET_NOISE);
+    let covers = |c: &Comparison| c.interval().is_some_and(|(lo, hi)| lo <= 1.0 && 1.0 <= hi);
     let rates = |best: bool| {
         let pick = |all: &[Comparison]| -> Vec<Comparison> {
             all.iter()
@@ -160,9 +191,9 @@ pub fn simulate(reps: usize, points: usize, margin: f64, seed: u64) -> Simulatio
             false_win: share(&null, |c| c.verdict.is_win()),
             false_process_win: share(&null, |c| c.verdict == Verdict::ProcessWins),
             false_threads_win: share(&null, |c| c.verdict == Verdict::ThreadsWin),
-            coverage: share(&null, |c| {
-                c.interval().is_some_and(|(lo, hi)| lo <= 1.0 && 1.0 <= hi)
-            }),
+            coverage: share(&null, covers),
+            coverage_unequal: share(&pick(&noisy_process), covers)
+                .min(share(&pick(&noisy_threads), covers)),
             power: share(&power, |c| c.verdict == Verdict::ProcessWins),
             equivalent: share(&quiet, |c| c.verdict == Verdict::Equivalent),
         }
