@@ -142,7 +142,56 @@ fn one_repetition_is_always_inconclusive_without_an_interval() {
         assert_eq!(c.interval(), None, "{c:?}");
     }
     let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
-    assert!(html.contains("none (1 rep)"), "the list says why");
+    assert!(
+        html.contains("none (process has 1 valid repetition)"),
+        "the list says why"
+    );
+}
+
+/// A thread backend run at a grid point whose every repetition was invalid (the fast cells
+/// are the ones marked `driver_saturated`) must not silently leave "best thread" to the
+/// slower one: the best-thread row claims no winner, and says why.
+#[test]
+fn a_thread_backend_without_valid_repetitions_leaves_the_best_thread_row_inconclusive() {
+    let mut rows = Vec::new();
+    for rep in 0..5u32 {
+        let r = f64::from(rep);
+        rows.push(row("fib", "process", 2, 100, rep, 1200.0 + r));
+        rows.push(row("fib", "rayon", 2, 100, rep, 1000.0 + r));
+        let mut fast = row("fib", "tokio", 2, 100, rep, 1500.0 + r);
+        fast.valid = false;
+        fast.reason = "driver_saturated".into();
+        rows.push(fast);
+    }
+    let all = verdicts(&rows);
+    // Against rayon alone the verdict stands; against the best thread it cannot.
+    assert_eq!(find(&all, "process", "rayon").verdict, Verdict::ProcessWins);
+    let best = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(best.verdict, Verdict::Inconclusive, "{best:?}");
+    assert_eq!(best.interval(), None, "{best:?}");
+    assert_eq!((best.reps_challenger, best.reps_comparator), (5, 0));
+    let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
+    assert!(
+        html.contains("none (tokio has 0 valid repetitions (driver_saturated ×5))"),
+        "the report says why"
+    );
+
+    // One valid repetition of tokio is not enough either.
+    rows[2].valid = true;
+    let all = verdicts(&rows);
+    let best = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(
+        (best.verdict, best.interval()),
+        (Verdict::Inconclusive, None)
+    );
+    assert_eq!(best.reps_comparator, 1);
+
+    // A thread backend that was never run at the point is not missing: rayon is the best.
+    rows.retain(|r| r.backend != "tokio");
+    let all = verdicts(&rows);
+    let best = find(&all, "process", report::BEST_THREAD);
+    assert_eq!(best.verdict, Verdict::ProcessWins);
+    assert_eq!(best.interval(), find(&all, "process", "rayon").interval());
 }
 
 #[test]

@@ -42,15 +42,17 @@ pub struct Comparison {
     /// Geometric mean throughput of the challenger ÷ the comparator's (for the best thread:
     /// ÷ the faster thread backend's).
     pub ratio: f64,
-    /// Lower end of the 95 % interval; empty with fewer than two repetitions a side.
+    /// Lower end of the 95 % interval; empty with fewer than two repetitions a side (or a
+    /// side without spread, see [`verdict::contrast`]).
     pub lo: Option<f64>,
-    /// Upper end of the 95 % interval; empty with fewer than two repetitions a side.
+    /// Upper end of the 95 % interval; empty when `lo` is.
     pub hi: Option<f64>,
     pub verdict: Verdict,
     /// Valid repetitions of the challenger.
     pub reps_challenger: usize,
     /// Valid repetitions of the comparator; for the best thread, the fewest of any thread
-    /// backend, since each one's interval enters the result.
+    /// backend run at the point (0 when one had no valid repetition), since each one's
+    /// interval enters the result: under 2, the row has no interval and is inconclusive.
     pub reps_comparator: usize,
 }
 
@@ -76,7 +78,9 @@ impl Comparison {
 
 /// Every comparison in the data, ordered by grid point, challenger (canonical backend order),
 /// then comparator (the thread backends, then the best thread). A backend without valid,
-/// positive throughput at a point takes no part there.
+/// positive throughput at a point takes no part there, except that a thread backend run there
+/// with fewer than two valid repetitions leaves the best-thread row without an interval
+/// (inconclusive): the best of the others is not the best thread backend.
 pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
     let mut out = Vec::new();
     for (point, by_backend) in &data.cells {
@@ -88,6 +92,13 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
         if threads.is_empty() {
             continue;
         }
+        // A thread backend run here whose repetitions were all invalid (or all but one) would
+        // silently leave "best thread" to the others, and the invalid cells are the fast
+        // ones (`driver_saturated`): the best-thread row claims no winner without it.
+        let short = THREAD_BACKENDS.iter().any(|t| {
+            data.ran.get(point).is_some_and(|r| r.contains(*t))
+                && sample(t).map_or(true, |s| s.n < 2)
+        });
         let target_us = by_backend.values().find_map(|a| a.target_us);
         let challengers =
             order_backends(by_backend.keys().filter(|b| !is_thread_backend(b)).cloned());
@@ -115,12 +126,19 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
                 out.push(row(name, verdict::welch(&c, t, CONFIDENCE), t.n));
             }
             let samples: Vec<LogSample> = threads.iter().map(|(_, t)| *t).collect();
-            let fewest = samples.iter().map(|t| t.n).min().unwrap_or(0);
-            out.push(row(
-                BEST_THREAD,
-                verdict::against_best(&c, &samples, CONFIDENCE),
-                fewest,
-            ));
+            let mut best = verdict::against_best(&c, &samples, CONFIDENCE);
+            let fewest = if short {
+                best.interval = None;
+                THREAD_BACKENDS
+                    .iter()
+                    .filter(|t| data.ran.get(point).is_some_and(|r| r.contains(**t)))
+                    .map(|t| sample(t).map_or(0, |s| s.n))
+                    .min()
+                    .unwrap_or(0)
+            } else {
+                samples.iter().map(|t| t.n).min().unwrap_or(0)
+            };
+            out.push(row(BEST_THREAD, best, fewest));
         }
     }
     out
@@ -141,6 +159,34 @@ pub fn fastest_thread<'c>(all: &'c [Comparison], best: &Comparison) -> Option<&'
         })
         .min_by(|a, b| a.ratio.total_cmp(&b.ratio))
         .map(|c| c.comparator.as_str())
+}
+
+/// Why `c` has no interval, in words for the report ("tokio has 0 valid repetitions
+/// (driver_saturated ×5)"); None when it has one. verdicts.csv says the same through
+/// `reps_challenger` and `reps_comparator` (under 2: no interval).
+pub fn why_no_interval(data: &Dataset<'_>, c: &Comparison) -> Option<String> {
+    if c.interval().is_some() {
+        return None;
+    }
+    let point = c.point();
+    let comparators: Vec<&str> = if c.is_best_thread() {
+        THREAD_BACKENDS
+            .iter()
+            .copied()
+            .filter(|t| data.ran.get(&point).is_some_and(|r| r.contains(*t)))
+            .collect()
+    } else {
+        vec![c.comparator.as_str()]
+    };
+    let short: Vec<String> = std::iter::once(c.challenger.as_str())
+        .chain(comparators)
+        .filter_map(|b| data.short_of_reps(&point, b))
+        .collect();
+    Some(if short.is_empty() {
+        "no spread: the repetitions tie and their resolution is unknown".to_string()
+    } else {
+        short.join("; ")
+    })
 }
 
 /// Writes verdicts.csv atomically (a temporary file renamed over the old one).

@@ -113,10 +113,19 @@ pub fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
 pub struct Dataset<'a> {
     pub rows: &'a [Row],
     pub cells: BTreeMap<Point, BTreeMap<String, Agg>>,
+    /// Every backend run at each grid point, valid or not: a backend whose every repetition
+    /// was invalid is absent from `cells` but not from here.
+    pub ran: BTreeMap<Point, BTreeSet<String>>,
 }
 
 impl<'a> Dataset<'a> {
     pub fn new(rows: &'a [Row]) -> Self {
+        let mut ran: BTreeMap<Point, BTreeSet<String>> = BTreeMap::new();
+        for row in rows {
+            ran.entry(Point::of(row))
+                .or_default()
+                .insert(row.backend.clone());
+        }
         let mut grouped: BTreeMap<Point, BTreeMap<String, Vec<&Row>>> = BTreeMap::new();
         for row in rows
             .iter()
@@ -139,7 +148,46 @@ impl<'a> Dataset<'a> {
                 (p, aggs)
             })
             .collect();
-        Dataset { rows, cells }
+        Dataset { rows, cells, ran }
+    }
+
+    /// The valid repetitions of `backend` at `point` that the verdicts use.
+    pub fn valid_reps(&self, point: &Point, backend: &str) -> usize {
+        self.cells
+            .get(point)
+            .and_then(|m| m.get(backend))
+            .and_then(Agg::sample)
+            .map_or(0, |s| s.n)
+    }
+
+    /// Why `backend` at `point` has fewer than two valid repetitions, in words ("tokio has 0
+    /// valid repetitions (driver_saturated ×5)"); None when it has two or more.
+    pub fn short_of_reps(&self, point: &Point, backend: &str) -> Option<String> {
+        let n = self.valid_reps(point, backend);
+        if n >= 2 {
+            return None;
+        }
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| !r.valid && r.backend == backend && Point::of(r) == *point)
+        {
+            *reasons.entry(r.reason.as_str()).or_default() += 1;
+        }
+        let why: Vec<String> = reasons
+            .iter()
+            .map(|(reason, k)| {
+                let reason = if reason.is_empty() { "invalid" } else { reason };
+                format!("{reason} ×{k}")
+            })
+            .collect();
+        let plural = if n == 1 { "" } else { "s" };
+        let mut text = format!("{backend} has {n} valid repetition{plural}");
+        if !why.is_empty() {
+            text.push_str(&format!(" ({})", why.join(", ")));
+        }
+        Some(text)
     }
 
     /// Kernels with at least one valid cell, sorted.

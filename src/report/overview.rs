@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::categorical::{self, MapCell};
-use super::compare::{fastest_thread, Comparison};
+use super::compare::{fastest_thread, why_no_interval, Comparison};
 use super::data::{fmt_us, order_backends, Dataset};
 use super::html::{figure, num, para, table, Html, TableRow};
 use super::service;
@@ -53,11 +53,11 @@ pub fn row_class(v: Verdict) -> &'static str {
     }
 }
 
-/// "[1.80, 2.05]", or why there is none.
-pub fn interval_text(c: &Comparison) -> String {
-    match c.interval() {
-        Some((lo, hi)) => format!("[{lo:.2}, {hi:.2}]"),
-        None => "none (1 rep)".to_string(),
+/// "[1.80, 2.05]", or why there is none: "none (rayon has 1 valid repetition)".
+pub fn interval_text(data: &Dataset<'_>, c: &Comparison) -> String {
+    match (c.interval(), why_no_interval(data, c)) {
+        (Some((lo, hi)), _) => format!("[{lo:.2}, {hi:.2}]"),
+        (None, why) => format!("none ({})", why.unwrap_or_default()),
     }
 }
 
@@ -193,7 +193,7 @@ pub fn list(data: &Dataset<'_>, comparisons: &[Comparison], challenger: &str) ->
                     Html::text(&c.workers.to_string()),
                     Html::text(&format!("{}×{}", c.connections, c.depth)),
                     num(c.ratio, 3),
-                    Html::text(&interval_text(c)),
+                    Html::text(&interval_text(data, c)),
                     verdict_cell(c.verdict),
                     Html::text(fastest_thread(comparisons, c).unwrap_or("")),
                     Html::text(&format!("{}/{}", c.reps_challenger, c.reps_comparator)),

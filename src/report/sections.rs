@@ -53,7 +53,8 @@ pub fn challenger_table(data: &Dataset<'_>, comparisons: &[Comparison], challeng
         for t in &comparators {
             cells.push(match by.get(t) {
                 Some(c) => {
-                    let mut cell = Html::text(&format!("{:.3} {} ", c.ratio, interval_text(c)));
+                    let mut cell =
+                        Html::text(&format!("{:.3} {} ", c.ratio, interval_text(data, c)));
                     cell.push(verdict_cell(c.verdict));
                     cell
                 }

@@ -468,7 +468,12 @@ fn headline(rows: &[Row], equivalence: f64) -> Vec<String> {
         .filter(|c| c.is_best_thread())
         .map(|c| {
             let interval = c.interval().map_or_else(
-                || "no interval".to_string(),
+                || {
+                    format!(
+                        "no interval ({}/{} valid reps)",
+                        c.reps_challenger, c.reps_comparator
+                    )
+                },
                 |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"),
             );
             let at = c
