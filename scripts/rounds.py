@@ -18,15 +18,33 @@ import math
 import statistics
 import sys
 
-# Two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom.
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+def t_within(t, df):
+    """P(|T| < t) for Student's t with a whole number `df` of degrees of freedom: the finite
+    series of Abramowitz & Stegun 26.7.3-4 in θ = atan(t/√df), exact up to rounding."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(3, df, 2):  # 2/3 c², (2·4)/(3·5) c⁴, …
+            term *= (k - 1) / k * c2
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    term, total = 1.0, 1.0
+    for k in range(2, df, 2):  # 1/2 c², (1·3)/(2·4) c⁴, …
+        term *= (k - 1) / k * c2
+        total += term
+    return math.sin(theta) * total
 
 
 def t95(df):
-    """The two-sided 95 % t quantile; beyond the table, 2.0 (the value at 60 degrees)."""
-    return T95[df - 1] if df <= len(T95) else 2.0
+    """The two-sided 95 % quantile of Student's t at `df` (a whole number ≥ 1) degrees of
+    freedom, found by bisection on the exact CDF: 12.706 at 1, 2.042 at 30, 2.021 at 40,
+    2.000 at 60, 1.984 at 100."""
+    lo, hi = 1.0, 13.0  # t95(1) = 12.706 is the largest
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_within(mid, df) < 0.95 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def paired_ratio(ratios):

@@ -100,6 +100,45 @@ for n in (3, 8):
     }
 }
 
+/// The t quantile is right at every degree of freedom, not only the 1–30 of a printed table:
+/// 31 to 59 rounds' worth used to get 2.0, the value at 60 (published values, 3 decimals).
+#[test]
+fn the_t_quantile_is_right_past_thirty_degrees_of_freedom() {
+    let published = [
+        (1, 12.706),
+        (2, 4.303),
+        (10, 2.228),
+        (30, 2.042),
+        (31, 2.040),
+        (35, 2.030),
+        (40, 2.021),
+        (50, 2.009),
+        (59, 2.001),
+        (60, 2.000),
+        (120, 1.980),
+    ];
+    let dfs: Vec<String> = published.iter().map(|(df, _)| df.to_string()).collect();
+    let check = format!(
+        "import sys\nsys.path.insert(0, 'scripts')\nimport rounds\n\
+         print(' '.join(f'{{rounds.t95(df):.3f}}' for df in ({},)))",
+        dfs.join(", ")
+    );
+    let out = python(&["-c", &check]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), published.len());
+    for ((df, want), got) in published.iter().zip(got) {
+        assert!((got - want).abs() < 5e-4, "t95({df}) = {got}, want {want}");
+    }
+}
+
 #[test]
 fn a_malformed_line_is_refused_with_its_place() {
     let out = rounds("tiny\tshm\t1\t400000\n");
