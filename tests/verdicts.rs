@@ -313,10 +313,23 @@ fn a_mix_is_judged_on_its_majority_kernel_not_on_the_pooled_cell() {
         }
     }
     assert_eq!(noisy::majority(&kernels, MIX).as_deref(), Some("fib"));
-    let pooled = verdicts(&rows);
+    // Pooled, threads would win; without per-kernel data the mix gets its pooled ratio but no
+    // verdict, since a mix is not judged on the whole (SPEC §3).
+    let pooled = find(&verdicts(&rows), "process", report::BEST_THREAD).clone();
+    assert!((pooled.ratio - 100.0 / 300.0).abs() < 1e-9, "{pooled:?}");
     assert_eq!(
-        find(&pooled, "process", report::BEST_THREAD).verdict,
-        Verdict::ThreadsWin
+        (pooled.verdict, pooled.interval()),
+        (Verdict::Inconclusive, None)
+    );
+    // With kernels.csv, verdicts.csv judges the mix on fib's own throughput: 400 ÷ 200.
+    let judged = report::verdicts_with(&rows, Some(&kernels), DEFAULT_EQUIVALENCE);
+    let best = find(&judged, "process", report::BEST_THREAD);
+    assert_eq!(best.kernel, MIX);
+    assert_eq!(best.verdict, Verdict::ProcessWins);
+    assert!((best.ratio - 2.0).abs() < 1e-9, "{best:?}");
+    assert_eq!(
+        find(&judged, "process", "tokio").verdict,
+        Verdict::ProcessWins
     );
 
     let tput = noisy::comparisons(&rows, &kernels, Metric::Throughput, DEFAULT_EQUIVALENCE);
@@ -354,6 +367,16 @@ fn a_mix_is_judged_on_its_majority_kernel_not_on_the_pooled_cell() {
         "{best_p99}"
     );
     assert!(best_p99.contains("process wins"), "{best_p99}");
+    // verdicts.csv beside it holds the mix judged on fib, and the report says so.
+    let kept = report::compare::read_csv(&dir.path().join("verdicts.csv")).unwrap();
+    assert_eq!(kept, judged);
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("fib:15,tlb:1 (judged on fib, its majority kernel)"),
+        "the report names the kernel the mix was judged on"
+    );
+    let html = report::render(&rows, None, &ReportOptions::default()).expect("render");
+    assert!(html.contains("fib:15,tlb:1 (not judged: no per-kernel data)"));
 
     // A cell marked invalid takes its kernels' rows out too.
     rows.iter_mut()

@@ -77,10 +77,11 @@ impl Comparison {
 }
 
 /// Every comparison in the data, ordered by grid point, challenger (canonical backend order),
-/// then comparator (the thread backends, then the best thread). A backend without valid,
-/// positive throughput at a point takes no part there, except that a thread backend run there
-/// with fewer than two valid repetitions leaves the best-thread row without an interval
-/// (inconclusive): the best of the others is not the best thread backend.
+/// then comparator (the thread backends, then the best thread); a mix is compared on what
+/// [`Dataset::judging`] chose for it. A backend without valid, positive throughput at a point
+/// takes no part there, except that a thread backend run there with fewer than two valid
+/// repetitions leaves the best-thread row without an interval (inconclusive): the best of the
+/// others is not the best thread backend.
 pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
     let mut out = Vec::new();
     for (point, by_backend) in &data.cells {
@@ -99,6 +100,9 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
             data.ran.get(point).is_some_and(|r| r.contains(*t))
                 && sample(t).map_or(true, |s| s.n < 2)
         });
+        // A mix without per-kernel data has only its pooled throughput, and a mix is judged
+        // on its majority kernel, not on the whole (SPEC §3): ratios, but no verdict.
+        let unjudged = data.unjudged(&point.kernel);
         let target_us = by_backend.values().find_map(|a| a.target_us);
         let challengers =
             order_backends(by_backend.keys().filter(|b| !is_thread_backend(b)).cloned());
@@ -106,21 +110,24 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
             let Some(c) = sample(&challenger) else {
                 continue;
             };
-            let row = |comparator: &str, e: Estimate, reps_comparator: usize| Comparison {
-                kernel: point.kernel.clone(),
-                workers: point.workers,
-                connections: point.connections,
-                depth: point.depth,
-                size: point.size,
-                target_us,
-                challenger: challenger.clone(),
-                comparator: comparator.to_string(),
-                ratio: e.ratio,
-                lo: e.interval.map(|i| i.0),
-                hi: e.interval.map(|i| i.1),
-                verdict: verdict::judge(e.interval, margin),
-                reps_challenger: c.n,
-                reps_comparator,
+            let row = |comparator: &str, e: Estimate, reps_comparator: usize| {
+                let interval = e.interval.filter(|_| !unjudged);
+                Comparison {
+                    kernel: point.kernel.clone(),
+                    workers: point.workers,
+                    connections: point.connections,
+                    depth: point.depth,
+                    size: point.size,
+                    target_us,
+                    challenger: challenger.clone(),
+                    comparator: comparator.to_string(),
+                    ratio: e.ratio,
+                    lo: interval.map(|i| i.0),
+                    hi: interval.map(|i| i.1),
+                    verdict: verdict::judge(interval, margin),
+                    reps_challenger: c.n,
+                    reps_comparator,
+                }
             };
             for (name, t) in &threads {
                 out.push(row(name, verdict::welch(&c, t, CONFIDENCE), t.n));
@@ -167,6 +174,13 @@ pub fn fastest_thread<'c>(all: &'c [Comparison], best: &Comparison) -> Option<&'
 pub fn why_no_interval(data: &Dataset<'_>, c: &Comparison) -> Option<String> {
     if c.interval().is_some() {
         return None;
+    }
+    if data.unjudged(&c.kernel) {
+        return Some(
+            "no per-kernel data (kernels.csv): a mix is judged on its majority kernel, not \
+             on the whole"
+                .to_string(),
+        );
     }
     let point = c.point();
     let comparators: Vec<&str> = if c.is_best_thread() {

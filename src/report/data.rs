@@ -4,10 +4,11 @@
 //! Everything here is keyed by ordered maps so the report iterates in the same order on every
 //! run: the HTML must be byte-identical when regenerated from the same CSV.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::verdict::LogSample;
-use crate::record::Row;
+use crate::record::{CellKey, Row};
+use crate::sweep::kernels::{majority, KernelRow};
 
 /// The thread backends a process backend is compared against (SPEC §4).
 pub const THREAD_BACKENDS: [&str; 2] = ["rayon", "tokio"];
@@ -40,10 +41,13 @@ impl Point {
 /// Means over the valid repetitions of one grid point and backend.
 #[derive(Debug, Clone, Default)]
 pub struct Agg {
-    /// Each valid repetition's throughput, in CSV order (the verdicts are computed from these).
+    /// Each valid repetition's throughput, in CSV order: the whole cell's, for a mix too.
     pub throughput: Vec<f64>,
-    /// The replies behind each throughput (throughput × window): its counting resolution.
-    /// NaN where no count is known.
+    /// The per-repetition throughputs the verdicts compare, in CSV order: `throughput`, except
+    /// that a mix is judged on its majority kernel's own (SPEC §3; see [`Dataset::judging`]).
+    pub judged: Vec<f64>,
+    /// The replies behind each judged throughput (throughput × window): its counting
+    /// resolution. NaN where no count is known.
     pub counts: Vec<f64>,
     pub tput_mean: f64,
     pub lat_p50: f64,
@@ -64,6 +68,7 @@ impl Agg {
         let mean = |f: fn(&Row) -> f64| finite_mean(rows.iter().map(|r| f(r)));
         Agg {
             throughput: rows.iter().map(|r| r.throughput_rps).collect(),
+            judged: rows.iter().map(|r| r.throughput_rps).collect(),
             counts: rows
                 .iter()
                 .map(|r| r.throughput_rps * r.duration_s)
@@ -82,10 +87,10 @@ impl Agg {
         }
     }
 
-    /// The repetitions as the verdicts see them: log throughputs, floored at their counting
-    /// resolution. None without a valid, positive throughput.
+    /// The repetitions as the verdicts see them: log judged throughputs, floored at their
+    /// counting resolution. None without a valid, positive throughput.
     pub fn sample(&self) -> Option<LogSample> {
-        LogSample::counted(&self.throughput, &self.counts)
+        LogSample::counted(&self.judged, &self.counts)
     }
 
     /// Requests per second a perfectly parallel server would reach:
@@ -116,6 +121,16 @@ pub struct Dataset<'a> {
     /// Every backend run at each grid point, valid or not: a backend whose every repetition
     /// was invalid is absent from `cells` but not from here.
     pub ran: BTreeMap<Point, BTreeSet<String>>,
+    /// Each mix in the rows and the kernel it is judged on: its majority kernel, or `None`
+    /// when there is no per-kernel data for it (then it gets no verdict). Empty unless built
+    /// by [`Dataset::judging`].
+    pub mixes: BTreeMap<String, Option<String>>,
+}
+
+/// Whether a results.csv `kernel` is a mix of several kernels (`fib:9,tlb:1`): kernel names
+/// never hold a comma, the separator of a mix's entries.
+pub fn is_mix(kernel: &str) -> bool {
+    kernel.contains(',')
 }
 
 impl<'a> Dataset<'a> {
@@ -148,7 +163,81 @@ impl<'a> Dataset<'a> {
                 (p, aggs)
             })
             .collect();
-        Dataset { rows, cells, ran }
+        Dataset {
+            rows,
+            cells,
+            ran,
+            mixes: BTreeMap::new(),
+        }
+    }
+
+    /// The rows of a sweep as its verdicts judge them: [`Dataset::new`], except that a mix is
+    /// judged on its majority kernel's own per-repetition throughput from kernels.csv (SPEC
+    /// §3: the pooled cell is mostly the majority kernel's work, and hides what the minority
+    /// does to it). A mix repetition without its majority kernel's row takes no part; a mix
+    /// without per-kernel data (`kernels` is `None`, or holds no row of it) keeps its pooled
+    /// throughput for the ratio but gets no verdict (see [`Dataset::mixes`]).
+    pub fn judging(rows: &'a [Row], kernels: Option<&[KernelRow]>) -> Self {
+        let mut data = Dataset::new(rows);
+        let mixes: BTreeSet<String> = data
+            .cells
+            .keys()
+            .filter(|p| is_mix(&p.kernel))
+            .map(|p| p.kernel.clone())
+            .collect();
+        for mix in mixes {
+            let major = kernels.and_then(|k| majority(k, &mix));
+            if let (Some(kernels), Some(major)) = (kernels, &major) {
+                let own: HashMap<CellKey, &KernelRow> = kernels
+                    .iter()
+                    .filter(|k| k.mix == mix && k.kernel == *major)
+                    .map(|k| (k.cell_key(), k))
+                    .collect();
+                // (value, count) per valid repetition of each grid point and backend.
+                let mut judged: BTreeMap<(Point, &str), Vec<(f64, f64)>> = BTreeMap::new();
+                for r in rows
+                    .iter()
+                    .filter(|r| r.kernel == mix && r.valid && r.throughput_rps.is_finite())
+                {
+                    let reps = judged
+                        .entry((Point::of(r), r.backend.as_str()))
+                        .or_default();
+                    if let Some(k) = own.get(&r.cell_key()) {
+                        reps.push((k.throughput_rps, k.throughput_rps * r.duration_s));
+                    }
+                }
+                for ((point, backend), reps) in judged {
+                    if let Some(agg) = data.cells.get_mut(&point).and_then(|m| m.get_mut(backend)) {
+                        (agg.judged, agg.counts) = reps.into_iter().unzip();
+                    }
+                }
+            }
+            data.mixes.insert(mix, major);
+        }
+        data
+    }
+
+    /// What `kernel`'s verdicts are judged on, for a mix: "judged on fib, its majority
+    /// kernel" or why it has none; None for a single kernel (judged on its own throughput).
+    pub fn judged_on(&self, kernel: &str) -> Option<String> {
+        match self.mixes.get(kernel)? {
+            Some(major) => Some(format!("judged on {major}, its majority kernel")),
+            None => Some("not judged: no per-kernel data".to_string()),
+        }
+    }
+
+    /// `kernel` as the verdict tables name it: a mix says what it was judged on,
+    /// "fib:9,tlb:1 (judged on fib, its majority kernel)".
+    pub fn kernel_label(&self, kernel: &str) -> String {
+        match self.judged_on(kernel) {
+            Some(on) => format!("{kernel} ({on})"),
+            None => kernel.to_string(),
+        }
+    }
+
+    /// Whether `kernel` is a mix without per-kernel data, which gets no verdict.
+    pub fn unjudged(&self, kernel: &str) -> bool {
+        matches!(self.mixes.get(kernel), Some(None))
     }
 
     /// The valid repetitions of `backend` at `point` that the verdicts use.

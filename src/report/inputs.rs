@@ -18,12 +18,14 @@ use super::{compare, data, html, Comparison, ReportOptions};
 use crate::record::{self, Row};
 use crate::sweep::kernels::{read as read_kernels, KernelRow, FILE as KERNELS_FILE};
 
-/// One input: its rows and its env.json.
+/// One input: its rows, its env.json and its kernels.csv rows.
 pub struct Input {
     /// The results.csv read.
     pub csv: PathBuf,
     pub env: Value,
     pub rows: Vec<Row>,
+    /// kernels.csv beside it (mixes' per-kernel rows); `None` when there is none.
+    pub kernels: Option<Vec<KernelRow>>,
 }
 
 impl Input {
@@ -46,7 +48,13 @@ impl Input {
         let env = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", env_path.display()))?;
         let rows = record::read_csv(&csv)?;
-        Ok(Input { csv, env, rows })
+        let kernels = read_kernels(&csv.with_file_name(KERNELS_FILE))?;
+        Ok(Input {
+            csv,
+            env,
+            rows,
+            kernels,
+        })
     }
 
     /// The machine that ran it: hostname, CPU model and core count.
@@ -68,6 +76,8 @@ pub struct Group {
     pub machine: Option<String>,
     pub env: Value,
     pub rows: Vec<Row>,
+    /// The inputs' kernels.csv rows together; `None` when none had one.
+    pub kernels: Option<Vec<KernelRow>>,
 }
 
 /// Groups inputs: all shards of one sweep → one group; otherwise one group per machine, each
@@ -95,18 +105,19 @@ pub fn group(inputs: Vec<Input>) -> anyhow::Result<Vec<Group>> {
     by_machine
         .into_iter()
         .map(|(machine, inputs)| {
-            let (env, rows) = merge(inputs)?;
+            let (env, rows, kernels) = merge(inputs)?;
             Ok(Group {
                 machine: several.then_some(machine),
                 env,
                 rows,
+                kernels,
             })
         })
         .collect()
 }
 
 /// One dataset from inputs of one grid and seed; a cell in two inputs is refused.
-fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>)> {
+fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<KernelRow>>)> {
     let first = &inputs[0];
     for other in &inputs[1..] {
         if other.sweep() != first.sweep() {
@@ -143,8 +154,16 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>)> {
         // The merged dataset is the whole sweep, not the first input's shard.
         env["shard"] = Value::Null;
     }
-    let rows = inputs.into_iter().flat_map(|i| i.rows).collect();
-    Ok((env, rows))
+    // Shards of one sweep each wrote their own kernels.csv; the merged dataset reads them all.
+    let mut kernels: Option<Vec<KernelRow>> = None;
+    let mut rows = Vec::new();
+    for input in inputs {
+        if let Some(k) = input.kernels {
+            kernels.get_or_insert_with(Vec::new).extend(k);
+        }
+        rows.extend(input.rows);
+    }
+    Ok((env, rows, kernels))
 }
 
 /// `report --input A B …`: the merged (or per-machine) page at `out` and verdicts.csv beside
@@ -158,23 +177,19 @@ pub fn write_report_inputs(
         .iter()
         .map(|p| Input::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // Shards of one sweep each wrote their own kernels.csv; a merged report reads them all.
-    let mut kernels: Option<Vec<KernelRow>> = None;
-    for i in &inputs {
-        if let Some(k) = read_kernels(&i.csv.with_file_name(KERNELS_FILE))? {
-            kernels.get_or_insert_with(Vec::new).extend(k);
-        }
-    }
     let groups = group(inputs)?;
     let margin = options.margin(Some(&groups[0].env));
-    let datasets: Vec<data::Dataset<'_>> =
-        groups.iter().map(|g| data::Dataset::new(&g.rows)).collect();
+    // Each machine's mixes are judged on that machine's own kernels.csv rows.
+    let datasets: Vec<data::Dataset<'_>> = groups
+        .iter()
+        .map(|g| data::Dataset::judging(&g.rows, g.kernels.as_deref()))
+        .collect();
     let comparisons: Vec<Vec<Comparison>> = datasets
         .iter()
         .map(|d| compare::comparisons(d, margin))
         .collect();
     if let [only] = &groups[..] {
-        let extras = super::Extras::new(&datasets[0], kernels.as_deref(), margin);
+        let extras = super::Extras::new(&datasets[0], only.kernels.as_deref(), margin);
         let page = super::page(
             &datasets[0],
             &comparisons[0],

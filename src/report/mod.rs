@@ -77,9 +77,20 @@ impl ReportOptions {
     }
 }
 
-/// Every comparison in these rows (valid rows only), in verdicts.csv order.
+/// Every comparison in these rows (valid rows only), in verdicts.csv order. Without
+/// per-kernel data a mix gets ratios but no verdict: see [`verdicts_with`].
 pub fn verdicts(rows: &[Row], equivalence: f64) -> Vec<Comparison> {
-    compare::comparisons(&data::Dataset::new(rows), equivalence)
+    verdicts_with(rows, None, equivalence)
+}
+
+/// [`verdicts`] with the run's kernels.csv rows, so that each mix is judged on its majority
+/// kernel (SPEC §3).
+pub fn verdicts_with(
+    rows: &[Row],
+    kernels: Option<&[KernelRow]>,
+    equivalence: f64,
+) -> Vec<Comparison> {
+    compare::comparisons(&data::Dataset::judging(rows, kernels), equivalence)
 }
 
 /// Renders the whole self-contained HTML for these rows. Deterministic: the same rows, env and
@@ -89,7 +100,7 @@ pub fn render(
     env: Option<&serde_json::Value>,
     options: &ReportOptions,
 ) -> anyhow::Result<String> {
-    let data = data::Dataset::new(rows);
+    let data = data::Dataset::judging(rows, None);
     let margin = options.margin(env);
     let comparisons = compare::comparisons(&data, margin);
     let extras = Extras::new(&data, None, margin);
@@ -251,10 +262,10 @@ pub fn write_report_with(
         }
         None => None,
     };
-    let data = data::Dataset::new(&rows);
+    let kernels = kernels::read(&csv.with_file_name(kernels::FILE))?;
+    let data = data::Dataset::judging(&rows, kernels.as_deref());
     let margin = options.margin(env_value.as_ref());
     let comparisons = compare::comparisons(&data, margin);
-    let kernels = kernels::read(&csv.with_file_name(kernels::FILE))?;
     let extras = Extras::new(&data, kernels.as_deref(), margin);
     let page = page(&data, &comparisons, env_value.as_ref(), margin, &extras)
         .with_context(|| format!("cannot render a report from {}", csv.display()))?;

@@ -5,15 +5,18 @@
 //! the most replies in kernels.csv) is compared process ÷ thread on its own throughput and on
 //! its own p99 latency, with the same Welch intervals and verdicts as the whole-cell
 //! comparisons: its per-kernel rows stand in for the cells' rows and go through
-//! [`compare::comparisons`] unchanged.
+//! [`compare::comparisons`] unchanged. The throughput comparisons are the ones verdicts.csv
+//! holds for the mix itself ([`Dataset::judging`] judges a mix on its majority kernel too);
+//! here they sit beside the p99 latency ones, under the `MAJORITY in MIX` label.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::compare::{self, Comparison};
 use super::data::{order_backends, Dataset};
 use super::html::{para, Html};
 use super::sections::challenger_table;
 use crate::record::{CellKey, Row};
+pub use crate::sweep::kernels::majority;
 use crate::sweep::kernels::KernelRow;
 
 /// What a noisy-neighbour comparison is of.
@@ -41,18 +44,6 @@ impl Metric {
             Metric::P99Latency => 1e6 / k.lat_p99_us,
         }
     }
-}
-
-/// The kernel of `mix` with the most replies over all its rows.
-pub fn majority(kernels: &[KernelRow], mix: &str) -> Option<String> {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for k in kernels.iter().filter(|k| k.mix == mix) {
-        *counts.entry(&k.kernel).or_default() += k.requests;
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(k, _)| k.to_string())
 }
 
 /// The label a mix's majority kernel goes by in the comparisons: `fib in fib:15,tlb:1`.

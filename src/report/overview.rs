@@ -184,7 +184,7 @@ pub fn list(data: &Dataset<'_>, comparisons: &[Comparison], challenger: &str) ->
             .map(|c| TableRow {
                 class: row_class(c.verdict),
                 cells: vec![
-                    Html::text(&c.kernel),
+                    Html::text(&data.kernel_label(&c.kernel)),
                     Html::text(&format!(
                         "{}{}",
                         data.size_label(&c.kernel, c.size),

@@ -45,7 +45,7 @@ pub fn challenger_table(data: &Dataset<'_>, comparisons: &[Comparison], challeng
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
     let rows = points.iter().map(|(p, by)| {
         let mut cells = vec![
-            Html::text(&p.kernel),
+            Html::text(&data.kernel_label(&p.kernel)),
             Html::text(&data.size_label(&p.kernel, p.size)),
             Html::text(&p.workers.to_string()),
             Html::text(&format!("{}×{}", p.connections, p.depth)),

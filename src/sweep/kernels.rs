@@ -9,6 +9,7 @@ use crate::load::LoadReport;
 use crate::record::CellKey;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The file's name in a sweep folder.
@@ -87,6 +88,19 @@ pub fn rows(cell: &CellKey, report: &LoadReport) -> Vec<KernelRow> {
                 .map_or(f64::NAN, |s| s.p50_us),
         })
         .collect()
+}
+
+/// The kernel of `mix` with the most replies over all its rows: the one the mix is judged on
+/// (SPEC §3).
+pub fn majority(kernels: &[KernelRow], mix: &str) -> Option<String> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for k in kernels.iter().filter(|k| k.mix == mix) {
+        *counts.entry(&k.kernel).or_default() += k.requests;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(k, _)| k.to_string())
 }
 
 /// Appends rows to `path`, writing the header only when the file is new or empty.

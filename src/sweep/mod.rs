@@ -177,7 +177,11 @@ async fn run_cells(
     Ok(SweepResult {
         rows: rows.len(),
         invalid: rows.iter().filter(|r| !r.valid).count(),
-        headline: headline(&rows, options.margin()),
+        headline: headline(
+            &rows,
+            kernels::read(&out.join(kernels::FILE))?.as_deref(),
+            options.margin(),
+        ),
     })
 }
 
@@ -460,10 +464,15 @@ pub fn plan(
 }
 
 /// One line per grid point and process-side backend: its throughput ÷ the best thread
-/// backend's, the 95 % interval and the verdict, as verdicts.csv has them (default margin).
-fn headline(rows: &[Row], equivalence: f64) -> Vec<String> {
-    let comparisons = crate::report::verdicts(rows, equivalence);
-    comparisons
+/// backend's, the 95 % interval and the verdict, as verdicts.csv has them; a mix's line says
+/// which kernel it was judged on.
+fn headline(
+    rows: &[Row],
+    per_kernel: Option<&[kernels::KernelRow]>,
+    equivalence: f64,
+) -> Vec<String> {
+    let data = crate::report::data::Dataset::judging(rows, per_kernel);
+    crate::report::compare::comparisons(&data, equivalence)
         .iter()
         .filter(|c| c.is_best_thread())
         .map(|c| {
@@ -479,8 +488,12 @@ fn headline(rows: &[Row], equivalence: f64) -> Vec<String> {
             let at = c
                 .target_us
                 .map_or_else(|| format!("n={}", c.size), crate::report::data::fmt_us);
+            let judged = data
+                .judged_on(&c.kernel)
+                .map(|on| format!(" ({on})"))
+                .unwrap_or_default();
             format!(
-                "{:<12} w={:<3} {:<9} {} ÷ best thread = {:.2} {interval} → {}",
+                "{:<12} w={:<3} {:<9} {} ÷ best thread = {:.2} {interval} → {}{judged}",
                 c.kernel, c.workers, at, c.challenger, c.ratio, c.verdict
             )
         })
