@@ -30,8 +30,9 @@
 //!   variances each estimated with at least that many degrees of freedom, so its t ratio is
 //!   never heavier-tailed than Student's at min(nᵢ) − 1).
 //!
-//! It keeps its nominal coverage at two or three repetitions, where a percentile bootstrap
-//! cannot (with two values it only ever sees four resamples). The report's simulation
+//! So it keeps its nominal coverage at two or three repetitions (within a point when one side
+//! is far noisier), where a percentile bootstrap cannot (with two values it only ever sees
+//! four resamples). The report's simulation
 //! (`report::simulate`) measures the coverage it reaches at the repetition counts used.
 
 use std::fmt;

@@ -8,7 +8,7 @@
 //! `threadcenter-bench serve --prefork-child`, waits until each is listening, then supervises:
 //! a child that dies is replaced; SIGTERM is passed on and the children drain. It also keeps
 //! the server's count of connections against `--max-connections`, which each child asks
-//! before it serves one ([`super::admission`]).
+//! before it serves one (`src/server/admission.rs`).
 
 use super::admission::Ledger;
 use super::child::{ServerCommand, StderrTo};

@@ -293,8 +293,10 @@ async fn throughput_counts_only_replies_inside_the_window() {
         (r["duration_s"].as_f64().unwrap() - 1.0).abs() < 1e-6,
         "{r}"
     );
+    // The second job starts after the first reply (0.7 s) and ends 0.4 s past the window; a
+    // busy machine can only make it later, and a whole further job (0.7 s) would be a bug.
     let tail = r["tail_s"].as_f64().unwrap();
-    assert!((0.3..=0.5).contains(&tail), "tail {tail}");
+    assert!((0.35..1.1).contains(&tail), "tail {tail}");
     assert!(stdout.contains("tail "), "{stdout}");
 }
 
