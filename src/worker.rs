@@ -73,7 +73,7 @@ pub fn die_with_parent() -> anyhow::Result<()> {
     }
     // The parent may have died before the flag was set.
     if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-        bail!("server exited before the worker started");
+        bail!("the process that started this one exited before it was ready");
     }
     Ok(())
 }

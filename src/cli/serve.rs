@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Internal: run as one of prefork's single-threaded servers.
     #[arg(long, hide = true)]
     pub prefork_child: bool,
+    /// Internal: exit when the process that started this server dies (the sweep's cell
+    /// servers), so that a sweep killed mid-cell leaves no server behind.
+    #[arg(long, hide = true)]
+    pub die_with_parent: bool,
 }
 
 impl ServeArgs {
@@ -146,6 +150,9 @@ impl ServeArgs {
 
 /// Serves until SIGINT/SIGTERM, saying `listening on ADDR` once connections are accepted.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.die_with_parent {
+        crate::worker::die_with_parent()?;
+    }
     // Before the pool starts: its workers and prefork children load the same kernels.
     args.user.load()?;
     server::serve_until_signalled(args.config()?, |addr| println!("listening on {addr}"))?;

@@ -342,3 +342,50 @@ fn a_second_server_on_a_prefork_servers_port_is_refused() {
     assert_eq!(c.call(json!({"id": 1, "cmd": "ping"}))["pong"], json!(true));
     assert!(server.stop(Duration::from_secs(10)).success());
 }
+
+/// A sweep killed mid-cell, by its pid alone (as `timeout` or a job scheduler would signal
+/// it, not the whole process group as a terminal's Ctrl-C does), takes the cell's server with
+/// it, and the server its workers.
+#[test]
+fn a_sweep_killed_mid_cell_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sweep = std::process::Command::new(BIN)
+        .args(["sweep", "--exact", "--out"])
+        .arg(dir.path().join("run"))
+        .args([
+            "--backends",
+            "process",
+            "--kernels",
+            "fib",
+            "--sizes",
+            "10us",
+        ])
+        .args(["--workers", "2", "--repeat", "1", "--duration", "30s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a sweep");
+    let pid = sweep.id() as i32;
+    // The cell's server, once both its workers run.
+    let tree = wait_for(Duration::from_secs(60), || {
+        children(pid).0.into_iter().find_map(|server| {
+            let workers = children(server).0;
+            (workers.len() == 2).then(|| [vec![server], workers].concat())
+        })
+    });
+    let Some(tree) = tree else {
+        let _ = sweep.kill();
+        panic!("no cell server with two workers under the sweep");
+    };
+    kill(Pid::from_raw(pid), Signal::SIGINT).expect("signal the sweep");
+    let _ = sweep.wait();
+    let gone = wait_for(Duration::from_secs(10), || {
+        tree.iter().all(|p| !alive(*p)).then_some(())
+    });
+    for p in &tree {
+        if alive(*p) {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+    }
+    assert!(gone.is_some(), "left behind by the killed sweep: {tree:?}");
+}
