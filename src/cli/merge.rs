@@ -10,6 +10,10 @@ use std::process::ExitCode;
 
 /// `threadcenter-bench merge`: adds the logs written by `load --hist-log` (or the latency
 /// intervals of any HdrHistogram log): requests and errors summed, percentiles of the union.
+///
+/// Refused: the same driver's log twice, a log cut short, logs of different loads (unless
+/// `--mixed-loads`), drivers that never ran at the same time. Exit status 1 when any driver's
+/// own run failed, as `load` exits for one driver.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     /// Interval log files.
@@ -19,6 +23,10 @@ pub struct MergeArgs {
     /// to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Add logs whose drivers sent different loads (by default refused: their sum is not one
+    /// run's report).
+    #[arg(long)]
+    pub mixed_loads: bool,
 }
 
 /// What `merge --json` writes.
@@ -45,6 +53,16 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| merge::read_host(f))
         .collect::<anyhow::Result<_>>()?;
+    let refused = merge::refusals(&hosts, args.mixed_loads);
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "these logs do not add up to one run: {}",
+            refused.join("; ")
+        );
+    }
+    for w in merge::warnings(&hosts) {
+        eprintln!("merge: warning: {w}");
+    }
     let total = merge::combine(&hosts)?;
     let intervals: usize = hosts.iter().map(|h| h.intervals).sum();
     println!(
@@ -93,5 +111,19 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("merge: the logs hold no samples");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    // As `load` would exit for one driver (SPEC §6): any driver whose own run failed fails the
+    // whole, and says why.
+    let mut failed = false;
+    for h in &hosts {
+        let why = h.report.failures();
+        if !why.is_empty() {
+            eprintln!("merge: {}'s run failed: {}", h.host, why.join("; "));
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -72,6 +72,7 @@ pub fn read_host(path: &Path) -> anyhow::Result<HostLog> {
         .map(serde_json::from_str)
         .transpose()
         .with_context(|| format!("the host record in {} does not parse", path.display()))?;
+    let has_record = record.is_some();
     let HostRecord {
         host,
         load,
@@ -89,6 +90,17 @@ pub fn read_host(path: &Path) -> anyhow::Result<HostLog> {
         }
     });
     let intervals = log.intervals;
+    // A log cut at a line boundary still parses: its record, written first, says how many
+    // replies the intervals must hold.
+    if has_record && log.latency.len() != report.ok {
+        anyhow::bail!(
+            "{} is cut short or altered: its record counts {} correct replies, its latency \
+             intervals hold {} samples",
+            path.display(),
+            report.ok,
+            log.latency.len()
+        );
+    }
     with_histograms(&mut report, log);
     Ok(HostLog {
         file: path.to_path_buf(),
@@ -97,6 +109,101 @@ pub fn read_host(path: &Path) -> anyhow::Result<HostLog> {
         intervals,
         report,
     })
+}
+
+/// Why `hosts` must not be added into one run's report: the same driver's log twice, logs of
+/// different loads (unless `mixed_loads`), or drivers whose windows never overlapped. Empty
+/// when they may.
+pub fn refusals(hosts: &[HostLog], mixed_loads: bool) -> Vec<String> {
+    let mut why = Vec::new();
+    for (i, a) in hosts.iter().enumerate() {
+        for b in &hosts[i + 1..] {
+            let same_file = match (a.file.canonicalize(), b.file.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a.file == b.file,
+            };
+            let r = |h: &HostLog| (h.host.clone(), h.report.started, h.report.ok, h.report.sent);
+            if same_file || (a.report.started != SystemTime::UNIX_EPOCH && r(a) == r(b)) {
+                why.push(format!(
+                    "{} and {} are the same driver's log: its counts would be added twice",
+                    a.file.display(),
+                    b.file.display()
+                ));
+            }
+        }
+    }
+    let loads: Vec<&HostLog> = hosts.iter().filter(|h| !h.load.is_empty()).collect();
+    if !mixed_loads {
+        if let Some(first) = loads.first() {
+            for h in &loads[1..] {
+                if h.load != first.load {
+                    why.push(format!(
+                        "{} and {} come from different loads ({:?} and {:?}); pass \
+                         --mixed-loads to add them anyway",
+                        first.file.display(),
+                        h.file.display(),
+                        first.load,
+                        h.load
+                    ));
+                }
+            }
+        }
+    }
+    let windows = windows(hosts);
+    if let (Some(last_start), Some(first_end)) = (
+        windows.iter().map(|w| w.1).max(),
+        windows.iter().map(|w| w.2).min(),
+    ) {
+        if last_start >= first_end {
+            let (late, _, _) = windows.iter().find(|w| w.1 == last_start).expect("the max");
+            let (early, _, _) = windows.iter().find(|w| w.2 == first_end).expect("the min");
+            why.push(format!(
+                "the drivers never ran together: {early} had finished before {late} started \
+                 (were they started with one --start-at?)"
+            ));
+        }
+    }
+    why
+}
+
+/// Drivers that started apart (by more than a twentieth of the shortest window, and at least
+/// 100 ms): the merged window is their union, so its throughput is lower than a run that
+/// started together would give.
+pub fn warnings(hosts: &[HostLog]) -> Vec<String> {
+    let windows = windows(hosts);
+    let (Some(first), Some(last), Some(shortest)) = (
+        windows.iter().map(|w| w.1).min(),
+        windows.iter().map(|w| w.1).max(),
+        windows
+            .iter()
+            .map(|w| w.2.duration_since(w.1).unwrap_or_default())
+            .min(),
+    ) else {
+        return Vec::new();
+    };
+    let apart = last.duration_since(first).unwrap_or_default();
+    let tolerated = (shortest.as_secs_f64() / 20.0).max(0.1);
+    if apart.as_secs_f64() <= tolerated {
+        return Vec::new();
+    }
+    vec![format!(
+        "the drivers started {:.3} s apart; the merged window runs from the first start to the \
+         last end, so its throughput is below what drivers started together would show",
+        apart.as_secs_f64()
+    )]
+}
+
+/// Each host's name and window (start, end), for the logs that record a start.
+fn windows(hosts: &[HostLog]) -> Vec<(String, SystemTime, SystemTime)> {
+    hosts
+        .iter()
+        .filter(|h| h.report.started != SystemTime::UNIX_EPOCH)
+        .map(|h| {
+            let start = h.report.started;
+            let end = start + Duration::from_secs_f64(h.report.duration_s.max(0.0));
+            (h.host.clone(), start, end)
+        })
+        .collect()
 }
 
 /// The report all `hosts` together made: counts summed, histograms added, the window from the
@@ -249,6 +356,81 @@ mod tests {
         write_full(&mut out, &log).unwrap();
         std::fs::write(&path, out).unwrap();
         read_host(&path).unwrap()
+    }
+
+    #[test]
+    fn a_log_twice_different_loads_and_windows_apart_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let b = host_log(dir.path(), "b", t0, 100, 900);
+        assert!(refusals(&[a, b], false).is_empty());
+        assert!(warnings(&[
+            host_log(dir.path(), "a", t0, 300, 100),
+            host_log(dir.path(), "b", t0, 100, 900)
+        ])
+        .is_empty());
+
+        // The same file twice, or a copy of it.
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let again = read_host(&a.file).unwrap();
+        let why = refusals(&[a, again], false);
+        assert!(why[0].contains("same driver's log"), "{why:?}");
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let copy = dir.path().join("copy.hlog");
+        std::fs::copy(&a.file, &copy).unwrap();
+        let why = refusals(&[a, read_host(&copy).unwrap()], false);
+        assert!(why[0].contains("same driver's log"), "{why:?}");
+
+        // Different loads: refused unless asked for.
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let mut other = host_log(dir.path(), "b", t0, 100, 900);
+        other.load = "another load".into();
+        let why = refusals(&[a, other], false);
+        assert!(why[0].contains("different loads"), "{why:?}");
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let mut other = host_log(dir.path(), "b", t0, 100, 900);
+        other.load = "another load".into();
+        assert!(refusals(&[a, other], true).is_empty());
+
+        // Windows (2 s each) 1 s apart: a warning; 3 s apart: never together, refused.
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let b = host_log(dir.path(), "b", t0 + Duration::from_secs(1), 100, 900);
+        let hosts = [a, b];
+        assert!(refusals(&hosts, false).is_empty());
+        assert!(
+            warnings(&hosts)[0].contains("1.000 s apart"),
+            "{:?}",
+            warnings(&hosts)
+        );
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let b = host_log(dir.path(), "b", t0 + Duration::from_secs(3), 100, 900);
+        let why = refusals(&[a, b], false);
+        assert!(why[0].contains("never ran together"), "{why:?}");
+    }
+
+    #[test]
+    fn a_log_cut_at_a_line_boundary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let a = host_log(dir.path(), "a", t0, 300, 100);
+        let text = std::fs::read_to_string(&a.file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Drop the first latency interval line, the one holding the samples.
+        let cut_at = lines
+            .iter()
+            .position(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .expect("an untagged interval line");
+        let cut: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != cut_at)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let path = dir.path().join("cut.hlog");
+        std::fs::write(&path, cut).unwrap();
+        let err = format!("{:#}", read_host(&path).err().expect("refused"));
+        assert!(err.contains("cut short"), "{err}");
     }
 
     #[test]

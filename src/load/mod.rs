@@ -70,6 +70,9 @@ pub async fn run_at(spec: &LoadSpec, start_at: Option<SystemTime>) -> anyhow::Re
     run_checked(spec, start_at, Arc::default()).await
 }
 
+/// How long before `--start-at` a driver probes the server and opens its connections.
+const CONNECT_LEAD: Duration = Duration::from_secs(2);
+
 /// Like [`run_at`], checking user kernels' replies against `seen`, the first results seen by
 /// this run and by every earlier run that shared it (a sweep's cells), and adding to it.
 pub async fn run_checked(
@@ -86,6 +89,13 @@ pub async fn run_checked(
     };
     let expected = consistency::Expected::new(spec, expected, seen);
     let ids = ids::RunIds::random(spec.connections);
+    // Connections opened long before the start would sit idle past the server's idle timeout
+    // (120 s by default) and be closed: probe and connect shortly before it.
+    if let Some(at) = start_at {
+        if let Ok(ahead) = at.duration_since(SystemTime::now()) {
+            tokio::time::sleep(ahead.saturating_sub(CONNECT_LEAD)).await;
+        }
+    }
     probe::check_kernels(spec, &ids).await?;
     let streams = connect_all(spec).await;
     if let Some(Err(first)) = streams.iter().find(|s| s.is_err()) {

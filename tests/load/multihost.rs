@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use threadcenter::load::histlog;
 use threadcenter::load::histogram::new_histogram;
 use threadcenter::load::Summary;
+use threadcenter::server::child::ServerCommand;
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -187,4 +188,94 @@ async fn ids_are_unique_across_connections_and_drivers() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 120, "an id was sent twice");
+}
+
+/// `merge` exits as `load` would have for one driver: a driver whose own run failed (here its
+/// requests timed out) fails the merge, which names it, though its counts are still added.
+#[tokio::test]
+async fn a_driver_that_failed_fails_the_merge() {
+    let (_server, addr) = real_server("rayon", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let start_at =
+        humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(2)).to_string();
+    let log = |name: &str| dir.path().join(format!("{name}.hlog"));
+    let (good, bad) = (log("good"), log("bad"));
+    let driver = |label: &'static str, path: PathBuf, timeout: &'static str| {
+        let start_at = start_at.clone();
+        async move {
+            let args = [
+                "-c",
+                "1",
+                "--kernel",
+                "sleep",
+                "--size",
+                "20000",
+                "--duration",
+                "1s",
+                "--timeout",
+                timeout,
+                "--start-at",
+                &start_at,
+                "--label",
+                label,
+                "--hist-log",
+                path.to_str().unwrap(),
+            ];
+            load_bin_at(addr, &args).await
+        }
+    };
+    let (g, b) = tokio::join!(
+        driver("good", good.clone(), "10s"),
+        driver("bad", bad.clone(), "5ms")
+    );
+    assert!(g.0, "{}\n{}", g.1, g.2);
+    assert!(!b.0, "20 ms jobs under a 5 ms timeout must fail: {}", b.1);
+    let out = tokio::process::Command::new(BIN)
+        .arg("merge")
+        .args([&good, &bad])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "merge passed a failed driver: {stderr}"
+    );
+    assert!(stderr.contains("bad's run failed"), "{stderr}");
+    assert!(!stderr.contains("good's run failed"), "{stderr}");
+}
+
+/// A start further ahead than the server's idle timeout (7 s against 4 s): the driver connects
+/// shortly before the start (2 s), not at once, so the server has not closed its connections
+/// as idle by then.
+#[tokio::test]
+async fn a_start_further_ahead_than_the_servers_idle_timeout_still_runs() {
+    let (_server, addr) = super::start(ServerCommand::serve(BIN).args([
+        "--port",
+        "0",
+        "--backend",
+        "rayon",
+        "--workers",
+        "1",
+        "--idle-timeout",
+        "4s",
+    ]));
+    let start_at =
+        humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(7)).to_string();
+    let (ok, stdout, stderr) = load_bin_at(
+        addr,
+        &[
+            "-c",
+            "2",
+            "--requests",
+            "3",
+            "--size",
+            "1000",
+            "--start-at",
+            &start_at,
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("6 ok"), "{stdout}");
 }
