@@ -24,7 +24,10 @@
 //!   backends (`rayon`, `tokio`) it is the whole server. That difference is a finding, and the
 //!   sweep records such a cell as `server_crashed`.
 //! - it **loops forever**: the job gets `timeout`; the process backend kills and replaces the
-//!   worker, a thread backend's thread stays busy for good.
+//!   worker; a prefork child whose job runs a drain time past the timeout exits and is
+//!   replaced; a thread backend's thread stays busy for good, and once every thread is held
+//!   so, the jobs queued behind them wait for a thread that never frees (answered only
+//!   `shutting_down` at the drain deadline). Threads cannot be killed: that, too, is a finding.
 //! - it **unwinds** (a C++ exception): `extern "C"` calls abort on unwinding, so it crashes.
 //! - it has **another signature**: garbage results (a mismatch) or a crash.
 //!
