@@ -483,3 +483,29 @@ fn without_spin_us_the_sweep_records_the_spin_each_worker_count_got() {
         "{env}"
     );
 }
+
+/// A sweep interrupted before its first row leaves env.json beside an empty results.csv (or,
+/// had the header been flushed, a header alone): `--resume` runs every cell, under one header.
+#[test]
+fn a_sweep_interrupted_before_its_first_row_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    for keep_header in [false, true] {
+        let out = dir.path().join(format!("run-{keep_header}"));
+        let o = sweep(&out, &["--max-cells", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let csv = out.join("results.csv");
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let header = text.lines().next().unwrap();
+        let left = if keep_header {
+            format!("{header}\n")
+        } else {
+            String::new()
+        };
+        std::fs::write(&csv, &left).unwrap();
+        let o = sweep(&out, &["--resume"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(read_csv(&csv).unwrap().len(), 8);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(text.lines().filter(|l| *l == header).count(), 1, "{text}");
+    }
+}

@@ -112,14 +112,20 @@ async fn run_cells(
         .take(options.max_cells.unwrap_or(usize::MAX))
         .collect();
 
-    let resuming = csv_path.exists() && !done.is_empty();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&csv_path)
         .with_context(|| format!("cannot open {}", csv_path.display()))?;
+    // The header goes in only where none is yet: a file left empty by a sweep interrupted
+    // before its first row gets one, a resumed file (header only, or with rows) does not.
+    let empty = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", csv_path.display()))?
+        .len()
+        == 0;
     let mut writer = csv::WriterBuilder::new()
-        .has_headers(!resuming)
+        .has_headers(empty)
         .from_writer(file);
 
     // User kernels' first results, kept across every cell (and, through the folder, across
@@ -249,7 +255,8 @@ fn prepare_folder(
             "{} holds a sweep of a different grid; --resume needs the same flags (or use --force)",
             csv_path.parent().unwrap_or(csv_path).display()
         );
-        if has_csv {
+        // An empty results.csv is a sweep interrupted before its first row: nothing done.
+        if has_csv && !is_empty(csv_path)? {
             done = read_csv(csv_path)?.iter().map(Row::cell_key).collect();
         }
     }
@@ -295,6 +302,13 @@ fn prepare_folder(
         std::fs::rename(&tmp, env_path)?;
     }
     Ok((done, calibration))
+}
+
+/// Whether the file at `path` holds no bytes.
+fn is_empty(path: &Path) -> anyhow::Result<bool> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(meta.len() == 0)
 }
 
 /// A calibrated size: the `n` that gives the target service time, and the measured
