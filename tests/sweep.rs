@@ -509,3 +509,30 @@ fn a_sweep_interrupted_before_its_first_row_resumes() {
         assert_eq!(text.lines().filter(|l| *l == header).count(), 1, "{text}");
     }
 }
+
+/// Two sizes that calibrate to the same n would share every cell key and merge into one: the
+/// sweep refuses them after calibration, naming both, and writes no run. `sleep` is sized in
+/// microseconds, so 200 and 200us are the same n on any machine.
+#[test]
+fn two_sizes_calibrating_to_the_same_n_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = one_rayon_cell(
+        &out,
+        &[
+            "--kernels",
+            "sleep",
+            "--sizes",
+            "200,200us",
+            "--duration",
+            "50ms",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sleep: 200 and 200us both calibrate to n = 200"),
+        "{err}"
+    );
+    assert!(!out.join("env.json").exists() && !out.join("results.csv").exists());
+}

@@ -269,6 +269,7 @@ fn prepare_folder(
         return Ok((done, c));
     }
     let calibration = calibrate_on_server_cpus(grid, split)?;
+    check_distinct_sizes(grid, &calibration)?;
     {
         let mut env = serde_json::to_value(crate::machine::Environment::here())?;
         env["started_at"] = serde_json::json!(humantime::format_rfc3339_seconds(
@@ -328,6 +329,31 @@ pub type Calibration = BTreeMap<String, Calibrated>;
 
 fn calibration_key(w: &Workload, s: &SizeSpec) -> String {
     format!("{}|{}", w.name, s.label())
+}
+
+/// Refuses two sizes of one workload that calibrated to the same `n`: a cell is keyed by `n`,
+/// not by the size asked for (results.csv, `--resume`, the report), so their cells would be
+/// taken for one another and one size would vanish from the report.
+fn check_distinct_sizes(grid: &Grid, calibration: &Calibration) -> anyhow::Result<()> {
+    for w in &grid.kernels {
+        let mut by_n: BTreeMap<u64, &SizeSpec> = BTreeMap::new();
+        for s in &grid.sizes {
+            let Some(c) = calibration.get(&calibration_key(w, s)) else {
+                continue;
+            };
+            if let Some(first) = by_n.get(&c.n) {
+                bail!(
+                    "{}: {} and {} both calibrate to n = {}; give sizes further apart",
+                    w.name,
+                    first.label(),
+                    s.label(),
+                    c.n
+                );
+            }
+            by_n.insert(c.n, s);
+        }
+    }
+    Ok(())
 }
 
 /// [`calibrate`] on a thread of its own kept to the server's CPUs, where the cells will run
