@@ -536,3 +536,28 @@ fn two_sizes_calibrating_to_the_same_n_are_refused() {
     );
     assert!(!out.join("env.json").exists() && !out.join("results.csv").exists());
 }
+
+/// Two shards into one results root on one host and day: each gets a run folder of its own,
+/// with `--resume` too, and a run folder of one shard refuses another's cells.
+#[test]
+fn each_shard_gets_a_run_folder_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("results");
+    // TINY has two grid points (two sizes): one per shard, 2 backends × 2 repetitions each.
+    let first = printed_folder(&sweep_root(&root, &["--shard", "1/2"]));
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 4);
+    let o = sweep_root(&root, &["--shard", "2/2", "--resume"]);
+    let second = printed_folder(&o);
+    assert_ne!(second, first);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("resuming"));
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 4);
+    assert_eq!(read_csv(&second.join("results.csv")).unwrap().len(), 4);
+    let o = sweep(&first, &["--shard", "2/2", "--resume"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds shard 1/2 of this grid, not shard 2/2"),
+        "{err}"
+    );
+    assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 4);
+}

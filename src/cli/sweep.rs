@@ -64,8 +64,9 @@ pub struct SweepArgs {
     /// Seed for the cell order and the load's choices.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue the newest unfinished run in DIR (or DIR itself when it is a run folder):
-    /// keep the cells already in its results.csv and run only the missing ones.
+    /// Continue the newest unfinished run of the same grid and --shard in DIR (or DIR itself
+    /// when it is a run folder): keep the cells already in its results.csv and run only the
+    /// missing ones.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
     /// Replace a different sweep already in the run folder the sweep lands on.
@@ -217,6 +218,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let choice = folder::Choice {
         exact: args.exact,
         resume: args.resume,
+        shard,
         preset: args.preset_named(),
     };
     let landing = folder::choose(&args.out, &grid, choice)?;

@@ -3,9 +3,12 @@
 //! new sweep never writes into a run already there (the committed runs under `results/`
 //! included). A folder holding `env.json` is a run folder: naming one directly, or passing
 //! `--exact`, uses that folder itself. `--resume` on a root continues its newest unfinished
-//! run.
+//! run of the same grid and shard. A run folder belongs to one shard (`--shard K/N`, or none):
+//! it is unfinished while cells of its own shard are missing, and another shard of the same
+//! grid gets a folder of its own.
 
 use crate::sweep::grid::Grid;
+use crate::sweep::shard::Shard;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -15,8 +18,10 @@ use std::time::SystemTime;
 pub struct Choice<'a> {
     /// Use the folder named, whatever it holds.
     pub exact: bool,
-    /// Continue the newest unfinished run in the root.
+    /// Continue the newest unfinished run of the same grid and shard in the root.
     pub resume: bool,
+    /// The slice of the grid this sweep runs (`--shard`), if any.
+    pub shard: Option<Shard>,
     /// The preset named on the command line (`quick`, `standard`, `full`), if any: it ends
     /// the folder's name, so a quick check and a real run are told apart (and ignored apart).
     pub preset: Option<&'a str>,
@@ -27,7 +32,8 @@ pub struct Choice<'a> {
 pub enum Landing {
     /// The folder named, used as it is: a run folder, or `--exact`.
     AsGiven(PathBuf),
-    /// The root's newest unfinished run, to be continued (`--resume`).
+    /// The root's newest unfinished run of the same grid and shard, to be continued
+    /// (`--resume`).
     Resumed(PathBuf),
     /// A new run folder inside the root.
     New(PathBuf),
@@ -54,11 +60,11 @@ fn choose_named(root: &Path, grid: &Grid, choice: Choice, name: &str) -> anyhow:
         return Ok(Landing::AsGiven(root.to_path_buf()));
     }
     if choice.resume {
-        if let Some(dir) = newest_unfinished(root)? {
+        if let Some(dir) = newest_unfinished(root, grid, choice.shard)? {
             return Ok(Landing::Resumed(dir));
         }
     }
-    Ok(Landing::New(free_folder(root, name, grid)))
+    Ok(Landing::New(free_folder(root, name, grid, choice.shard)))
 }
 
 /// A run folder is one a sweep has started in: it holds `env.json`.
@@ -109,19 +115,20 @@ fn sanitise_host(name: &str) -> String {
 }
 
 /// `root/name`, or the first of `name-2`, `name-3`… that is free: absent, empty, or holding an
-/// unfinished run of the same grid (which the sweep then refuses, resumes or replaces as its
-/// flags say). A different run, a finished one or anything else there is left alone.
-fn free_folder(root: &Path, name: &str, grid: &Grid) -> PathBuf {
+/// unfinished run of the same grid and shard (which the sweep then refuses, resumes or replaces
+/// as its flags say). A different run (another shard included), a finished one or anything
+/// else there is left alone.
+fn free_folder(root: &Path, name: &str, grid: &Grid, shard: Option<Shard>) -> PathBuf {
     (1..)
         .map(|i| match i {
             1 => root.join(name),
             i => root.join(format!("{name}-{i}")),
         })
-        .find(|dir| is_free_for(dir, grid))
+        .find(|dir| is_free_for(dir, grid, shard))
         .expect("some suffix is free")
 }
 
-fn is_free_for(dir: &Path, grid: &Grid) -> bool {
+fn is_free_for(dir: &Path, grid: &Grid, shard: Option<Shard>) -> bool {
     if !dir.exists() {
         return true;
     }
@@ -130,7 +137,7 @@ fn is_free_for(dir: &Path, grid: &Grid) -> bool {
             return true;
         }
     }
-    Run::read(dir).is_some_and(|run| run.grid.as_ref() == Some(grid) && run.unfinished())
+    Run::read(dir).is_some_and(|run| run.is_unfinished_of(grid, shard))
 }
 
 /// What a run folder's env.json and results.csv say about it.
@@ -138,6 +145,8 @@ struct Run {
     dir: PathBuf,
     started_at: Option<SystemTime>,
     grid: Option<Grid>,
+    /// The slice of the grid the run was started for (env.json's `shard`).
+    shard: Option<Shard>,
     rows: usize,
 }
 
@@ -150,6 +159,7 @@ impl Run {
             .as_str()
             .and_then(|s| humantime::parse_rfc3339_weak(s).ok());
         let grid = serde_json::from_value(env["grid"].clone()).ok();
+        let shard = serde_json::from_value(env["shard"].clone()).ok().flatten();
         let rows = csv::Reader::from_path(dir.join("results.csv"))
             .map(|mut r| r.records().filter(Result::is_ok).count())
             .unwrap_or(0);
@@ -157,22 +167,43 @@ impl Run {
             dir: dir.to_path_buf(),
             started_at,
             grid,
+            shard,
             rows,
         })
     }
 
-    /// Fewer rows than its grid has cells. A run whose grid cannot be read is never taken as
-    /// unfinished: it is not ours to continue.
+    /// Fewer rows than its shard of its grid has cells (the whole grid without a shard). A
+    /// run whose grid cannot be read is never taken as unfinished: it is not ours to continue.
     fn unfinished(&self) -> bool {
         self.grid
             .as_ref()
-            .is_some_and(|g| self.rows < g.cells_per_rep() * g.repeat as usize)
+            .is_some_and(|g| self.rows < cells_of(g, self.shard))
+    }
+
+    /// Unfinished, and of this grid and shard: a run a sweep of them may continue.
+    fn is_unfinished_of(&self, grid: &Grid, shard: Option<Shard>) -> bool {
+        self.grid.as_ref() == Some(grid) && self.shard == shard && self.unfinished()
     }
 }
 
-/// The unfinished run in `root` that started last (by env.json's `started_at`; the folder name
-/// breaks ties). `None` when `root` does not exist or holds none.
-fn newest_unfinished(root: &Path) -> anyhow::Result<Option<PathBuf>> {
+/// The cells a sweep of `grid` runs with `shard`: every backend and repetition of the grid
+/// points the shard holds.
+fn cells_of(grid: &Grid, shard: Option<Shard>) -> usize {
+    let per_point = grid.backends.len() * grid.repeat as usize;
+    let points = grid.cells_per_rep() / grid.backends.len().max(1);
+    let held = (0..points)
+        .filter(|&p| !shard.is_some_and(|s| !s.holds(p)))
+        .count();
+    held * per_point
+}
+
+/// The unfinished run of `grid` and `shard` in `root` that started last (by env.json's
+/// `started_at`; the folder name breaks ties). `None` when `root` does not exist or holds none.
+fn newest_unfinished(
+    root: &Path,
+    grid: &Grid,
+    shard: Option<Shard>,
+) -> anyhow::Result<Option<PathBuf>> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -181,7 +212,7 @@ fn newest_unfinished(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     let newest = entries
         .filter_map(Result::ok)
         .filter_map(|e| Run::read(&e.path()))
-        .filter(Run::unfinished)
+        .filter(|run| run.is_unfinished_of(grid, shard))
         .max_by(|a, b| (a.started_at, &a.dir).cmp(&(b.started_at, &b.dir)));
     Ok(newest.map(|r| r.dir))
 }
@@ -198,9 +229,21 @@ mod tests {
     /// A run folder as a sweep leaves it: env.json with `started_at` and the grid, and `rows`
     /// rows in results.csv.
     fn run_folder(root: &Path, name: &str, grid: &Grid, started_at: &str, rows: usize) {
+        shard_folder(root, name, grid, None, started_at, rows);
+    }
+
+    /// [`run_folder`] of a sweep run with `shard`.
+    fn shard_folder(
+        root: &Path,
+        name: &str,
+        grid: &Grid,
+        shard: Option<Shard>,
+        started_at: &str,
+        rows: usize,
+    ) {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let env = serde_json::json!({ "started_at": started_at, "grid": grid });
+        let env = serde_json::json!({ "started_at": started_at, "grid": grid, "shard": shard });
         std::fs::write(dir.join("env.json"), env.to_string()).unwrap();
         let mut csv = String::from("kernel,backend\n");
         for _ in 0..rows {
@@ -217,6 +260,7 @@ mod tests {
     const NEW: Choice = Choice {
         exact: false,
         resume: false,
+        shard: None,
         preset: Some("quick"),
     };
     const RESUME: Choice = Choice {
@@ -307,5 +351,67 @@ mod tests {
         // By start time, not by name.
         run_folder(root, "a", &g, "2026-11-27T14:00:00Z", 2);
         assert_eq!(land(), Landing::Resumed(root.join("a")));
+    }
+
+    #[test]
+    fn a_run_folder_belongs_to_one_shard_and_is_finished_when_its_shard_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let g = grid();
+        let half = |k| Some(Shard::new(k, 2).unwrap());
+        let first = Choice {
+            shard: half(1),
+            ..NEW
+        };
+        let second = Choice {
+            shard: half(2),
+            ..NEW
+        };
+        let land = |c: Choice| choose_named(root, &g, c, NAME).unwrap();
+        // Shard 1/2 finished: every cell of its own half, fewer than the grid's.
+        let own = cells_of(&g, half(1));
+        assert!(own > 0 && own < cells(&g));
+        assert_eq!(own + cells_of(&g, half(2)), cells(&g));
+        shard_folder(root, NAME, &g, half(1), "2026-11-27T10:00:00Z", own);
+        // Shard 2/2 gets a folder of its own, new or resumed; shard 1/2 is done.
+        assert_eq!(land(second), Landing::New(root.join(format!("{NAME}-2"))));
+        let resume_second = Choice {
+            resume: true,
+            ..second
+        };
+        assert_eq!(
+            land(resume_second),
+            Landing::New(root.join(format!("{NAME}-2")))
+        );
+        assert_eq!(land(first), Landing::New(root.join(format!("{NAME}-2"))));
+        // Shard 1/2 one cell short is unfinished: a sweep of 1/2 lands there, one of 2/2 not.
+        shard_folder(root, NAME, &g, half(1), "2026-11-27T10:00:00Z", own - 1);
+        assert_eq!(land(first), Landing::New(root.join(NAME)));
+        assert_eq!(land(second), Landing::New(root.join(format!("{NAME}-2"))));
+        assert_eq!(
+            land(resume_second),
+            Landing::New(root.join(format!("{NAME}-2")))
+        );
+        let resume_first = Choice {
+            resume: true,
+            ..first
+        };
+        assert_eq!(land(resume_first), Landing::Resumed(root.join(NAME)));
+    }
+
+    #[test]
+    fn resume_takes_the_newest_unfinished_run_of_the_same_grid_and_shard() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let g = grid();
+        let mut other = g.clone();
+        other.repeat += 1;
+        let land = || choose_named(root, &g, RESUME, NAME).unwrap();
+        run_folder(root, "mine", &g, "2026-11-27T09:00:00Z", 1);
+        // Newer unfinished runs of another grid and of a shard of this one are not ours.
+        run_folder(root, "other", &other, "2026-11-27T12:00:00Z", 1);
+        let shard = Some(Shard::new(1, 2).unwrap());
+        shard_folder(root, "shard", &g, shard, "2026-11-27T13:00:00Z", 1);
+        assert_eq!(land(), Landing::Resumed(root.join("mine")));
     }
 }

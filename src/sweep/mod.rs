@@ -255,6 +255,21 @@ fn prepare_folder(
             "{} holds a sweep of a different grid; --resume needs the same flags (or use --force)",
             csv_path.parent().unwrap_or(csv_path).display()
         );
+        // A run folder holds one shard: another shard's cells go to a folder of their own.
+        let recorded_shard: Option<shard::Shard> = existing_env
+            .as_ref()
+            .and_then(|e| serde_json::from_value(e["shard"].clone()).ok().flatten());
+        let slice = |s: Option<shard::Shard>| {
+            s.map_or_else(|| "the whole grid".to_string(), |s| format!("shard {s}"))
+        };
+        ensure!(
+            recorded_shard == options.shard,
+            "{} holds {} of this grid, not {}; each shard needs a run folder of its own \
+             (or use --force)",
+            csv_path.parent().unwrap_or(csv_path).display(),
+            slice(recorded_shard),
+            slice(options.shard)
+        );
         // An empty results.csv is a sweep interrupted before its first row: nothing done.
         if has_csv && !is_empty(csv_path)? {
             done = read_csv(csv_path)?.iter().map(Row::cell_key).collect();
