@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A measured cell. Latencies are in microseconds, measured by the driver from each request's
 /// intended send time; `queue_*`, `compute_*` and `server_*` come from the server's own timings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Workload kernel, or a weighted mix such as `fib:9,tlb:1`.
     pub kernel: String,
@@ -157,6 +157,67 @@ pub struct CellKey {
     pub repetition: u32,
 }
 
+/// The header this version writes: every column of [`Row`], in order.
+pub fn columns() -> Vec<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(Row::default())
+        .expect("a row serializes into memory");
+    let bytes = w.into_inner().expect("an in-memory writer flushes");
+    csv::Reader::from_reader(bytes.as_slice())
+        .headers()
+        .expect("the header just written reads back")
+        .iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Refuses to append to the sweep CSV at `path` when its header is not [`columns`]: rows of
+/// this version under another version's header would be read into the wrong columns.
+pub fn check_appendable(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut rdr =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let theirs: Vec<String> = rdr
+        .headers()
+        .with_context(|| format!("{} has no CSV header", path.display()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let ours = columns();
+    if theirs == ours {
+        return Ok(());
+    }
+    let lacking: Vec<&str> = ours
+        .iter()
+        .filter(|c| !theirs.contains(c))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = theirs
+        .iter()
+        .filter(|c| !ours.contains(c))
+        .map(String::as_str)
+        .collect();
+    let mut diff = Vec::new();
+    if !lacking.is_empty() {
+        diff.push(format!("it lacks {}", lacking.join(", ")));
+    }
+    if !extra.is_empty() {
+        diff.push(format!(
+            "it has {} that this version does not write",
+            extra.join(", ")
+        ));
+    }
+    if diff.is_empty() {
+        diff.push("its columns are in another order".to_string());
+    }
+    anyhow::bail!(
+        "{} was written by another version of threadcenter: {}; resuming would append rows \
+         under the wrong columns, so start a new run instead",
+        path.display(),
+        diff.join(" and ")
+    )
+}
+
 /// Reads a sweep CSV, checking that it has the required columns.
 pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     use anyhow::Context;
@@ -220,6 +281,22 @@ mod tests {
         let rows = read_csv(&path).unwrap();
         assert!(!rows.is_empty());
         assert!(rows.iter().all(|r| r.tail_s.is_nan()));
+    }
+
+    #[test]
+    fn only_a_csv_with_this_versions_header_may_be_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut w = csv::Writer::from_path(&path).unwrap();
+        w.serialize(sample()).unwrap();
+        w.flush().unwrap();
+        check_appendable(&path).unwrap();
+        // The fixture predates `tail_s` and `service_us`.
+        let old =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_sweep.csv");
+        let err = check_appendable(&old).unwrap_err().to_string();
+        assert!(err.contains("another version"), "{err}");
+        assert!(err.contains("lacks tail_s, service_us"), "{err}");
     }
 
     #[test]

@@ -561,3 +561,32 @@ fn each_shard_gets_a_run_folder_of_its_own() {
     );
     assert_eq!(read_csv(&first.join("results.csv")).unwrap().len(), 4);
 }
+
+/// A run whose results.csv an older version wrote (here: without the last two columns) is not
+/// resumed: its rows would be read into the wrong columns. Nothing runs, nothing is written.
+#[test]
+fn a_run_with_another_versions_header_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = sweep(&out, &["--max-cells", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = out.join("results.csv");
+    let old: String = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            format!("{}\n", fields[..fields.len() - 2].join(","))
+        })
+        .collect();
+    assert!(old.starts_with("kernel,") && !old.contains("service_us"));
+    std::fs::write(&csv, &old).unwrap();
+    let o = sweep(&out, &["--resume"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another version") && err.contains("service_us"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), old);
+}

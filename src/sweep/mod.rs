@@ -272,6 +272,7 @@ fn prepare_folder(
         );
         // An empty results.csv is a sweep interrupted before its first row: nothing done.
         if has_csv && !is_empty(csv_path)? {
+            crate::record::check_appendable(csv_path)?;
             done = read_csv(csv_path)?.iter().map(Row::cell_key).collect();
         }
     }
