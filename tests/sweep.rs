@@ -590,3 +590,29 @@ fn a_run_with_another_versions_header_is_not_resumed() {
     );
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), old);
 }
+
+/// A run is judged at one margin: `--resume` with another `--equivalence` is refused, naming
+/// both, and without one it keeps the run's.
+#[test]
+fn resume_keeps_the_runs_equivalence_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = sweep(&out, &["--max-cells", "1", "--equivalence", "7%"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let o = sweep(&out, &["--resume", "--equivalence", "10%"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--equivalence 7%, not 10%"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        before
+    );
+    let o = sweep(&out, &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    assert_eq!(env["equivalence"].as_f64(), Some(0.07));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("±7 %"), "the report uses the run's margin");
+}

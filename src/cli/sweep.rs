@@ -81,9 +81,10 @@ pub struct SweepArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub driver_threads: Option<u16>,
     /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is
-    /// `equivalent` (recorded in env.json, so `report` re-renders with it).
-    #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_margin)]
-    pub equivalence: f64,
+    /// `equivalent` (recorded in env.json, so `report` re-renders with it). Default 5%;
+    /// --resume keeps the run's recorded margin and refuses a different one.
+    #[arg(long, value_name = "PCT", value_parser = parse_margin)]
+    pub equivalence: Option<f64>,
     /// `shm` servers: µs an idle worker polls for its next job before it sleeps (recorded in
     /// env.json); default: the server's.
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -232,7 +233,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
         max_cells: args.max_cells,
         driver_threads: args.driver_threads.map(usize::from),
-        equivalence: Some(args.equivalence),
+        equivalence: args.equivalence,
         shard,
         cpus,
         spin_us: args.spin_us,

@@ -37,8 +37,9 @@ pub struct SweepOptions {
     /// else 1 up to 8 cores, then one per 8 cores (at most 4), so a many-core server is not
     /// measured through a saturated driver.
     pub driver_threads: Option<usize>,
-    /// Equivalence margin of the verdicts as a fraction; `None`: ±5 %. Recorded in env.json,
-    /// so a later `report` gives the same verdicts.
+    /// Equivalence margin of the verdicts as a fraction; `None`: ±5 %, or on `--resume` the
+    /// run's recorded margin. Recorded in env.json, so a later `report` gives the same
+    /// verdicts; a resume that gives a different one is refused.
     pub equivalence: Option<f64>,
     /// Run only this slice of the grid points (recorded in env.json); `None`: all of them.
     pub shard: Option<shard::Shard>,
@@ -101,8 +102,11 @@ async fn run_cells(
         s.check_points(grid.cells_per_rep() / grid.backends.len())?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (done, calibration) =
-        prepare_folder(options, grid, split, server_cores, &csv_path, &env_path)?;
+    let Prepared {
+        done,
+        calibration,
+        margin,
+    } = prepare_folder(options, grid, split, server_cores, &csv_path, &env_path)?;
 
     let exe = std::env::current_exe().context("cannot find this program to start servers")?;
     let plan = plan(grid, &calibration, options.shard);
@@ -172,7 +176,7 @@ async fn run_cells(
 
     let rows = read_csv(&csv_path)?;
     let report = crate::report::ReportOptions {
-        equivalence: Some(options.margin()),
+        equivalence: Some(margin),
     };
     crate::report::write_report_with(
         &csv_path,
@@ -186,7 +190,7 @@ async fn run_cells(
         headline: headline(
             &rows,
             kernels::read(&out.join(kernels::FILE))?.as_deref(),
-            options.margin(),
+            margin,
         ),
     })
 }
@@ -210,6 +214,20 @@ fn progress_bar(len: u64, grid: &Grid) -> indicatif::ProgressBar {
     bar
 }
 
+/// What the output folder holds for the sweep about to run.
+struct Prepared {
+    /// The cells already done (for `--resume`).
+    done: HashSet<CellKey>,
+    calibration: Calibration,
+    /// The equivalence margin, as env.json records it.
+    margin: f64,
+}
+
+/// A margin as a percentage, as `--equivalence` takes it.
+fn percent(margin: f64) -> String {
+    format!("{}%", (margin * 1e5).round() / 1e3)
+}
+
 /// Checks the output folder and returns the cells already done (for `--resume`).
 /// A folder holding a different sweep is refused unless `--force`; nothing is overwritten
 /// before that check.
@@ -220,7 +238,7 @@ fn prepare_folder(
     server_cores: usize,
     csv_path: &Path,
     env_path: &Path,
-) -> anyhow::Result<(HashSet<CellKey>, Calibration)> {
+) -> anyhow::Result<Prepared> {
     let existing_env: Option<serde_json::Value> = match std::fs::read_to_string(env_path) {
         Ok(text) => Some(
             serde_json::from_str(&text)
@@ -230,6 +248,7 @@ fn prepare_folder(
     };
     let has_csv = csv_path.exists();
     let mut done = HashSet::new();
+    let mut margin = options.margin();
     if options.force {
         let kernels_path = csv_path.with_file_name(kernels::FILE);
         let seen_path = csv_path.with_file_name(crate::load::consistency::FILE);
@@ -270,6 +289,23 @@ fn prepare_folder(
             slice(recorded_shard),
             slice(options.shard)
         );
+        // The verdicts of one run are judged at one margin: a resume keeps the recorded one.
+        if let Some(recorded) = existing_env
+            .as_ref()
+            .and_then(|e| e["equivalence"].as_f64())
+        {
+            if let Some(given) = options.equivalence {
+                ensure!(
+                    (given - recorded).abs() < 1e-9,
+                    "{} was swept with --equivalence {}, not {}: --resume keeps the run's \
+                     margin (leave --equivalence out, or re-render with `report --equivalence`)",
+                    csv_path.parent().unwrap_or(csv_path).display(),
+                    percent(recorded),
+                    percent(given)
+                );
+            }
+            margin = recorded;
+        }
         // An empty results.csv is a sweep interrupted before its first row: nothing done.
         if has_csv && !is_empty(csv_path)? {
             crate::record::check_appendable(csv_path)?;
@@ -281,8 +317,12 @@ fn prepare_folder(
         .as_ref()
         .filter(|_| !options.force)
         .and_then(|e| serde_json::from_value(e["calibration"].clone()).ok());
-    if let Some(c) = kept {
-        return Ok((done, c));
+    if let Some(calibration) = kept {
+        return Ok(Prepared {
+            done,
+            calibration,
+            margin,
+        });
     }
     let calibration = calibrate_on_server_cpus(grid, split)?;
     check_distinct_sizes(grid, &calibration)?;
@@ -296,7 +336,7 @@ fn prepare_folder(
         env["seed"] = serde_json::json!(grid.seed);
         env["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
         env["calibration"] = serde_json::to_value(&calibration)?;
-        env["equivalence"] = serde_json::json!(options.margin());
+        env["equivalence"] = serde_json::json!(margin);
         env["shard"] = serde_json::to_value(options.shard)?;
         env["cpu_split"] = serde_json::to_value(split)?;
         // The value given, or the one each worker count gets by default (see `cell::Bench`).
@@ -318,7 +358,11 @@ fn prepare_folder(
         std::fs::write(&tmp, serde_json::to_string_pretty(&env)?)?;
         std::fs::rename(&tmp, env_path)?;
     }
-    Ok((done, calibration))
+    Ok(Prepared {
+        done,
+        calibration,
+        margin,
+    })
 }
 
 /// Whether the file at `path` holds no bytes.
