@@ -616,3 +616,24 @@ fn resume_keeps_the_runs_equivalence_margin() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("±7 %"), "the report uses the run's margin");
 }
+
+/// A run folder another sweep holds (here: this test, through the same `flock`) is refused,
+/// naming the holder, before anything is written there.
+#[test]
+fn a_run_folder_in_use_by_another_sweep_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(&out).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .unwrap();
+    let o = sweep(&out, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let busy = format!("is in use by another sweep (pid {})", std::process::id());
+    assert!(err.contains(&busy), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    drop(held);
+}

@@ -222,7 +222,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         shard,
         preset: args.preset_named(),
     };
-    let landing = folder::choose(&args.out, &grid, choice)?;
+    // Held until the sweep ends: no other sweep writes into this folder meanwhile.
+    let (landing, _lock) = folder::choose(&args.out, &grid, choice)?;
     match &landing {
         Landing::Resumed(dir) => println!("resuming run folder: {}", dir.display()),
         other => println!("run folder: {}", other.dir().display()),

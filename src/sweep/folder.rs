@@ -6,10 +6,18 @@
 //! run of the same grid and shard. A run folder belongs to one shard (`--shard K/N`, or none):
 //! it is unfinished while cells of its own shard are missing, and another shard of the same
 //! grid gets a folder of its own.
+//!
+//! A sweep holds an exclusive lock (`flock`) on its run folder from the moment it is chosen
+//! until the sweep ends, so two sweeps into one root at once take two folders, and a folder
+//! named outright (a run folder, `--exact`, or the run `--resume` continues) that another
+//! sweep holds is refused.
 
 use crate::sweep::grid::Grid;
 use crate::sweep::shard::Shard;
 use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -47,24 +55,74 @@ impl Landing {
     }
 }
 
-/// Decides the folder for a sweep of `grid` given `--out root`. Reads only: nothing is
-/// created or changed here, so the folder's own checks (`--resume`, `--force`) still come
-/// first in the sweep.
-pub fn choose(root: &Path, grid: &Grid, choice: Choice) -> anyhow::Result<Landing> {
+/// An exclusive lock on a run folder: the sweep holding it is the only one writing there.
+/// Released when dropped, or when the process ends however it ends.
+#[derive(Debug)]
+pub struct FolderLock {
+    _lock: Flock<File>,
+}
+
+/// Decides the folder for a sweep of `grid` given `--out root`, creates it and locks it. Its
+/// files are not read or changed here beyond that, so the folder's own checks (`--resume`,
+/// `--force`) still come first in the sweep; keep the lock until the sweep ends.
+pub fn choose(root: &Path, grid: &Grid, choice: Choice) -> anyhow::Result<(Landing, FolderLock)> {
     let name = run_name(&today(), &host(), crate::machine::cores(), choice.preset);
     choose_named(root, grid, choice, &name)
 }
 
-fn choose_named(root: &Path, grid: &Grid, choice: Choice, name: &str) -> anyhow::Result<Landing> {
+fn choose_named(
+    root: &Path,
+    grid: &Grid,
+    choice: Choice,
+    name: &str,
+) -> anyhow::Result<(Landing, FolderLock)> {
     if choice.exact || is_run_folder(root) {
-        return Ok(Landing::AsGiven(root.to_path_buf()));
+        return Ok((Landing::AsGiven(root.to_path_buf()), lock_or_refuse(root)?));
     }
     if choice.resume {
         if let Some(dir) = newest_unfinished(root, grid, choice.shard)? {
-            return Ok(Landing::Resumed(dir));
+            let lock = lock_or_refuse(&dir)?;
+            return Ok((Landing::Resumed(dir), lock));
         }
     }
-    Ok(Landing::New(free_folder(root, name, grid, choice.shard)))
+    let (dir, lock) = free_folder(root, name, grid, choice.shard)?;
+    Ok((Landing::New(dir), lock))
+}
+
+/// Creates `dir` if need be and locks it; `None` when another sweep holds it.
+fn try_lock(dir: &Path) -> anyhow::Result<Option<FolderLock>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(FolderLock { _lock: lock })),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+    }
+}
+
+/// [`try_lock`], refusing a folder another sweep holds, with its pid where /proc/locks says.
+fn lock_or_refuse(dir: &Path) -> anyhow::Result<FolderLock> {
+    try_lock(dir)?.with_context(|| {
+        let pid = holder(dir)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        format!("{} is in use by another sweep{pid}", dir.display())
+    })
+}
+
+/// The pid holding a `flock` on `dir`, from /proc/locks (`1: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE 0 EOF`), matched by inode; `None` where that cannot be read.
+fn holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(dir).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ino: u64 = f.get(5)?.rsplit(':').next()?.parse().ok()?;
+        (f.get(1) == Some(&"FLOCK") && ino == inode)
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// A run folder is one a sweep has started in: it holds `env.json`.
@@ -116,16 +174,30 @@ fn sanitise_host(name: &str) -> String {
 
 /// `root/name`, or the first of `name-2`, `name-3`… that is free: absent, empty, or holding an
 /// unfinished run of the same grid and shard (which the sweep then refuses, resumes or replaces
-/// as its flags say). A different run (another shard included), a finished one or anything
-/// else there is left alone.
-fn free_folder(root: &Path, name: &str, grid: &Grid, shard: Option<Shard>) -> PathBuf {
-    (1..)
-        .map(|i| match i {
+/// as its flags say) and not locked by another sweep; locked for this one. A different run
+/// (another shard included), a finished one, one in use or anything else there is left alone.
+fn free_folder(
+    root: &Path,
+    name: &str,
+    grid: &Grid,
+    shard: Option<Shard>,
+) -> anyhow::Result<(PathBuf, FolderLock)> {
+    for i in 1.. {
+        let dir = match i {
             1 => root.join(name),
             i => root.join(format!("{name}-{i}")),
-        })
-        .find(|dir| is_free_for(dir, grid, shard))
-        .expect("some suffix is free")
+        };
+        if !is_free_for(&dir, grid, shard) {
+            continue;
+        }
+        // Checked again once locked: a sweep may have finished there in between.
+        if let Some(lock) = try_lock(&dir)? {
+            if is_free_for(&dir, grid, shard) {
+                return Ok((dir, lock));
+            }
+        }
+    }
+    unreachable!("some suffix is free")
 }
 
 fn is_free_for(dir: &Path, grid: &Grid, shard: Option<Shard>) -> bool {
@@ -295,7 +367,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("results");
         let g = grid();
-        let land = |dir: &Path, c: Choice| choose_named(dir, &g, c, NAME).unwrap();
+        let land = |dir: &Path, c: Choice| choose_named(dir, &g, c, NAME).unwrap().0;
         assert_eq!(land(&root, NEW), Landing::New(root.join(NAME)));
         let exact = Choice { exact: true, ..NEW };
         assert_eq!(land(&root, exact), Landing::AsGiven(root.clone()));
@@ -310,7 +382,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let g = grid();
-        let land = || choose_named(root, &g, NEW, NAME).unwrap();
+        let land = || choose_named(root, &g, NEW, NAME).unwrap().0;
         // Empty: still free.
         std::fs::create_dir(root.join(NAME)).unwrap();
         assert_eq!(land(), Landing::New(root.join(NAME)));
@@ -340,7 +412,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let g = grid();
-        let land = || choose_named(root, &g, RESUME, NAME).unwrap();
+        let land = || choose_named(root, &g, RESUME, NAME).unwrap().0;
         assert_eq!(land(), Landing::New(root.join(NAME)));
         run_folder(root, "a", &g, "2026-11-27T09:00:00Z", 2);
         run_folder(root, "b", &g, "2026-11-27T12:00:00Z", 1);
@@ -367,7 +439,7 @@ mod tests {
             shard: half(2),
             ..NEW
         };
-        let land = |c: Choice| choose_named(root, &g, c, NAME).unwrap();
+        let land = |c: Choice| choose_named(root, &g, c, NAME).unwrap().0;
         // Shard 1/2 finished: every cell of its own half, fewer than the grid's.
         let own = cells_of(&g, half(1));
         assert!(own > 0 && own < cells(&g));
@@ -406,12 +478,43 @@ mod tests {
         let g = grid();
         let mut other = g.clone();
         other.repeat += 1;
-        let land = || choose_named(root, &g, RESUME, NAME).unwrap();
+        let land = || choose_named(root, &g, RESUME, NAME).unwrap().0;
         run_folder(root, "mine", &g, "2026-11-27T09:00:00Z", 1);
         // Newer unfinished runs of another grid and of a shard of this one are not ours.
         run_folder(root, "other", &other, "2026-11-27T12:00:00Z", 1);
         let shard = Some(Shard::new(1, 2).unwrap());
         shard_folder(root, "shard", &g, shard, "2026-11-27T13:00:00Z", 1);
         assert_eq!(land(), Landing::Resumed(root.join("mine")));
+    }
+
+    #[test]
+    fn a_folder_in_use_is_passed_over_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let g = grid();
+        let (first, held) = choose_named(root, &g, NEW, NAME).unwrap();
+        assert_eq!(first, Landing::New(root.join(NAME)));
+        // A second sweep at once takes the next name.
+        let land = |dir: &Path, c: Choice| choose_named(dir, &g, c, NAME);
+        assert_eq!(
+            land(root, NEW).unwrap().0,
+            Landing::New(root.join(format!("{NAME}-2")))
+        );
+        // Named outright, or the unfinished run --resume would continue: refused.
+        let busy = format!("is in use by another sweep (pid {})", std::process::id());
+        let exact = Choice { exact: true, ..NEW };
+        let err = land(&root.join(NAME), exact).unwrap_err().to_string();
+        assert!(err.contains(&busy), "{err}");
+        run_folder(root, NAME, &g, "2026-11-27T10:00:00Z", 1);
+        let err = land(root, RESUME).unwrap_err().to_string();
+        assert!(err.contains(&busy), "{err}");
+        let err = land(&root.join(NAME), NEW).unwrap_err().to_string();
+        assert!(err.contains(&busy), "{err}");
+        // Free again once the first sweep ends.
+        drop(held);
+        assert_eq!(
+            land(root, RESUME).unwrap().0,
+            Landing::Resumed(root.join(NAME))
+        );
     }
 }
