@@ -105,7 +105,10 @@ pub fn driver_saturated(report: &LoadReport) -> Option<String> {
 /// Starts the cell's server, pinned to the bench's server CPUs when given, and measures how long
 /// it took to say where it listens.
 async fn start_server(cell: &Cell, bench: &Bench<'_>) -> anyhow::Result<(ServerChild, Duration)> {
+    // A sweep killed mid-cell (SIGINT to its pid alone, `timeout`, SIGKILL) takes the server
+    // with it; the server's own workers and children die with the server.
     let mut cmd = ServerCommand::serve(bench.exe)
+        .arg("--die-with-parent")
         .args(["--port", "0", "--backend", cell.backend.name()])
         .args(["--workers", &cell.workers.to_string()]);
     if cell.backend == BackendKind::Shm {
