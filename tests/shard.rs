@@ -310,3 +310,106 @@ fn two_shards_merge_into_the_report_of_the_whole_grid() {
         }
     }
 }
+
+/// A run folder written by hand: `workers` grid points of fib at a 20 µs target calibrated to
+/// `n`, process and rayon with three repetitions each (process throughput × `ratio`), and an
+/// env.json naming the shard, machine and margin.
+fn fake_run(dir: &Path, shard: Option<(u32, u32)>, host: &str, cpu: &str, n: u64, spec: FakeRun) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut w = csv::Writer::from_path(dir.join("results.csv")).unwrap();
+    for &workers in spec.workers {
+        for (backend, scale) in [("process", spec.ratio), ("rayon", 1.0)] {
+            for (rep, wobble) in [0.99, 1.0, 1.01].into_iter().enumerate() {
+                let mut row = threadcenter::report::simulate::synthetic_row(
+                    "fib",
+                    backend,
+                    workers,
+                    n,
+                    rep as u32,
+                    1000.0 * scale * wobble,
+                );
+                row.target_us = Some(20.0);
+                w.serialize(row).unwrap();
+            }
+        }
+    }
+    w.flush().unwrap();
+    let shard = shard.map(|(index, count)| serde_json::json!({"index": index, "count": count}));
+    let env = serde_json::json!({
+        "hostname": host,
+        "cpu_model": cpu,
+        "cores": 2,
+        "equivalence": spec.margin,
+        "seed": 7,
+        "grid": {"workers": [1, 2, 3], "seed": 7},
+        "shard": shard,
+    });
+    std::fs::write(dir.join("env.json"), env.to_string()).unwrap();
+}
+
+#[derive(Clone, Copy)]
+struct FakeRun {
+    workers: &'static [u32],
+    ratio: f64,
+    margin: f64,
+}
+
+const ONE: FakeRun = FakeRun {
+    workers: &[1],
+    ratio: 1.0,
+    margin: 0.05,
+};
+const TWO: FakeRun = FakeRun {
+    workers: &[2],
+    ..ONE
+};
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Shard 1/2 run twice (each calibrating its own n for the 20 µs target) beside shard 2/2 is
+/// refused naming both copies; so is a grid point given by two shards of different indices.
+#[test]
+fn overlapping_shards_are_refused_whatever_their_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sh1, sh1b, sh2) = (d.join("sh1"), d.join("sh1b"), d.join("sh2"));
+    fake_run(&sh1, Some((1, 2)), "vm", "Xeon", 5228, ONE);
+    fake_run(&sh1b, Some((1, 2)), "vm", "Xeon", 6110, ONE);
+    fake_run(&sh2, Some((2, 2)), "vm", "Xeon", 5300, TWO);
+    let out = d.join("report.html");
+    let o = report(&[&sh1, &sh1b, &sh2], &out);
+    let err = stderr_of(&o);
+    assert!(!o.status.success(), "overlapping shards merged: {err}");
+    assert!(
+        err.contains("shard 1/2 is in both") && err.contains("sh1/") && err.contains("sh1b/"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Shard 2/2 that (wrongly) holds shard 1's grid point too, at its own n.
+    let sh2x = d.join("sh2x");
+    fake_run(
+        &sh2x,
+        Some((2, 2)),
+        "vm",
+        "Xeon",
+        6110,
+        FakeRun {
+            workers: &[1, 2],
+            ..ONE
+        },
+    );
+    let o = report(&[&sh1, &sh2x], &out);
+    let err = stderr_of(&o);
+    assert!(
+        !o.status.success(),
+        "a grid point in two shards merged: {err}"
+    );
+    assert!(
+        err.contains("grid point fib w=1") && err.contains("sh1/") && err.contains("sh2x/"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

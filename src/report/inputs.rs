@@ -116,6 +116,94 @@ pub fn group(inputs: Vec<Input>) -> anyhow::Result<Vec<Group>> {
         .collect()
 }
 
+/// The shard an input says it is, `(index, count)`; `None` for an unsharded run.
+fn shard_of(input: &Input) -> Option<(u64, u64)> {
+    let s = &input.env["shard"];
+    Some((s["index"].as_u64()?, s["count"].as_u64()?))
+}
+
+/// A grid point as the sweep asked for it (kernel, workers, connections, depth, and the size
+/// asked: its target in ns when it has one, else its n). Each shard calibrates its own n for a
+/// target, so the same point run by two shards differs in n but not in this.
+type AskedPoint = (String, u32, u32, u32, Option<u64>, u64);
+
+fn asked_point(row: &Row) -> AskedPoint {
+    let target = row.target_us.map(|t| (t * 1000.0).round() as u64);
+    let n = if target.is_some() { 0 } else { row.size };
+    (
+        row.kernel.clone(),
+        row.workers,
+        row.connections,
+        row.depth,
+        target,
+        n,
+    )
+}
+
+/// Refuses inputs that overlap: two claiming one shard, shards of different splits, or one
+/// grid point (whatever its calibrated n) given by two inputs.
+fn refuse_overlaps(inputs: &[Input]) -> anyhow::Result<()> {
+    for (i, a) in inputs.iter().enumerate() {
+        for b in &inputs[i + 1..] {
+            let (Some(sa), Some(sb)) = (shard_of(a), shard_of(b)) else {
+                continue;
+            };
+            if sa.1 != sb.1 {
+                bail!(
+                    "{} is shard {}/{} and {} is shard {}/{}: shards of different splits of the \
+                     grid overlap and do not merge",
+                    a.csv.display(),
+                    sa.0,
+                    sa.1,
+                    b.csv.display(),
+                    sb.0,
+                    sb.1
+                );
+            }
+            if sa.0 == sb.0 {
+                bail!(
+                    "shard {}/{} is in both {} and {}: the same shard run twice (or given \
+                     twice); give each shard once",
+                    sa.0,
+                    sa.1,
+                    a.csv.display(),
+                    b.csv.display()
+                );
+            }
+        }
+    }
+    let mut seen: HashMap<AskedPoint, (usize, u64)> = HashMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for row in &input.rows {
+            let point = asked_point(row);
+            match seen.get(&point) {
+                Some(&(j, n)) if j != i => {
+                    let size = match point.4 {
+                        Some(ns) => super::data::fmt_us(ns as f64 / 1000.0),
+                        None => format!("n={}", point.5),
+                    };
+                    bail!(
+                        "the grid point {} w={} c={} d={} size {size} is in both {} (n={n}) and \
+                         {} (n={}): overlapping shards or the same run given twice",
+                        point.0,
+                        point.1,
+                        point.2,
+                        point.3,
+                        inputs[j].csv.display(),
+                        input.csv.display(),
+                        row.size
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(point, (i, row.size));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One dataset from inputs of one grid and seed; a cell in two inputs is refused.
 fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<KernelRow>>)> {
     let first = &inputs[0];
@@ -129,6 +217,7 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<Kern
             );
         }
     }
+    refuse_overlaps(&inputs)?;
     let mut seen: HashMap<record::CellKey, &Path> = HashMap::new();
     for input in &inputs {
         for row in &input.rows {
