@@ -413,3 +413,40 @@ fn overlapping_shards_are_refused_whatever_their_n() {
     );
     assert!(!out.exists());
 }
+
+/// Two shards of three: the report renders, and says on stderr and on the page which shards
+/// it covers and which is missing.
+#[test]
+fn missing_shards_are_said_on_stderr_and_on_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sh1, sh2) = (d.join("sh1"), d.join("sh2"));
+    fake_run(&sh1, Some((1, 3)), "vm", "Xeon", 5228, ONE);
+    fake_run(&sh2, Some((2, 3)), "vm", "Xeon", 5228, TWO);
+    let out = d.join("report.html");
+    let o = report(&[&sh1, &sh2], &out);
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    let said = "covers shards 1, 2 of 3 only: shard 3 is missing";
+    assert!(err.contains(said), "{err}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.matches(said).count() >= 2, "not on the page twice");
+
+    // All three: nothing to warn about.
+    let sh3 = d.join("sh3");
+    fake_run(
+        &sh3,
+        Some((3, 3)),
+        "vm",
+        "Xeon",
+        5228,
+        FakeRun {
+            workers: &[3],
+            ..ONE
+        },
+    );
+    let o = report(&[&sh1, &sh2, &sh3], &out);
+    let err = stderr_of(&o);
+    assert!(o.status.success() && !err.contains("missing"), "{err}");
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("missing"));
+}

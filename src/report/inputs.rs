@@ -140,6 +140,14 @@ fn asked_point(row: &Row) -> AskedPoint {
     )
 }
 
+fn joined(values: &[u64]) -> String {
+    values
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Refuses inputs that overlap: two claiming one shard, shards of different splits, or one
 /// grid point (whatever its calibrated n) given by two inputs.
 fn refuse_overlaps(inputs: &[Input]) -> anyhow::Result<()> {
@@ -240,8 +248,7 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<Kern
     }
     let mut env = first.env.clone();
     if inputs.len() > 1 {
-        // The merged dataset is the whole sweep, not the first input's shard.
-        env["shard"] = Value::Null;
+        env["shard"] = coverage(&inputs);
     }
     // Shards of one sweep each wrote their own kernels.csv; the merged dataset reads them all.
     let mut kernels: Option<Vec<KernelRow>> = None;
@@ -253,6 +260,52 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<Kern
         rows.extend(input.rows);
     }
     Ok((env, rows, kernels))
+}
+
+/// The merged dataset's `shard`: null when it is the whole sweep (every shard, or unsharded
+/// inputs), else `{"count": N, "merged": [...], "missing": [...]}` so that the page and stderr
+/// can say that part of the sweep is absent.
+fn coverage(inputs: &[Input]) -> Value {
+    let shards: Option<Vec<(u64, u64)>> = inputs.iter().map(shard_of).collect();
+    let Some(shards) = shards else {
+        return Value::Null;
+    };
+    let count = shards[0].1;
+    let mut merged: Vec<u64> = shards.iter().map(|s| s.0).collect();
+    merged.sort_unstable();
+    let missing: Vec<u64> = (1..=count).filter(|k| !merged.contains(k)).collect();
+    if missing.is_empty() {
+        return Value::Null;
+    }
+    serde_json::json!({"count": count, "merged": merged, "missing": missing})
+}
+
+/// What a merged dataset's env says about missing shards, as one sentence; `None` when it is
+/// the whole sweep.
+pub(crate) fn coverage_note(env: &Value) -> Option<String> {
+    let shard = &env["shard"];
+    let missing: Vec<u64> = shard["missing"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let merged: Vec<u64> = shard["merged"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let count = shard["count"].as_u64().unwrap_or(0);
+    Some(format!(
+        "This report covers shards {} of {count} only: shard{} {} {} missing, so {} grid \
+         points are absent from every verdict, table and chart. It is not the whole sweep.",
+        joined(&merged),
+        if missing.len() == 1 { "" } else { "s" },
+        joined(&missing),
+        if missing.len() == 1 { "is" } else { "are" },
+        if missing.len() == 1 { "its" } else { "their" },
+    ))
 }
 
 /// `report --input A B …`: the merged (or per-machine) page at `out` and verdicts.csv beside
@@ -267,6 +320,14 @@ pub fn write_report_inputs(
         .map(|p| Input::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let groups = group(inputs)?;
+    for g in &groups {
+        if let Some(note) = coverage_note(&g.env) {
+            match &g.machine {
+                Some(m) => eprintln!("report: warning: {m}: {note}"),
+                None => eprintln!("report: warning: {note}"),
+            }
+        }
+    }
     let margin = options.margin(Some(&groups[0].env));
     // Each machine's mixes are judged on that machine's own kernels.csv rows.
     let datasets: Vec<data::Dataset<'_>> = groups

@@ -62,6 +62,7 @@ const OWN_TABLES: [&str; 2] = ["grid", "calibration"];
 
 fn machine(env: Option<&Value>) -> Html {
     let mut out = Html::raw("<h3>Machine and build</h3>".into());
+    out.push(coverage(env));
     match env {
         Some(Value::Object(map)) => {
             let mut entries = Vec::new();
@@ -94,6 +95,15 @@ fn machine(env: Option<&Value>) -> Html {
         )),
     }
     out
+}
+
+/// A loud warning when the rows are some shards of a sweep, not all (a merged report whose
+/// inputs lack a shard); nothing otherwise.
+pub fn coverage(env: Option<&Value>) -> Html {
+    match env.and_then(super::inputs::coverage_note) {
+        Some(note) => Html::tagged("p", "warn", Html::text(&note)),
+        None => Html::default(),
+    }
 }
 
 /// env.json's `calibration`: for each kernel and size asked for, the n chosen and the

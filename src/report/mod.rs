@@ -181,7 +181,10 @@ fn dataset_slots(
 ) -> anyhow::Result<BTreeMap<&'static str, html::Html>> {
     let fits = figures::fit_all(data);
     let mut slots = BTreeMap::new();
-    slots.insert("overview", overview_section(data, comparisons));
+    // Missing shards are said on the first screen as well as beside the machine.
+    let mut overview = measured::coverage(env);
+    overview.push(overview_section(data, comparisons));
+    slots.insert("overview", overview);
     slots.insert("comparisons", sections::comparisons(data, comparisons));
     slots.insert("measured", measured::measured(data.rows, env));
     slots.insert("charts", figures::charts(data, &fits));
