@@ -450,3 +450,48 @@ fn missing_shards_are_said_on_stderr_and_on_the_page() {
     assert!(o.status.success() && !err.contains("missing"), "{err}");
     assert!(!std::fs::read_to_string(&out).unwrap().contains("missing"));
 }
+
+/// Two machines whose sweeps recorded different margins: each machine's verdicts use its own.
+#[test]
+fn each_machine_is_judged_with_its_own_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b) = (d.join("host-a"), d.join("host-b"));
+    // process 1.3× the thread backend: within a ±50 % margin, far outside ±5 %.
+    let run = FakeRun {
+        workers: &[1],
+        ratio: 1.3,
+        margin: 0.5,
+    };
+    fake_run(&a, None, "host-a", "Xeon", 5228, run);
+    fake_run(
+        &b,
+        None,
+        "host-b",
+        "Xeon",
+        5228,
+        FakeRun {
+            margin: 0.05,
+            ..run
+        },
+    );
+    let out = d.join("report.html");
+    let o = report(&[&a, &b], &out);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let text = std::fs::read_to_string(d.join("verdicts.csv")).unwrap();
+    let verdict_of = |host: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(host))
+            .map(|l| l.split(',').nth(11).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(verdict_of("host-a").len(), 2, "{text}");
+    assert!(
+        verdict_of("host-a").iter().all(|v| v == "equivalent"),
+        "{text}"
+    );
+    assert!(
+        verdict_of("host-b").iter().all(|v| v == "process wins"),
+        "{text}"
+    );
+}

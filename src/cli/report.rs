@@ -19,7 +19,8 @@ pub struct ReportArgs {
     #[arg(long)]
     pub env: Option<PathBuf>,
     /// Equivalence margin: a comparison whose whole 95 % interval lies within ±PCT is
-    /// `equivalent`. Default: the sweep's own margin from env.json, else 5%.
+    /// `equivalent`. Default: the sweep's own margin from env.json (in a several-machine
+    /// report, each machine's own), else 5%. Given, it applies to every machine.
     #[arg(long, value_name = "PCT", value_parser = super::sweep::parse_margin)]
     pub equivalence: Option<f64>,
 }

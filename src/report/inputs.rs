@@ -328,7 +328,12 @@ pub fn write_report_inputs(
             }
         }
     }
-    let margin = options.margin(Some(&groups[0].env));
+    // Each machine is judged with its own sweep's margin (env.json's `equivalence`) unless
+    // --equivalence overrides them all.
+    let margins: Vec<f64> = groups
+        .iter()
+        .map(|g| options.margin(Some(&g.env)))
+        .collect();
     // Each machine's mixes are judged on that machine's own kernels.csv rows.
     let datasets: Vec<data::Dataset<'_>> = groups
         .iter()
@@ -336,9 +341,11 @@ pub fn write_report_inputs(
         .collect();
     let comparisons: Vec<Vec<Comparison>> = datasets
         .iter()
-        .map(|d| compare::comparisons(d, margin))
+        .zip(&margins)
+        .map(|(d, &m)| compare::comparisons(d, m))
         .collect();
     if let [only] = &groups[..] {
+        let margin = margins[0];
         let extras = super::Extras::new(&datasets[0], only.kernels.as_deref(), margin);
         let page = super::page(
             &datasets[0],
@@ -349,7 +356,7 @@ pub fn write_report_inputs(
         )?;
         return super::write_all(out, &page, &comparisons[0], &extras);
     }
-    let page = per_machine_page(&groups, &datasets, &comparisons, margin)?;
+    let page = per_machine_page(&groups, &datasets, &comparisons, &margins)?;
     write_verdicts_per_machine(&super::verdicts_path(out), &groups, &comparisons)?;
     super::write_atomic(out, page.as_bytes())
 }
@@ -359,7 +366,7 @@ fn per_machine_page(
     groups: &[Group],
     datasets: &[data::Dataset<'_>],
     comparisons: &[Vec<Comparison>],
-    margin: f64,
+    margins: &[f64],
 ) -> anyhow::Result<String> {
     let mut slots: BTreeMap<&str, html::Html> = BTreeMap::new();
     for ((g, d), c) in groups.iter().zip(datasets).zip(comparisons) {
@@ -376,10 +383,25 @@ fn per_machine_page(
         }
     }
     let rows: usize = groups.iter().map(|g| g.rows.len()).sum();
-    let all: Vec<Comparison> = comparisons.iter().flatten().cloned().collect();
+    let methods = if margins.iter().all(|m| *m == margins[0]) {
+        let all: Vec<Comparison> = comparisons.iter().flatten().cloned().collect();
+        super::methods(&all, margins[0])
+    } else {
+        // Machines judged with different margins: each one's methods, under its heading.
+        let mut out = html::Html::default();
+        for ((g, c), &m) in groups.iter().zip(comparisons).zip(margins) {
+            let label = g.machine.as_deref().unwrap_or("one machine");
+            out.push(html::Html::raw(format!(
+                "<h3 class=\"machine\">Machine: {}</h3>",
+                html::escape(label)
+            )));
+            out.push(super::methods(c, m));
+        }
+        out
+    };
     slots.insert("version", html::Html::text(env!("CARGO_PKG_VERSION")));
     slots.insert("rows", html::Html::text(&rows.to_string()));
-    slots.insert("methods", super::methods(&all, margin));
+    slots.insert("methods", methods);
     slots.insert("noisy", super::noisy::section(None));
     slots.insert("model", super::model::section(&[]));
     html::fill(html::TEMPLATE, &slots)
