@@ -495,3 +495,21 @@ fn each_machine_is_judged_with_its_own_margin() {
         "{text}"
     );
 }
+
+/// Shards of one sweep run on two machines merge, and the page names both machines.
+#[test]
+fn merged_shards_from_two_machines_name_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sh1, sh2) = (d.join("sh1"), d.join("sh2"));
+    fake_run(&sh1, Some((1, 2)), "xeon-vm", "Intel Xeon", 5228, ONE);
+    fake_run(&sh2, Some((2, 2)), "epyc-1", "AMD EPYC 9654", 4100, TWO);
+    let out = d.join("report.html");
+    let o = report(&[&sh1, &sh2], &out);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let html = std::fs::read_to_string(&out).unwrap();
+    for name in ["xeon-vm", "Intel Xeon", "epyc-1", "AMD EPYC 9654"] {
+        assert!(html.contains(name), "{name} not on the page");
+    }
+    assert!(html.contains("shard 1: xeon-vm; shard 2: epyc-1"));
+}

@@ -1,12 +1,13 @@
 //! Several inputs to one report: results.csv files or run folders (results.csv + env.json).
 //!
-//! Shards of one sweep (the same grid and seed in env.json) merge into one dataset, as if one
-//! machine had run the whole grid: a grid point and all its backends are in one shard, so no
-//! comparison crosses machines. Whole runs from different machines (hostname, CPU model, core
+//! Shards of one sweep (the same grid and seed in env.json) merge into one dataset, wherever
+//! they ran: a grid point and all its backends are in one shard, so no comparison crosses
+//! machines, and where the shards' env.json differ the page shows each shard's value. Missing
+//! shards are said on stderr and on the page. Whole runs from different machines (hostname, CPU model, core
 //! count) stay apart: the page shows each machine's sections one after the other and
 //! verdicts.csv gains a last column, `machine`, so no ratio is ever taken across machines.
-//! Mixed grids or seeds on one machine, duplicate cells and inputs without env.json are refused,
-//! naming the files.
+//! Mixed grids or seeds on one machine, a shard given twice, a grid point or cell in two inputs
+//! and inputs without env.json are refused, naming the files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -212,6 +213,10 @@ fn refuse_overlaps(inputs: &[Input]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// env.json's keys that describe the sweep rather than where one input ran: kept from the first
+/// input when shards merge.
+const SWEEP_KEYS: [&str; 5] = ["grid", "seed", "shard", "calibration", "equivalence"];
+
 /// One dataset from inputs of one grid and seed; a cell in two inputs is refused.
 fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<KernelRow>>)> {
     let first = &inputs[0];
@@ -249,6 +254,7 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<Kern
     let mut env = first.env.clone();
     if inputs.len() > 1 {
         env["shard"] = coverage(&inputs);
+        describe_each(&inputs, &mut env);
     }
     // Shards of one sweep each wrote their own kernels.csv; the merged dataset reads them all.
     let mut kernels: Option<Vec<KernelRow>> = None;
@@ -278,6 +284,39 @@ fn coverage(inputs: &[Input]) -> Value {
         return Value::Null;
     }
     serde_json::json!({"count": count, "merged": merged, "missing": missing})
+}
+
+/// Where the merged inputs ran differently (another machine, another start time, another
+/// build), env.json's value names each input's: `shard 1: vm; shard 2: epyc-1`, so the page
+/// never credits the first input's machine with the others' rows.
+fn describe_each(inputs: &[Input], env: &mut Value) {
+    let Some(map) = env.as_object_mut() else {
+        return;
+    };
+    let name = |input: &Input| match shard_of(input) {
+        Some((k, _)) => format!("shard {k}"),
+        None => input.csv.display().to_string(),
+    };
+    for (key, value) in map.iter_mut() {
+        if SWEEP_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if inputs
+            .iter()
+            .all(|i| i.env[key.as_str()] == inputs[0].env[key.as_str()])
+        {
+            continue;
+        }
+        let each: Vec<String> = inputs
+            .iter()
+            .map(|i| {
+                let v = &i.env[key.as_str()];
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                format!("{}: {text}", name(i))
+            })
+            .collect();
+        *value = Value::String(each.join("; "));
+    }
 }
 
 /// What a merged dataset's env says about missing shards, as one sentence; `None` when it is
