@@ -10,7 +10,17 @@
 //!   `LD_LIBRARY_PATH`.
 //!
 //! Without the feature it does nothing, so a plain build needs no Python at all.
+//!
+//! Every build also records what env.json calls the build (SPEC §7): the git revision of this
+//! crate's own checkout (`git rev-parse HEAD`), whether its tree was dirty (`git status
+//! --porcelain`) and the compiler (`$RUSTC --version`), as `TC_BUILD_GIT_REVISION`,
+//! `TC_BUILD_GIT_DIRTY` and `TC_BUILD_RUSTC` (empty when unknown). Asking at run time would
+//! describe the shell the sweep runs in instead: another repository's commit, or nothing where
+//! PATH has no git or rustc (a minimal PATH, the debian-slim runtime image). A build outside a
+//! git checkout of this crate (a tarball, even one unpacked inside another repository) records
+//! no git fields.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PROBE: &str = "import sys, sysconfig; v = sysconfig.get_config_var; \
@@ -22,6 +32,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(tc_gil_disabled)");
     println!("cargo::rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo::rerun-if-changed=build.rs");
+    build_info();
     if std::env::var_os("CARGO_FEATURE_PYTHON").is_none() {
         return;
     }
@@ -53,4 +64,73 @@ fn main() {
         }
         _ => {}
     }
+}
+
+/// Runs `git ARGS` in `dir`; its trimmed output when it succeeds.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--no-optional-locks")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The build's own revision, dirtiness and compiler, exported for `machine::Environment`.
+fn build_info() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    // Only a checkout whose top is this crate counts: a tarball unpacked inside another
+    // repository would otherwise record that repository's commit.
+    let own = git(&manifest, &["rev-parse", "--show-toplevel"])
+        .and_then(|top| std::fs::canonicalize(top).ok())
+        .is_some_and(|top| std::fs::canonicalize(&manifest).is_ok_and(|m| m == top));
+    let (revision, dirty) = if own {
+        // Rebuild when HEAD moves (checkout, commit), the branch it names moves, or the tree
+        // changes; `--git-path` finds them in a linked worktree too.
+        let mut watched = vec![
+            "HEAD".to_string(),
+            "packed-refs".to_string(),
+            "index".into(),
+        ];
+        watched.extend(git(&manifest, &["symbolic-ref", "-q", "HEAD"]));
+        for name in watched {
+            if let Some(path) = git(&manifest, &["rev-parse", "--git-path", &name]) {
+                let path = manifest.join(path);
+                if path.exists() {
+                    println!("cargo::rerun-if-changed={}", path.display());
+                }
+            }
+        }
+        for tracked in ["src", "Cargo.toml", "Cargo.lock"] {
+            println!("cargo::rerun-if-changed={tracked}");
+        }
+        (
+            git(&manifest, &["rev-parse", "HEAD"]),
+            git(&manifest, &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        )
+    } else {
+        (None, None)
+    };
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let version = Command::new(&rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    println!(
+        "cargo::rustc-env=TC_BUILD_GIT_REVISION={}",
+        revision.unwrap_or_default()
+    );
+    println!(
+        "cargo::rustc-env=TC_BUILD_GIT_DIRTY={}",
+        dirty.map_or(String::new(), |d| d.to_string())
+    );
+    println!(
+        "cargo::rustc-env=TC_BUILD_RUSTC={}",
+        version.unwrap_or_default()
+    );
 }

@@ -143,11 +143,13 @@ pub struct Environment {
     pub kernel: Option<String>,
     pub os: String,
     pub arch: &'static str,
-    /// `rustc --version` where a compiler is on PATH.
+    /// The `rustc --version` this binary was compiled with (recorded by build.rs).
     pub rustc: Option<String>,
     pub crate_version: &'static str,
-    /// The commit of the working directory, where it is a git checkout.
+    /// The commit this binary was built from (`git rev-parse HEAD` of the crate's own checkout
+    /// at build time); `None` for a build outside a git checkout, such as a tarball.
     pub git_revision: Option<String>,
+    /// Whether that checkout had uncommitted changes when built.
     pub git_dirty: Option<bool>,
     /// Whether [`tlb_shootdowns`] can be read here: without it the CSV's column stays empty.
     pub tlb_interrupts_exposed: bool,
@@ -179,21 +181,21 @@ impl Environment {
                 .or_else(System::name)
                 .unwrap_or_else(|| std::env::consts::OS.to_string()),
             arch: std::env::consts::ARCH,
-            rustc: command_line("rustc", &["--version"]),
+            rustc: build_fact(env!("TC_BUILD_RUSTC")),
             crate_version: env!("CARGO_PKG_VERSION"),
-            git_revision: command_line("git", &["rev-parse", "--short", "HEAD"]),
-            git_dirty: command_line("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+            git_revision: build_fact(env!("TC_BUILD_GIT_REVISION")),
+            git_dirty: build_fact(env!("TC_BUILD_GIT_DIRTY")).map(|d| d == "true"),
             tlb_interrupts_exposed: tlb_shootdowns().is_some(),
             request_clock: crate::clock::source(),
         }
     }
 }
 
-fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(cmd).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// A fact build.rs recorded about this build (empty: unknown). The build's own, not the
+/// shell's: a sweep run from another repository, or with no git or rustc on PATH, still
+/// records the commit and compiler the binary was built from.
+fn build_fact(value: &'static str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
 }
 
 #[cfg(test)]

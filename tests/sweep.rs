@@ -636,4 +636,70 @@ fn a_run_folder_in_use_by_another_sweep_is_refused() {
     assert!(err.contains(&busy), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
     drop(held);
+
+/// env.json's `git_revision` and `rustc` are the build's, not the shell's: a sweep run from
+/// inside another git repository, with neither cargo's rustc nor anything but /usr/bin:/bin on
+/// PATH, records the commit this crate was built from and the compiler that built it.
+#[test]
+fn env_json_records_the_builds_revision_and_compiler_not_the_shells() {
+    let git = |dir: &Path, args: &[&str]| -> Option<String> {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // This crate's own commit, where the tests run from a checkout of it; else none.
+    let own = git(manifest, &["rev-parse", "--show-toplevel"])
+        .map(|t| std::fs::canonicalize(t).unwrap() == std::fs::canonicalize(manifest).unwrap())
+        .unwrap_or(false);
+    let expected = own.then(|| git(manifest, &["rev-parse", "HEAD"]).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-repo");
+    std::fs::create_dir_all(&other).unwrap();
+    let _ = git(&other, &["init", "-q"]);
+    let _ = git(
+        &other,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "another project",
+        ],
+    );
+    let out = dir.path().join("run");
+    let o = Command::new(BIN)
+        .args(["sweep", "--exact", "--out"])
+        .arg(&out)
+        .args(["--backends", "rayon", "--workers", "1", "--repeat", "1"])
+        .args(["--kernels", "fib", "--sizes", "2000", "--connections", "1"])
+        .args(["--duration", "50ms", "--warmup", "0s"])
+        .current_dir(&other)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    assert_eq!(
+        env["git_revision"].as_str(),
+        expected.as_deref(),
+        "{}",
+        env["git_revision"]
+    );
+    if own {
+        assert!(env["git_dirty"].is_boolean(), "{}", env["git_dirty"]);
+    }
+    let rustc = env["rustc"].as_str().unwrap_or_default();
+    assert!(rustc.starts_with("rustc "), "rustc: {}", env["rustc"]);
 }
