@@ -343,6 +343,7 @@ fn fake_run(dir: &Path, shard: Option<(u32, u32)>, host: &str, cpu: &str, n: u64
         "seed": 7,
         "grid": {"workers": [1, 2, 3], "seed": 7},
         "shard": shard,
+        "calibration": {"fib|20us": {"n": n, "target_us": 20.0, "single_us": 20.0}},
     });
     std::fs::write(dir.join("env.json"), env.to_string()).unwrap();
 }
@@ -512,4 +513,11 @@ fn merged_shards_from_two_machines_name_both() {
         assert!(html.contains(name), "{name} not on the page");
     }
     assert!(html.contains("shard 1: xeon-vm; shard 2: epyc-1"));
+    // Each shard's calibration, not the first one's as the whole sweep's.
+    for (shard, n) in [("fib (shard 1)", "5228"), ("fib (shard 2)", "4100")] {
+        let at = html
+            .find(shard)
+            .unwrap_or_else(|| panic!("{shard} not on the page"));
+        assert!(html[at..].contains(n), "{shard}: n={n} not shown");
+    }
 }

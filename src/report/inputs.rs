@@ -255,6 +255,7 @@ fn merge(inputs: Vec<Input>) -> anyhow::Result<(Value, Vec<Row>, Option<Vec<Kern
     if inputs.len() > 1 {
         env["shard"] = coverage(&inputs);
         describe_each(&inputs, &mut env);
+        calibration_each(&inputs, &mut env);
     }
     // Shards of one sweep each wrote their own kernels.csv; the merged dataset reads them all.
     let mut kernels: Option<Vec<KernelRow>> = None;
@@ -317,6 +318,33 @@ fn describe_each(inputs: &[Input], env: &mut Value) {
             .collect();
         *value = Value::String(each.join("; "));
     }
+}
+
+/// Where the merged inputs calibrated differently (each shard sizes its targets on its own
+/// machine), the calibration table lists every input's, its kernel named with the shard:
+/// `fib (shard 2)`, so no shard's n is shown as the whole sweep's.
+fn calibration_each(inputs: &[Input], env: &mut Value) {
+    if inputs
+        .iter()
+        .all(|i| i.env["calibration"] == inputs[0].env["calibration"])
+    {
+        return;
+    }
+    let mut each = serde_json::Map::new();
+    for input in inputs {
+        let name = match shard_of(input) {
+            Some((k, _)) => format!("shard {k}"),
+            None => input.csv.display().to_string(),
+        };
+        for (key, v) in input.env["calibration"].as_object().into_iter().flatten() {
+            let key = match key.split_once('|') {
+                Some((kernel, asked)) => format!("{kernel} ({name})|{asked}"),
+                None => format!("{key} ({name})"),
+            };
+            each.insert(key, v.clone());
+        }
+    }
+    env["calibration"] = Value::Object(each);
 }
 
 /// What a merged dataset's env says about missing shards, as one sentence; `None` when it is
