@@ -636,6 +636,7 @@ fn a_run_folder_in_use_by_another_sweep_is_refused() {
     assert!(err.contains(&busy), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
     drop(held);
+}
 
 /// env.json's `git_revision` and `rustc` are the build's, not the shell's: a sweep run from
 /// inside another git repository, with neither cargo's rustc nor anything but /usr/bin:/bin on
