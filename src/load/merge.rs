@@ -193,11 +193,12 @@ pub fn warnings(hosts: &[HostLog]) -> Vec<String> {
     )]
 }
 
-/// Each host's name and window (start, end), for the logs that record a start.
+/// Each host's name and window (start, end), for the logs that record both (a log from
+/// another HdrHistogram tool has no window length).
 fn windows(hosts: &[HostLog]) -> Vec<(String, SystemTime, SystemTime)> {
     hosts
         .iter()
-        .filter(|h| h.report.started != SystemTime::UNIX_EPOCH)
+        .filter(|h| h.report.started != SystemTime::UNIX_EPOCH && h.report.duration_s > 0.0)
         .map(|h| {
             let start = h.report.started;
             let end = start + Duration::from_secs_f64(h.report.duration_s.max(0.0));
