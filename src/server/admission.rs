@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -27,12 +29,20 @@ const NO: u8 = b'n';
 /// A child's connection has ended: its place is free.
 const DONE: u8 = b'd';
 
+/// How long a child waits for its supervisor's answer. The supervisor answers from a task of
+/// its own within microseconds; one that takes this long is stopped or wedged, and the accept
+/// loop (which also watches for shutdown) must not wait on it.
+const ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
 /// How a server decides whether to serve one more connection.
 pub struct Admission {
     /// This process's own places: the limit, clamped below its open-file limit.
     local: Arc<Semaphore>,
     /// A prefork child's link to its supervisor, which holds the server-wide count.
     supervisor: Option<Arc<UnixStream>>,
+    /// The supervisor once failed to answer in time: a late answer would be read as the answer
+    /// to a later question, so the link is not used again and every connection is refused.
+    unanswered: AtomicBool,
 }
 
 /// A connection's place, given back when dropped.
@@ -47,6 +57,7 @@ impl Admission {
         Admission {
             local: Arc::new(Semaphore::new(max)),
             supervisor: None,
+            unanswered: AtomicBool::new(false),
         }
     }
 
@@ -57,6 +68,7 @@ impl Admission {
         Ok(Admission {
             local: Arc::new(Semaphore::new(max)),
             supervisor: Some(Arc::new(UnixStream::from_std(link)?)),
+            unanswered: AtomicBool::new(false),
         })
     }
 
@@ -65,10 +77,21 @@ impl Admission {
     pub async fn admit(&self) -> Option<Place> {
         let local = self.local.clone().try_acquire_owned().ok()?;
         if let Some(link) = &self.supervisor {
-            match ask(link).await {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
+            if self.unanswered.load(Ordering::Relaxed) {
+                return None;
+            }
+            match tokio::time::timeout(ANSWER_LIMIT, ask(link)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return None,
+                Err(_) => {
+                    self.unanswered.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        "prefork supervisor did not answer within {ANSWER_LIMIT:?}; this child \
+                         refuses new connections from now on"
+                    );
+                    return None;
+                }
+                Ok(Err(e)) => {
                     // Only a supervisor that is gone stops answering, and its children die
                     // with it: refuse rather than serve past a limit nobody keeps.
                     tracing::error!("prefork supervisor did not answer: {e}");
@@ -264,6 +287,24 @@ mod tests {
         let _p = a.admit().await.expect("room");
         assert!(a.admit().await.is_none(), "past this process's own limit");
         assert_eq!(ledger.total(), 1, "a local refusal asks nobody");
+    }
+
+    /// A supervisor that is alive but silent (stopped, wedged): the child gives up after
+    /// [`ANSWER_LIMIT`] instead of holding its accept loop, and does not use the link again.
+    #[tokio::test(start_paused = true)]
+    async fn a_child_whose_supervisor_does_not_answer_refuses_in_bounded_time() {
+        let (_silent, link) = pair();
+        let a = Admission::supervised(10, link).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(a.admit().await.is_none());
+        assert!(started.elapsed() >= ANSWER_LIMIT);
+        let again = tokio::time::Instant::now();
+        assert!(a.admit().await.is_none());
+        assert_eq!(
+            again.elapsed(),
+            Duration::ZERO,
+            "the link is not asked again"
+        );
     }
 
     #[tokio::test]
