@@ -128,21 +128,12 @@ pub fn sent_id(id: &Value) -> Option<u64> {
     }
 }
 
-/// `s` as Python's `str(int)` writes a non-negative integer: ASCII digits, no sign, no leading
-/// zero (but `"0"` itself), no whitespace; `None` for anything else or past `u64`.
+/// `s` as Python's `str(int)` writes a non-negative integer: what JSON writes one as (digits,
+/// no sign, no leading zero but `"0"` itself), and nothing else around it; `None` past `u64`.
 fn canonical_u64(s: &str) -> Option<u64> {
-    let digits = s.as_bytes();
-    let canonical = match digits {
-        [] => false,
-        [b'0'] => true,
-        [b'0', ..] => false,
-        _ => digits.iter().all(u8::is_ascii_digit),
-    };
-    if canonical {
-        s.parse().ok()
-    } else {
-        None
-    }
+    crate::protocol::json_uint(s.as_bytes())
+        .filter(|&(_, len)| len == s.len())
+        .map(|(v, _)| v)
 }
 
 /// The replies this crate's server writes for results and pongs (`Reply::encode_into`), in
