@@ -116,13 +116,7 @@ pub const RUNAWAY_EXIT: i32 = 75;
 
 /// A child's listening socket, one of several on the port (`SO_REUSEPORT`).
 pub fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("cannot bind {addr}"))?;
+    let socket = bound(addr, true)?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -134,14 +128,22 @@ pub fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<std::net::TcpListe
 /// prefork server's children included, is refused here with "address in use" instead of being
 /// silently shared with it.
 pub fn hold_port(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = bound(addr, false)?;
+    socket.set_reuse_port(true)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` set before the bind
+/// when `reuse_port`.
+fn bound(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket
         .bind(&addr.into())
         .with_context(|| format!("cannot bind {addr}"))?;
-    socket.set_reuse_port(true)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// A prefork child's link to its supervisor's ledger of connections: its stdin.
