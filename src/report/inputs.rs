@@ -287,16 +287,20 @@ fn coverage(inputs: &[Input]) -> Value {
     serde_json::json!({"count": count, "merged": merged, "missing": missing})
 }
 
+/// How the page names one of several merged inputs: its shard, else its CSV.
+fn input_name(input: &Input) -> String {
+    match shard_of(input) {
+        Some((k, _)) => format!("shard {k}"),
+        None => input.csv.display().to_string(),
+    }
+}
+
 /// Where the merged inputs ran differently (another machine, another start time, another
 /// build), env.json's value names each input's: `shard 1: vm; shard 2: epyc-1`, so the page
 /// never credits the first input's machine with the others' rows.
 fn describe_each(inputs: &[Input], env: &mut Value) {
     let Some(map) = env.as_object_mut() else {
         return;
-    };
-    let name = |input: &Input| match shard_of(input) {
-        Some((k, _)) => format!("shard {k}"),
-        None => input.csv.display().to_string(),
     };
     for (key, value) in map.iter_mut() {
         if SWEEP_KEYS.contains(&key.as_str()) {
@@ -313,7 +317,7 @@ fn describe_each(inputs: &[Input], env: &mut Value) {
             .map(|i| {
                 let v = &i.env[key.as_str()];
                 let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                format!("{}: {text}", name(i))
+                format!("{}: {text}", input_name(i))
             })
             .collect();
         *value = Value::String(each.join("; "));
@@ -332,10 +336,7 @@ fn calibration_each(inputs: &[Input], env: &mut Value) {
     }
     let mut each = serde_json::Map::new();
     for input in inputs {
-        let name = match shard_of(input) {
-            Some((k, _)) => format!("shard {k}"),
-            None => input.csv.display().to_string(),
-        };
+        let name = input_name(input);
         for (key, v) in input.env["calibration"].as_object().into_iter().flatten() {
             let key = match key.split_once('|') {
                 Some((kernel, asked)) => format!("{kernel} ({name})|{asked}"),

@@ -123,11 +123,7 @@ async fn run_cells(
         .with_context(|| format!("cannot open {}", csv_path.display()))?;
     // The header goes in only where none is yet: a file left empty by a sweep interrupted
     // before its first row gets one, a resumed file (header only, or with rows) does not.
-    let empty = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", csv_path.display()))?
-        .len()
-        == 0;
+    let empty = is_empty(&csv_path)?;
     let mut writer = csv::WriterBuilder::new()
         .has_headers(empty)
         .from_writer(file);
