@@ -93,13 +93,13 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
         if threads.is_empty() {
             continue;
         }
-        // A thread backend run here whose repetitions were all invalid (or all but one) would
-        // silently leave "best thread" to the others, and the invalid cells are the fast
-        // ones (`driver_saturated`): the best-thread row claims no winner without it.
-        let short = THREAD_BACKENDS.iter().any(|t| {
-            data.ran.get(point).is_some_and(|r| r.contains(*t))
-                && sample(t).map_or(true, |s| s.n < 2)
-        });
+        // A thread backend run here whose repetitions were all invalid would silently leave
+        // "best thread" to the others, and the invalid cells are the fast ones
+        // (`driver_saturated`): the best-thread row claims no winner without it. (One with a
+        // single valid repetition already gives no interval: `welch` needs two.)
+        let missing = THREAD_BACKENDS
+            .iter()
+            .any(|t| data.ran.get(point).is_some_and(|r| r.contains(*t)) && sample(t).is_none());
         // A mix without per-kernel data has only its pooled throughput, and a mix is judged
         // on its majority kernel, not on the whole (SPEC §3): ratios, but no verdict.
         let unjudged = data.unjudged(&point.kernel);
@@ -134,14 +134,9 @@ pub fn comparisons(data: &Dataset<'_>, margin: f64) -> Vec<Comparison> {
             }
             let samples: Vec<LogSample> = threads.iter().map(|(_, t)| *t).collect();
             let mut best = verdict::against_best(&c, &samples, CONFIDENCE);
-            let fewest = if short {
+            let fewest = if missing {
                 best.interval = None;
-                THREAD_BACKENDS
-                    .iter()
-                    .filter(|t| data.ran.get(point).is_some_and(|r| r.contains(**t)))
-                    .map(|t| sample(t).map_or(0, |s| s.n))
-                    .min()
-                    .unwrap_or(0)
+                0
             } else {
                 samples.iter().map(|t| t.n).min().unwrap_or(0)
             };
