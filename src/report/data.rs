@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::verdict::LogSample;
 use crate::record::{CellKey, Row};
-use crate::sweep::kernels::{majority, KernelRow};
+use crate::sweep::kernels::{majority_rows, KernelRow};
 
 /// The thread backends a process backend is compared against (SPEC §4).
 pub const THREAD_BACKENDS: [&str; 2] = ["rayon", "tokio"];
@@ -186,13 +186,10 @@ impl<'a> Dataset<'a> {
             .map(|p| p.kernel.clone())
             .collect();
         for mix in mixes {
-            let major = kernels.and_then(|k| majority(k, &mix));
-            if let (Some(kernels), Some(major)) = (kernels, &major) {
-                let own: HashMap<CellKey, &KernelRow> = kernels
-                    .iter()
-                    .filter(|k| k.mix == mix && k.kernel == *major)
-                    .map(|k| (k.cell_key(), k))
-                    .collect();
+            let major = kernels.and_then(|k| majority_rows(k, &mix));
+            if let Some((_, own)) = &major {
+                let own: HashMap<CellKey, &KernelRow> =
+                    own.iter().map(|k| (k.cell_key(), *k)).collect();
                 // (value, count) per valid repetition of each grid point and backend.
                 let mut judged: BTreeMap<(Point, &str), Vec<(f64, f64)>> = BTreeMap::new();
                 for r in rows
@@ -212,7 +209,7 @@ impl<'a> Dataset<'a> {
                     }
                 }
             }
-            data.mixes.insert(mix, major);
+            data.mixes.insert(mix, major.map(|(m, _)| m));
         }
         data
     }

@@ -17,7 +17,7 @@ use super::html::{para, Html};
 use super::sections::challenger_table;
 use crate::record::{CellKey, Row};
 pub use crate::sweep::kernels::majority;
-use crate::sweep::kernels::KernelRow;
+use crate::sweep::kernels::{majority_rows, KernelRow};
 
 /// What a noisy-neighbour comparison is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +60,10 @@ fn stand_ins(rows: &[Row], kernels: &[KernelRow], metric: Metric) -> Vec<Row> {
     mixes.dedup();
     let mut out = Vec::new();
     for mix in mixes {
-        let Some(major) = majority(kernels, mix) else {
+        let Some((major, own)) = majority_rows(kernels, mix) else {
             continue;
         };
-        for k in kernels.iter().filter(|k| k.mix == mix && k.kernel == major) {
+        for k in own {
             if let Some(cell) = cells.get(&k.cell_key()) {
                 let mut r = (*cell).clone();
                 r.kernel = label(&major, mix);

@@ -103,6 +103,20 @@ pub fn majority(kernels: &[KernelRow], mix: &str) -> Option<String> {
         .map(|(k, _)| k.to_string())
 }
 
+/// A mix's majority kernel and its rows of `kernels`, in file order: what the mix is judged on
+/// (SPEC §3). `None` when `kernels` holds no row of the mix.
+pub fn majority_rows<'k>(
+    kernels: &'k [KernelRow],
+    mix: &str,
+) -> Option<(String, Vec<&'k KernelRow>)> {
+    let major = majority(kernels, mix)?;
+    let rows = kernels
+        .iter()
+        .filter(|k| k.mix == mix && k.kernel == major)
+        .collect();
+    Some((major, rows))
+}
+
 /// Appends rows to `path`, writing the header only when the file is new or empty.
 pub fn append(path: &Path, rows: &[KernelRow]) -> anyhow::Result<()> {
     if rows.is_empty() {
